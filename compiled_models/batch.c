@@ -1,0 +1,37 @@
+/* Batch entry point compiled together with TL2cgen's generated code.
+ *
+ * One call predicts a whole row-major float32 batch: no Python per row, no shared
+ * mutable state (each call has its own Entry buffer on the stack), so any number of
+ * threads may call it at once. ctypes releases the GIL around the call.
+ */
+#include <math.h>
+#include <stdint.h>
+#include "header.h"
+
+#define VS_MAX_FEATURES 4096
+
+int32_t vs_num_feature(void) { return get_num_feature(); }
+
+/* Returns -1 on success, or the index of the first row holding +-inf (nothing is
+ * trusted after such a row: the caller must reject the request). NaN means missing. */
+int64_t vs_predict_batch(const float* x, int64_t nrow, float* out) {
+  const int32_t nf = get_num_feature();
+  union Entry row[VS_MAX_FEATURES];
+  for (int64_t i = 0; i < nrow; ++i) {
+    const float* xi = x + i * nf;
+    for (int32_t j = 0; j < nf; ++j) {
+      const float v = xi[j];
+      if (isnan(v)) {
+        row[j].missing = -1;
+      } else if (isinf(v)) {
+        return i;
+      } else {
+        row[j].fvalue = v;
+      }
+    }
+    float result = 0.0f;
+    predict(row, 0, &result);
+    out[i] = result;
+  }
+  return -1;
+}

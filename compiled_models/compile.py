@@ -1,0 +1,75 @@
+"""XGBoost booster -> Treelite model -> TL2cgen C code -> shared library (gcc)."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+import tempfile
+from pathlib import Path
+
+import tl2cgen
+import treelite
+import xgboost as xgb
+
+BATCH_C = Path(__file__).with_name("batch.c")
+CC = os.environ.get("CC", "gcc")
+CFLAGS = ("-O3", "-fPIC", "-std=c99", "-fno-semantic-interposition")
+# Chosen by `python -m compiled_models.compile_options` (docs/benchmarks.md): branch
+# annotation from training data won; quantisation and parallel_comp did not help.
+DEFAULT_OPTIONS: dict = {"annotate": True, "quantize": 0, "parallel_comp": 2}
+
+
+def compiler_version() -> str:
+    out = subprocess.run([CC, "--version"], capture_output=True, text=True, check=True)
+    return out.stdout.splitlines()[0]
+
+
+def to_treelite(booster: xgb.Booster) -> treelite.Model:
+    return treelite.frontend.from_xgboost(booster)
+
+
+def compile_library(
+    model: treelite.Model,
+    out_path: Path,
+    options: dict = DEFAULT_OPTIONS,
+    annotate_rows=None,
+) -> None:
+    """Generate C for ``model`` and build ``out_path`` (a .so with ``vs_predict_batch``).
+
+    ``annotate_rows`` (float32 array) feeds TL2cgen's branch annotation when
+    ``options["annotate"]`` is set, so gcc lays out the likely branch first.
+    """
+    with tempfile.TemporaryDirectory() as tmp:
+        src = Path(tmp) / "src"
+        params: dict = {"quantize": int(options.get("quantize", 0))}
+        if options.get("parallel_comp", 0) > 1:
+            params["parallel_comp"] = int(options["parallel_comp"])
+        if options.get("annotate") and annotate_rows is not None:
+            ann = Path(tmp) / "annotation.json"
+            dmat = tl2cgen.DMatrix(annotate_rows, dtype="float32")
+            tl2cgen.annotate_branch(model, dmat, ann, nthread=2, verbose=False)
+            params["annotate_in"] = str(ann)
+        tl2cgen.generate_c_code(model, str(src), params=params)
+        shutil.copy(BATCH_C, src / "batch.c")
+        objs = []
+        procs = []
+        for c_file in sorted(src.glob("*.c")):
+            obj = c_file.with_suffix(".o")
+            objs.append(str(obj))
+            cmd = [CC, *CFLAGS, "-c", str(c_file), "-o", str(obj)]
+            procs.append(subprocess.Popen(cmd, cwd=src))
+            if len(procs) >= (os.cpu_count() or 2):
+                _wait(procs)
+        _wait(procs)
+        tmp_out = Path(tmp) / "model.so"
+        subprocess.run([CC, "-shared", "-o", str(tmp_out), *objs, "-lm"], check=True)
+        out_path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.move(tmp_out, out_path)
+
+
+def _wait(procs: list[subprocess.Popen]) -> None:
+    for p in procs:
+        if p.wait() != 0:
+            raise RuntimeError(f"compiler failed: {p.args}")
+    procs.clear()

@@ -1,0 +1,44 @@
+"""The manifest that travels with every compiled artifact."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+MANIFEST_FILE = "manifest.json"
+LIBRARY_FILE = "model.so"
+XGB_MODEL_FILE = "model.json"
+REFERENCE_FILE = "reference.parquet"
+
+
+@dataclass(frozen=True)
+class Manifest:
+    name: str
+    description: str
+    created: str
+    feature_names: tuple[str, ...]
+    decision_threshold: float  # probability >= threshold -> label 1
+    library: str
+    library_sha256: str
+    versions: dict
+    compile_options: dict
+    label: dict
+    data_period: dict
+    metrics: dict
+    params: dict = field(default_factory=dict)
+
+    def write(self, folder: Path) -> None:
+        text = json.dumps(asdict(self), indent=2, sort_keys=True)
+        (folder / MANIFEST_FILE).write_text(text + "\n")
+
+    @classmethod
+    def read(cls, folder: Path) -> Manifest:
+        raw = json.loads((folder / MANIFEST_FILE).read_text())
+        raw["feature_names"] = tuple(raw["feature_names"])
+        return cls(**raw)
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()

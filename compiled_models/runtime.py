@@ -1,0 +1,128 @@
+"""Load a verified compiled artifact and predict through its batch entry point.
+
+The library is native code, so it is only loaded after its bytes match the manifest's
+sha256. The verified bytes are copied into an anonymous memory file and loaded from
+there, so the file on disk cannot be swapped between the check and ``dlopen``.
+"""
+
+from __future__ import annotations
+
+import _ctypes
+import ctypes
+import os
+from pathlib import Path
+
+import numpy as np
+
+from compiled_models.manifest import Manifest, sha256_bytes
+from market.features import FEATURE_NAMES
+
+_F32 = np.dtype(np.float32)
+_C_INT64 = ctypes.c_int64
+_C_PTR = ctypes.c_void_p
+
+
+class ArtifactError(RuntimeError):
+    """The artifact on disk cannot be trusted or does not fit the serving schema."""
+
+
+class InvalidInput(ValueError):
+    """The caller's array is not a valid batch for this model."""
+
+
+class CompiledModel:
+    """A verified, loaded artifact. ``predict`` is thread-safe and releases the GIL."""
+
+    def __init__(self, folder: Path, expected_features: tuple[str, ...] = FEATURE_NAMES):
+        folder = Path(folder)
+        try:
+            manifest = Manifest.read(folder)
+        except (OSError, ValueError, TypeError) as exc:
+            raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
+        self.manifest = manifest
+        self.name = manifest.name
+        if manifest.feature_names != tuple(expected_features):
+            raise ArtifactError(
+                f"artifact {self.name}: feature schema {list(manifest.feature_names)} "
+                f"does not match the expected {list(expected_features)}"
+            )
+        data = (folder / manifest.library).read_bytes()
+        digest = sha256_bytes(data)
+        if digest != manifest.library_sha256:
+            raise ArtifactError(
+                f"artifact {self.name}: {manifest.library} sha256 {digest} does not match "
+                f"manifest {manifest.library_sha256}; refusing to load it"
+            )
+        self.sha256 = digest
+        self._fd, self._lib = _dlopen_bytes(data, self.name)
+        self.n_features = int(self._lib.vs_num_feature())
+        if self.n_features != len(manifest.feature_names):
+            raise ArtifactError(
+                f"artifact {self.name}: library expects {self.n_features} features, "
+                f"manifest lists {len(manifest.feature_names)}"
+            )
+        self.threshold = manifest.decision_threshold
+        self._predict = self._lib.vs_predict_batch
+
+    def __del__(self) -> None:
+        # Safe: a thread inside predict() holds a reference to self, so nothing can
+        # still be executing the library's code once the last reference is gone.
+        lib = getattr(self, "_lib", None)
+        if lib is not None:
+            _ctypes.dlclose(lib._handle)
+            os.close(self._fd)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        """Probabilities for a C-contiguous float32 ``[rows, n_features]`` array.
+
+        NaN means "missing" (as in XGBoost); infinities are rejected.
+        """
+        if type(x) is not np.ndarray or x.dtype != _F32 or x.ndim != 2:
+            raise InvalidInput(self._describe_bad(x))
+        rows, cols = x.shape
+        if cols != self.n_features or rows == 0 or not x.flags.c_contiguous:
+            raise InvalidInput(self._describe_bad(x))
+        out = np.empty(rows, dtype=_F32)
+        bad = self._predict(x.ctypes.data, rows, out.ctypes.data)
+        if bad >= 0:
+            raise InvalidInput(f"{self.name}: row {bad} contains an infinite value")
+        return out
+
+    def _describe_bad(self, x: object) -> str:
+        want = f"C-contiguous float32 array of shape [rows >= 1, {self.n_features}]"
+        if not isinstance(x, np.ndarray):
+            return f"{self.name}: expected a {want}, got {type(x).__name__}"
+        if x.dtype != _F32:
+            return f"{self.name}: expected a {want}, got dtype {x.dtype}"
+        if x.ndim != 2:
+            return f"{self.name}: expected a {want}, got {x.ndim} dimension(s)"
+        if x.shape[1] != self.n_features:
+            return f"{self.name}: expected {self.n_features} features per row, got {x.shape[1]}"
+        if x.shape[0] == 0:
+            return f"{self.name}: expected at least one row, got an empty array"
+        return f"{self.name}: expected a {want}, got a non-contiguous array"
+
+
+def _dlopen_bytes(data: bytes, name: str) -> tuple[int, ctypes.CDLL]:
+    """Load ``data`` as a shared library from an anonymous memory file.
+
+    The fd stays open while the library is loaded: glibc recognises an already-loaded
+    object by its path, so a reused ``/proc/self/fd/N`` would return the old library.
+    """
+    fd = os.memfd_create(f"artifact-{name}", 0)
+    try:
+        with open(fd, "wb", closefd=False) as f:
+            f.write(data)
+        lib = ctypes.CDLL(f"/proc/self/fd/{fd}", mode=os.RTLD_LOCAL | os.RTLD_NOW)
+    except BaseException:
+        os.close(fd)
+        raise
+    lib.vs_num_feature.restype = ctypes.c_int32
+    lib.vs_num_feature.argtypes = []
+    lib.vs_predict_batch.restype = _C_INT64
+    lib.vs_predict_batch.argtypes = [_C_PTR, _C_INT64, _C_PTR]
+    return fd, lib
+
+
+def load(folder: Path | str) -> CompiledModel:
+    return CompiledModel(Path(folder))

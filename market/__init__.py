@@ -1,0 +1,1 @@
+"""Market data shared by training and streaming: tick schema, data sources, features."""

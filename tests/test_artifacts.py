@@ -1,0 +1,84 @@
+from __future__ import annotations
+
+import shutil
+
+import numpy as np
+import pytest
+import xgboost as xgb
+
+from compiled_models import build, runtime, train
+from compiled_models.manifest import Manifest, sha256_bytes
+from market.features import FEATURE_NAMES
+from tests.conftest import ARTIFACTS, artifact_dir
+
+
+def booster(name: str) -> xgb.Booster:
+    return xgb.Booster(model_file=str(artifact_dir(name) / "model.json"))
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_compiled_equals_xgboost_on_every_held_out_row(name, real_dataset):
+    model = runtime.load(artifact_dir(name))
+    ref = booster(name)
+    held_out = np.concatenate([real_dataset.valid.X, real_dataset.test.X])
+    assert np.isnan(held_out).any(axis=1).all()  # every real row lacks a quote
+    got = model.predict(held_out)
+    want = ref.inplace_predict(held_out)
+    np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
+    assert got.std() > 0.01  # a real model, not a constant
+
+
+@pytest.mark.parametrize("name", ARTIFACTS)
+def test_nan_anywhere_matches_xgboost_missing(name, real_dataset):
+    rng = np.random.default_rng(1)
+    x = real_dataset.test.X[rng.choice(len(real_dataset.test.y), 5_000)].copy()
+    x[rng.random(x.shape) < 0.3] = np.nan
+    x[:10] = np.nan  # whole rows missing
+    got = runtime.load(artifact_dir(name)).predict(x)
+    np.testing.assert_allclose(got, booster(name).inplace_predict(x), rtol=0, atol=1e-6)
+
+
+def test_manifests_are_complete_and_true():
+    for name in ARTIFACTS:
+        folder = artifact_dir(name)
+        m = Manifest.read(folder)
+        assert m.name == name
+        assert m.feature_names == FEATURE_NAMES
+        assert m.library_sha256 == sha256_bytes((folder / m.library).read_bytes())
+        assert set(m.versions) >= {"xgboost", "treelite", "tl2cgen", "compiler"}
+        assert 0.0 < m.decision_threshold < 1.0
+        for period in ("validation", "test"):
+            assert 0.5 < m.metrics[period]["roc_auc"] <= 1.0
+        assert (folder / "reference.parquet").exists()
+
+
+def test_xgboost_beats_the_baseline_on_held_out_pr_auc():
+    base = Manifest.read(artifact_dir("baseline-rv60")).metrics["test"]["pr_auc"]
+    for name in ARTIFACTS:
+        if name.startswith("xgb"):
+            assert Manifest.read(artifact_dir(name)).metrics["test"]["pr_auc"] > base
+
+
+def test_library_with_one_changed_byte_is_refused(tmp_path):
+    src = artifact_dir("xgb-v1")
+    dst = tmp_path / "xgb-v1"
+    shutil.copytree(src, dst)
+    lib = dst / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0x01
+    lib.write_bytes(bytes(data))
+    with pytest.raises(runtime.ArtifactError, match=r"artifact xgb-v1: .*sha256.*refusing"):
+        runtime.load(dst)
+
+
+def test_feature_schema_mismatch_is_refused():
+    with pytest.raises(runtime.ArtifactError, match="artifact baseline-rv60: feature schema"):
+        runtime.CompiledModel(artifact_dir("baseline-rv60"), expected_features=("a", "b"))
+
+
+def test_build_is_deterministic(tmp_path, real_dataset):
+    spec = next(s for s in train.SPECS if s.name == "xgb-v1")
+    m = build.build_artifact(spec, real_dataset, tmp_path)
+    built = artifact_dir("xgb-v1")
+    assert m.library_sha256 == Manifest.read(built).library_sha256
+    assert (tmp_path / "xgb-v1" / "model.json").read_bytes() == (built / "model.json").read_bytes()
