@@ -26,10 +26,10 @@ class SymbolSpec:
 
 
 DEFAULT_SYMBOLS = (
-    SymbolSpec("BTC-USD", 65_000.0, 0.45, 0.00008, 0.6),
-    SymbolSpec("ETH-USD", 3_200.0, 0.30, 0.00012, 1.0),
-    SymbolSpec("SOL-USD", 150.0, 0.15, 0.00020, 2.5),
-    SymbolSpec("DOGE-USD", 0.15, 0.10, 0.00030, 5.0),
+    SymbolSpec("BTC-USD", 65_000.0, 0.45, 0.00003, 0.6),
+    SymbolSpec("ETH-USD", 3_200.0, 0.30, 0.00004, 1.0),
+    SymbolSpec("SOL-USD", 150.0, 0.15, 0.00006, 2.5),
+    SymbolSpec("DOGE-USD", 0.15, 0.10, 0.00008, 5.0),
 )
 
 
