@@ -45,8 +45,10 @@ def main() -> None:
     rng = np.random.default_rng(0)
     ann = ds.train.X[rng.choice(len(ds.train.y), 50_000, replace=False)]
     print(f"model {args.model}; 1 thread; median of {args.repeats} repeats")
-    print("| options | compile s | held-out rows off by > 1e-6 (max diff) | 1 row: us "
-          "| batch 10,000: rows/s |")
+    print(
+        "| options | compile s | held-out rows off by > 1e-6 (max diff) | 1 row: us "
+        "| batch 10,000: rows/s |"
+    )
     print("|---|---:|---:|---:|---:|")
     base = Manifest.read(src)
     for label, opts in VARIANTS.items():

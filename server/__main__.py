@@ -1,0 +1,138 @@
+"""``python -m server``: wiring only. With ``--workers N`` a supervisor starts N worker
+processes sharing the gRPC port (SO_REUSEPORT) and forwards SIGTERM/SIGHUP to them."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+from prometheus_client import CollectorRegistry, start_http_server
+
+from server.app import App, create_server
+from server.config import Settings
+from server.metrics import ServerMetrics
+from server.tracing import make_tracer_provider
+
+logger = logging.getLogger("server")
+
+
+def parse_args() -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--config", type=Path, help="TOML settings file")
+    p.add_argument("--host")
+    p.add_argument("--port", type=int)
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--models-dir", type=Path)
+    p.add_argument("--model-config", type=Path)
+    p.add_argument("--workers", type=int)
+    p.add_argument("--pid-file", type=Path)
+    p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
+    return p.parse_args()
+
+
+async def serve(settings: Settings, worker_index: int) -> None:
+    registry = CollectorRegistry()
+    metrics = ServerMetrics(registry)
+    provider = make_tracer_provider()
+    app = create_server(settings, metrics, provider)
+    start_http_server(
+        settings.metrics_port + max(worker_index, 0), settings.host, registry=registry
+    )
+    await app.set_serving(False)
+    await app.server.start()
+    logger.info("worker %d listening on %s:%d", worker_index, settings.host, app.port)
+    if not await app.load_configured():
+        logger.error("no model could be loaded; serving health NOT_SERVING")
+    stop = asyncio.Event()
+    reload_now = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, stop.set)
+    loop.add_signal_handler(signal.SIGINT, stop.set)
+    loop.add_signal_handler(signal.SIGHUP, reload_now.set)
+    watcher = asyncio.create_task(watch_config(app, reload_now))
+    await stop.wait()
+    logger.info(
+        "draining: NOT_SERVING, no new calls, up to %.0f s for in-flight ones",
+        settings.grace_seconds,
+    )
+    await app.health.enter_graceful_shutdown()
+    app.metrics.serving.set(0)
+    watcher.cancel()
+    await app.server.stop(settings.grace_seconds)
+    provider.shutdown()
+    logger.info("stopped")
+
+
+async def watch_config(app: App, reload_now: asyncio.Event) -> None:
+    """Reload on SIGHUP or when the model config file changes."""
+    path = app.settings.model_config
+    last = _mtime(path)
+    while True:
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(reload_now.wait(), app.settings.reload_poll_seconds)
+        now = _mtime(path)
+        if reload_now.is_set() or now != last:
+            reload_now.clear()
+            last = now
+            await app.load_configured()
+
+
+def _mtime(path: Path) -> float:
+    try:
+        return path.stat().st_mtime_ns
+    except OSError:
+        return -1
+
+
+def supervise(settings: Settings) -> int:
+    """Run ``settings.workers`` worker processes and relay signals to them."""
+    args = [a for a in sys.argv[1:] if a]
+    children = [
+        subprocess.Popen([sys.executable, "-m", "server", *args, "--worker-index", str(i)])
+        for i in range(settings.workers)
+    ]
+
+    def relay(signum, _frame):
+        for c in children:
+            if c.poll() is None:
+                c.send_signal(signum)
+
+    for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
+        signal.signal(s, relay)
+    codes = [c.wait() for c in children]
+    return max(codes, default=0)
+
+
+def main() -> None:
+    args = parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    settings = Settings.load(
+        args.config,
+        host=args.host,
+        port=args.port,
+        metrics_port=args.metrics_port,
+        models_dir=args.models_dir,
+        model_config=args.model_config,
+        workers=args.workers,
+        pid_file=args.pid_file,
+    )
+    if args.worker_index < 0:
+        if settings.pid_file:
+            settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
+            settings.pid_file.write_text(f"{os.getpid()}\n")
+        if settings.workers > 1:
+            sys.exit(supervise(settings))
+    asyncio.run(serve(settings, args.worker_index))
+
+
+if __name__ == "__main__":
+    main()

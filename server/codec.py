@@ -1,0 +1,107 @@
+"""Request bytes -> validated float32 matrix -> response. The only per-row Python is
+the named-feature path (for people and grpcurl); packed rows go straight to numpy."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from proto.volatility.v1 import predictor_pb2 as pb
+from server.errors import InvalidArgument, ResourceExhausted
+
+_F32_LE = np.dtype("<f4")
+
+
+def decode_predict(
+    req: pb.PredictRequest, feature_names: tuple[str, ...], max_rows: int
+) -> np.ndarray:
+    has_rows = len(req.rows) > 0
+    has_packed = req.HasField("packed")
+    if has_rows and has_packed:
+        raise InvalidArgument("set either rows or packed, not both")
+    if has_packed:
+        return decode_packed(
+            req.packed.float32_le, req.packed.num_features, feature_names, max_rows, "packed"
+        )
+    if not has_rows:
+        raise InvalidArgument("request has no rows: set rows (named features) or packed")
+    return decode_rows(req.rows, feature_names, max_rows)
+
+
+def decode_rows(rows, feature_names: tuple[str, ...], max_rows: int) -> np.ndarray:
+    n = len(rows)
+    if n > max_rows:
+        raise ResourceExhausted(f"rows: {n} rows exceed the limit of {max_rows} per call")
+    width = len(feature_names)
+    out = np.empty((n, width), np.float32)
+    for i, row in enumerate(rows):
+        feats = row.features
+        try:
+            if len(feats) != width:
+                raise KeyError
+            out[i] = [feats[name] for name in feature_names]
+        except KeyError:
+            raise InvalidArgument(_describe_row(i, feats, feature_names)) from None
+    _reject_infinite_named(out, feature_names)
+    return out
+
+
+def decode_packed(
+    data: bytes, num_features: int, feature_names: tuple[str, ...], max_rows: int, field: str
+) -> np.ndarray:
+    width = len(feature_names)
+    if num_features != width:
+        raise InvalidArgument(
+            f"{field}.num_features is {num_features}; the model expects {width} "
+            f"({', '.join(feature_names)})"
+        )
+    return packed_matrix(data, width, max_rows, f"{field}.float32_le")
+
+
+def packed_matrix(data: bytes, width: int, max_rows: int, field: str) -> np.ndarray:
+    if not data:
+        raise InvalidArgument(f"{field} is empty: no rows to score")
+    row_bytes = 4 * width
+    if len(data) % row_bytes:
+        raise InvalidArgument(
+            f"{field} has {len(data)} bytes, not a whole number of rows of {width} float32"
+        )
+    rows = len(data) // row_bytes
+    if rows > max_rows:
+        raise ResourceExhausted(f"{field}: {rows} rows exceed the limit of {max_rows} per call")
+    x = np.frombuffer(data, dtype=_F32_LE).reshape(rows, width)
+    if np.isinf(x).any():
+        bad = int(np.argwhere(np.isinf(x))[0][0])
+        raise InvalidArgument(f"{field}: row {bad} contains an infinite value")
+    return x
+
+
+def _reject_infinite_named(x: np.ndarray, feature_names: tuple[str, ...]) -> None:
+    if np.isinf(x).any():
+        r, c = (int(v) for v in np.argwhere(np.isinf(x))[0])
+        raise InvalidArgument(
+            f"rows[{r}].features[{feature_names[c]!r}] is infinite or overflows float32"
+        )
+
+
+def _describe_row(i: int, feats, feature_names: tuple[str, ...]) -> str:
+    unknown = sorted(set(feats) - set(feature_names))
+    missing = [f for f in feature_names if f not in feats]
+    parts = []
+    if unknown:
+        parts.append(f"unknown feature(s) {', '.join(map(repr, unknown))}")
+    if missing:
+        parts.append(f"missing feature(s) {', '.join(map(repr, missing))} (use NaN if unknown)")
+    return f"rows[{i}].features: " + "; ".join(parts)
+
+
+def encode_predict(
+    probs: np.ndarray, threshold: float, artifact: str, sha256: str, seconds: float
+) -> pb.PredictResponse:
+    return pb.PredictResponse(
+        probabilities=probs.tolist(),
+        labels=(probs >= threshold).tolist(),
+        artifact=artifact,
+        artifact_sha256=sha256,
+        decision_threshold=threshold,
+        server_compute_seconds=seconds,
+    )

@@ -1,0 +1,71 @@
+"""Server settings: defaults < TOML file < ``VOLSPIKE_*`` environment < command line."""
+
+from __future__ import annotations
+
+import os
+import tomllib
+from dataclasses import dataclass, fields, replace
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+ENV_PREFIX = "VOLSPIKE_"
+
+
+@dataclass(frozen=True)
+class Settings:
+    host: str = "127.0.0.1"
+    """Address the gRPC server binds (loopback by default)."""
+    port: int = 50051
+    """gRPC port; several worker processes share it with SO_REUSEPORT."""
+    metrics_port: int = 8000
+    """Prometheus /metrics port of worker 0; worker i uses metrics_port + i."""
+    models_dir: Path = ROOT / "compiled_models"
+    """Folder holding one sub-folder per compiled artifact."""
+    model_config: Path = ROOT / "config" / "model.toml"
+    """TOML file whose ``artifact`` key names the active artifact; watched for changes."""
+    workers: int = 1
+    """Server processes sharing the port (use 2 on this 2-core machine)."""
+    max_rows: int = 100_000
+    """Most rows one Predict/ModelInfer call may carry (more -> RESOURCE_EXHAUSTED)."""
+    max_message_bytes: int = 64 * 1024 * 1024
+    """Largest request accepted by gRPC (more -> RESOURCE_EXHAUSTED)."""
+    inline_rows: int = 512
+    """Batches up to this size are scored on the event loop; larger ones in a thread."""
+    reload_poll_seconds: float = 1.0
+    """How often the model config file's mtime is checked."""
+    grace_seconds: float = 10.0
+    """On SIGTERM, how long in-flight calls may take to finish."""
+    pid_file: Path | None = None
+    """Where the supervising process writes its PID (for ``make rollback``)."""
+
+    @classmethod
+    def load(cls, path: Path | None = None, **overrides: object) -> Settings:
+        values: dict[str, object] = {}
+        if path is not None:
+            values.update(tomllib.loads(Path(path).read_text()))
+        for f in fields(cls):
+            env = os.environ.get(ENV_PREFIX + f.name.upper())
+            if env is not None:
+                values[f.name] = env
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **{k: _coerce(k, v) for k, v in values.items()})
+
+
+def _coerce(name: str, value: object) -> object:
+    kind = {f.name: f.type for f in fields(Settings)}[name]
+    if value is None or kind in ("str",):
+        return value
+    if kind == "int":
+        return int(value)  # type: ignore[arg-type]
+    if kind == "float":
+        return float(value)  # type: ignore[arg-type]
+    return Path(str(value))
+
+
+def active_artifact(model_config: Path) -> str:
+    """The artifact named by the model config file."""
+    data = tomllib.loads(Path(model_config).read_text())
+    name = data.get("artifact")
+    if not isinstance(name, str) or not name:
+        raise ValueError(f"{model_config}: 'artifact' must name a compiled artifact")
+    return name

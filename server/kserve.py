@@ -1,0 +1,120 @@
+"""KServe v2 / Open Inference Protocol (``inference.GRPCInferenceService``) over the same
+registry, so Triton/KServe clients work unchanged.
+
+ModelInfer takes one FP32 input of shape [N, F] (in ``raw_input_contents`` or
+``contents.fp32_contents``) and returns ``probability`` (FP32 [N]) and ``label``
+(BOOL [N]) as raw output contents, as Triton does.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from proto.inference import grpc_predict_v2_pb2 as v2
+from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
+from server import codec
+from server.config import Settings
+from server.errors import InvalidArgument, NotFound, Unavailable
+from server.metrics import ServerMetrics
+from server.predictor import record_predictions, score
+from server.registry import ModelRegistry
+from server.rpc import CallInfo, rpc
+
+OUTPUTS = {"probability": "FP32", "label": "BOOL"}
+SERVER_NAME = "volspike"
+SERVER_VERSION = "0.1.0"
+
+
+class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
+    def __init__(
+        self, registry: ModelRegistry, metrics: ServerMetrics, tracer, settings: Settings
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.tracer = tracer
+        self.settings = settings
+
+    @rpc("/inference.GRPCInferenceService/ServerLive")
+    async def ServerLive(self, request, context, call: CallInfo):
+        return v2.ServerLiveResponse(live=True)
+
+    @rpc("/inference.GRPCInferenceService/ServerReady")
+    async def ServerReady(self, request, context, call: CallInfo):
+        return v2.ServerReadyResponse(ready=self.registry.active is not None)
+
+    @rpc("/inference.GRPCInferenceService/ModelReady")
+    async def ModelReady(self, request, context, call: CallInfo):
+        try:
+            self.registry.get(request.name)
+        except (NotFound, Unavailable):
+            return v2.ModelReadyResponse(ready=False)
+        return v2.ModelReadyResponse(ready=True)
+
+    @rpc("/inference.GRPCInferenceService/ServerMetadata")
+    async def ServerMetadata(self, request, context, call: CallInfo):
+        return v2.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION)
+
+    @rpc("/inference.GRPCInferenceService/ModelMetadata")
+    async def ModelMetadata(self, request, context, call: CallInfo):
+        model = self.registry.get(request.name)
+        call.artifact = model.name
+        tensor = v2.ModelMetadataResponse.TensorMetadata
+        return v2.ModelMetadataResponse(
+            name=model.name,
+            versions=[model.sha256[:12]],
+            platform="tl2cgen",
+            inputs=[tensor(name="features", datatype="FP32", shape=[-1, model.n_features])],
+            outputs=[tensor(name=n, datatype=d, shape=[-1]) for n, d in OUTPUTS.items()],
+        )
+
+    @rpc("/inference.GRPCInferenceService/ModelInfer")
+    async def ModelInfer(self, request, context, call: CallInfo):
+        model = self.registry.get(request.model_name)
+        call.artifact = model.name
+        x = self._decode(request, model.n_features)
+        call.rows = len(x)
+        with self.tracer.start_as_current_span("predict", attributes={"volspike.rows": len(x)}):
+            probs = await score(model, x, self.settings, context)
+        record_predictions(self.metrics, model, probs)
+        wanted = [o.name for o in request.outputs] or list(OUTPUTS)
+        raw = {
+            "probability": probs.astype("<f4").tobytes(),
+            "label": (probs >= model.threshold).astype(np.uint8).tobytes(),
+        }
+        out_tensor = v2.ModelInferResponse.InferOutputTensor
+        return v2.ModelInferResponse(
+            model_name=model.name,
+            model_version=model.sha256[:12],
+            id=request.id,
+            outputs=[out_tensor(name=n, datatype=OUTPUTS[n], shape=[len(probs)]) for n in wanted],
+            raw_output_contents=[raw[n] for n in wanted],
+        )
+
+    def _decode(self, request: v2.ModelInferRequest, width: int) -> np.ndarray:
+        for o in request.outputs:
+            if o.name not in OUTPUTS:
+                raise InvalidArgument(
+                    f"outputs: unknown output {o.name!r}; this model has {sorted(OUTPUTS)}"
+                )
+        if len(request.inputs) != 1:
+            raise InvalidArgument(
+                f"inputs: expected exactly 1 input tensor of FP32 [N, {width}]"
+                f", got {len(request.inputs)}"
+            )
+        tensor = request.inputs[0]
+        name = f"inputs[0] ({tensor.name!r})"
+        if tensor.datatype != "FP32":
+            raise InvalidArgument(f"{name}.datatype is {tensor.datatype!r}; expected 'FP32'")
+        shape = list(tensor.shape)
+        if len(shape) != 2 or shape[1] != width or shape[0] < 1:
+            raise InvalidArgument(f"{name}.shape is {shape}; expected [N >= 1, {width}]")
+        if request.raw_input_contents:
+            data = request.raw_input_contents[0]
+            field = "raw_input_contents[0]"
+        else:
+            data = np.asarray(tensor.contents.fp32_contents, dtype="<f4").tobytes()
+            field = f"{name}.contents.fp32_contents"
+        x = codec.packed_matrix(data, width, self.settings.max_rows, field)
+        if len(x) != shape[0]:
+            raise InvalidArgument(f"{field} holds {len(x)} rows but {name}.shape says {shape[0]}")
+        return x

@@ -1,0 +1,123 @@
+"""Server metrics. The registry is passed in; nothing is global."""
+
+from __future__ import annotations
+
+import threading
+
+import numpy as np
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+from prometheus_client.core import HistogramMetricFamily
+from prometheus_client.registry import Collector
+
+LATENCY_BUCKETS = (
+    0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25,
+    0.5, 1.0, 2.5,
+)  # fmt: skip
+ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 100_000)
+PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0
+
+
+class ProbabilityHistogram(Collector):
+    """Predicted-probability histogram updated a whole batch at a time (numpy), since
+    observing 1,000 rows one by one would cost more than scoring them."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self._edges = np.array(PROBABILITY_BUCKETS[:-1], dtype=np.float32)
+        self._lock = threading.Lock()
+        self._counts: dict[str, np.ndarray] = {}
+        self._sums: dict[str, float] = {}
+        registry.register(self)
+
+    def observe_batch(self, artifact: str, probs: np.ndarray) -> None:
+        idx = np.searchsorted(self._edges, probs, side="left")
+        counts = np.bincount(idx, minlength=len(PROBABILITY_BUCKETS))
+        total = float(probs.sum(dtype=np.float64))
+        with self._lock:
+            if artifact not in self._counts:
+                self._counts[artifact] = np.zeros(len(PROBABILITY_BUCKETS), np.int64)
+                self._sums[artifact] = 0.0
+            self._counts[artifact] += counts
+            self._sums[artifact] += total
+
+    def collect(self):
+        fam = HistogramMetricFamily(
+            "volspike_predicted_probability",
+            "Predicted spike probability of every scored row.",
+            labels=["artifact"],
+        )
+        with self._lock:
+            items = [(a, c.cumsum(), self._sums[a]) for a, c in self._counts.items()]
+        for artifact, cum, total in items:
+            edges = PROBABILITY_BUCKETS[:-1]
+            buckets = [(str(b), float(n)) for b, n in zip(edges, cum[:-1], strict=True)]
+            buckets.append(("+Inf", float(cum[-1])))
+            fam.add_metric([artifact], buckets, total)
+        yield fam
+
+
+class ServerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.latency = Histogram(
+            "volspike_rpc_duration_seconds",
+            "Server-side duration of each RPC, by method, artifact and gRPC code.",
+            ["method", "artifact", "code"],
+            buckets=LATENCY_BUCKETS,
+            registry=registry,
+        )
+        self.requests = Counter(
+            "volspike_rpc_requests",
+            "RPCs handled, by method and gRPC code.",
+            ["method", "code"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "volspike_rpc_errors",
+            "Failed RPCs, by method, gRPC code and error type.",
+            ["method", "code", "type"],
+            registry=registry,
+        )
+        self.rows = Histogram(
+            "volspike_rows_per_call",
+            "Rows scored per call.",
+            ["method"],
+            buckets=ROW_BUCKETS,
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "volspike_predictions", "Rows scored, by artifact.", ["artifact"], registry=registry
+        )
+        self.positives = Counter(
+            "volspike_positive_labels",
+            "Rows labelled as a coming spike, by artifact.",
+            ["artifact"],
+            registry=registry,
+        )
+        self.probability = ProbabilityHistogram(registry)
+        self.model_load = Histogram(
+            "volspike_model_load_duration_seconds",
+            "Verify + load + warm-up time of an artifact, by result.",
+            ["artifact", "result"],
+            buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0),
+            registry=registry,
+        )
+        self.reloads = Counter(
+            "volspike_model_reloads",
+            "Model switches attempted, by result (ok / failed).",
+            ["result"],
+            registry=registry,
+        )
+        self.active_model = Gauge(
+            "volspike_active_model_info",
+            "1 for the artifact currently served (labels carry name and sha256).",
+            ["artifact", "sha256"],
+            registry=registry,
+        )
+        self.serving = Gauge(
+            "volspike_serving", "1 while health is SERVING, else 0.", registry=registry
+        )
+
+    def set_active(self, artifact: str, sha256: str) -> None:
+        for labels in list(self.active_model._metrics):
+            self.active_model.remove(*labels)
+        self.active_model.labels(artifact, sha256).set(1)

@@ -1,0 +1,92 @@
+"""volatility.v1.Predictor: Predict and ModelInfo."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from dataclasses import asdict
+
+import numpy as np
+from google.protobuf.timestamp_pb2 import Timestamp
+
+from compiled_models.runtime import CompiledModel, InvalidInput
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from server import codec
+from server.config import Settings
+from server.errors import DeadlineExceeded, InvalidArgument
+from server.metrics import ServerMetrics
+from server.registry import ModelRegistry
+from server.rpc import CallInfo, rpc
+
+
+async def score(model: CompiledModel, x: np.ndarray, settings: Settings, context) -> np.ndarray:
+    """Small batches run inline (a few microseconds: cheaper than a thread hop); large
+    ones in a worker thread (the native call releases the GIL), bounded by the deadline."""
+    try:
+        if len(x) <= settings.inline_rows:
+            return model.predict(x)
+        remaining = context.time_remaining()
+        work = asyncio.to_thread(model.predict, x)
+        return await asyncio.wait_for(work, timeout=remaining)
+    except InvalidInput as exc:
+        raise InvalidArgument(str(exc)) from None
+    except TimeoutError:
+        raise DeadlineExceeded(f"deadline exceeded while scoring {len(x)} rows") from None
+
+
+def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
+    metrics.predictions.labels(model.name).inc(len(probs))
+    metrics.positives.labels(model.name).inc(int((probs >= model.threshold).sum()))
+    metrics.probability.observe_batch(model.name, probs)
+
+
+class PredictorService(pb_grpc.PredictorServicer):
+    def __init__(
+        self, registry: ModelRegistry, metrics: ServerMetrics, tracer, settings: Settings
+    ) -> None:
+        self.registry = registry
+        self.metrics = metrics
+        self.tracer = tracer
+        self.settings = settings
+
+    @rpc("/volatility.v1.Predictor/Predict")
+    async def Predict(self, request, context, call: CallInfo):
+        model = self.registry.get(request.model)
+        call.artifact = model.name
+        t0 = time.perf_counter()
+        with self.tracer.start_as_current_span("decode"):
+            x = codec.decode_predict(request, model.manifest.feature_names, self.settings.max_rows)
+        call.rows = len(x)
+        with self.tracer.start_as_current_span(
+            "predict", attributes={"volspike.rows": len(x), "volspike.artifact": model.name}
+        ):
+            probs = await score(model, x, self.settings, context)
+        with self.tracer.start_as_current_span("encode"):
+            response = codec.encode_predict(
+                probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0
+            )
+        record_predictions(self.metrics, model, probs)
+        return response
+
+    @rpc("/volatility.v1.Predictor/ModelInfo")
+    async def ModelInfo(self, request, context, call: CallInfo):
+        model = self.registry.get(request.model)
+        call.artifact = model.name
+        loaded = Timestamp()
+        loaded.FromNanoseconds(int(self.registry.loaded_at.get(model.name, 0.0) * 1e9))
+        m = model.manifest
+        active = self.registry.active
+        return pb.ModelInfoResponse(
+            artifact=model.name,
+            artifact_sha256=model.sha256,
+            feature_names=list(m.feature_names),
+            decision_threshold=m.decision_threshold,
+            description=m.description,
+            created=m.created,
+            loaded_at=loaded,
+            active=active is not None and active.name == model.name,
+            available_artifacts=self.registry.available(),
+            manifest_json=json.dumps(asdict(m), sort_keys=True),
+        )

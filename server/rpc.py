@@ -1,0 +1,99 @@
+"""The one wrapper every RPC goes through: server span (continuing the caller's W3C
+trace context), error mapping, and the per-call metrics with a trace-id exemplar.
+
+Only our own services are wrapped, so health checks never produce spans.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+
+import grpc
+from opentelemetry import trace
+from opentelemetry.propagate import extract
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from server.errors import DeadlineExceeded, ServiceError
+from server.metrics import ServerMetrics
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class CallInfo:
+    """What a handler tells the wrapper about the call it served."""
+
+    span: trace.Span
+    artifact: str = ""
+    rows: int = 0
+    attrs: dict = field(default_factory=dict)
+
+
+Handler = Callable[[object, object, grpc.aio.ServicerContext, CallInfo], Awaitable[object]]
+
+
+def rpc(full_method: str):
+    """Decorate ``async def handler(self, request, context, call) -> response``; ``self``
+    must have ``metrics: ServerMetrics`` and ``tracer``."""
+    method = full_method.rsplit("/", 1)[-1]
+
+    def deco(fn: Handler):
+        @functools.wraps(fn)
+        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+            metrics: ServerMetrics = self.metrics
+            t0 = time.perf_counter()
+            parent = extract(dict(context.invocation_metadata() or ()))
+            code = grpc.StatusCode.OK
+            call = None
+            with self.tracer.start_as_current_span(
+                full_method,
+                context=parent,
+                kind=SpanKind.SERVER,
+                attributes={"rpc.system": "grpc", "rpc.method": method},
+                record_exception=False,
+                set_status_on_exception=False,
+            ) as span:
+                call = CallInfo(span)
+                try:
+                    remaining = context.time_remaining()
+                    if remaining is not None and remaining <= 0:
+                        raise DeadlineExceeded("deadline expired before the call was served")
+                    return await fn(self, request, context, call)
+                except ServiceError as exc:
+                    code = exc.code
+                    _record_error(metrics, span, method, code, type(exc).__name__, exc.message)
+                    await context.abort(code, exc.message)
+                except grpc.aio.AbortError:
+                    raise
+                except Exception as exc:
+                    code = grpc.StatusCode.INTERNAL
+                    logger.exception("%s failed", full_method)
+                    _record_error(metrics, span, method, code, type(exc).__name__, str(exc))
+                    await context.abort(code, "internal error (logged on the server)")
+                finally:
+                    elapsed = time.perf_counter() - t0
+                    span.set_attribute("rpc.grpc.status_code", code.value[0])
+                    if call.artifact:
+                        span.set_attribute("volspike.artifact", call.artifact)
+                    if call.rows:
+                        span.set_attribute("volspike.rows", call.rows)
+                        metrics.rows.labels(method).observe(call.rows)
+                    trace_id = format(span.get_span_context().trace_id, "032x")
+                    metrics.latency.labels(method, call.artifact, code.name).observe(
+                        elapsed, exemplar={"trace_id": trace_id}
+                    )
+                    metrics.requests.labels(method, code.name).inc()
+
+        return wrapper
+
+    return deco
+
+
+def _record_error(metrics, span, method, code, kind, message) -> None:
+    metrics.errors.labels(method, code.name, kind).inc()
+    span.set_status(Status(StatusCode.ERROR, message))
+    span.set_attribute("error.type", kind)
