@@ -8,8 +8,15 @@ export PYTHONPATH := $(CURDIR)
 DATA := data/es_ticks.parquet
 MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py)
 DEMO_SECONDS ?= 20
+GRPC_PORT ?= 50051
+METRICS_PORT ?= 8000
+WORKERS ?= 1
+MODEL_CONFIG ?= config/model.toml
+PID_FILE ?= .run/server.pid
+ARTIFACT ?=
+PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.proto
 
-.PHONY: venv data models test lint demo bench-model clean
+.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -30,8 +37,26 @@ compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES)
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 
-test: models lint
+# Stubs are checked in; proto-check fails when they drift from the .proto files.
+proto: $(VENV)/.installed
+	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+
+proto-check: $(VENV)/.installed
+	@tmp=$$(mktemp -d); \
+	$(PY) -m grpc_tools.protoc -I . --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTOS); \
+	for f in $$(cd $$tmp && find proto -name '*_pb2*'); do \
+	  diff -q $$tmp/$$f $$f >/dev/null || { echo "stale stub $$f: run make proto"; rm -rf $$tmp; exit 1; }; \
+	done; rm -rf $$tmp; echo "proto stubs up to date"
+
+test: models lint proto-check
 	$(PY) -m pytest -q
+
+serve: models
+	$(PY) -m server --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --workers $(WORKERS) \
+	  --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
+
+rollback: $(VENV)/.installed
+	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
 demo: models
 	$(PY) -m compiled_models.demo --seconds $(DEMO_SECONDS)

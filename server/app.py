@@ -12,14 +12,13 @@ from grpc_reflection.v1alpha import reflection
 from opentelemetry.sdk.trace import TracerProvider
 
 from proto.inference import grpc_predict_v2_pb2 as v2
-from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from proto.volatility.v1 import predictor_pb2 as pb
-from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.config import Settings, active_artifact
 from server.kserve import InferenceService
 from server.metrics import ServerMetrics
 from server.predictor import PredictorService
 from server.registry import ModelRegistry
+from server.rpc import generic_handler
 
 logger = logging.getLogger(__name__)
 SERVICES = (
@@ -75,11 +74,13 @@ def create_server(
             ("grpc.so_reuseport", 1),
         ]
     )
-    pb_grpc.add_PredictorServicer_to_server(
-        PredictorService(registry, metrics, tracer, settings), server
-    )
-    v2_grpc.add_GRPCInferenceServiceServicer_to_server(
-        InferenceService(registry, metrics, tracer, settings), server
+    predictor = PredictorService(registry, metrics, tracer, settings)
+    kserve = InferenceService(registry, metrics, tracer, settings)
+    server.add_generic_rpc_handlers(
+        (
+            generic_handler(predictor, pb.DESCRIPTOR.services_by_name["Predictor"]),
+            generic_handler(kserve, v2.DESCRIPTOR.services_by_name["GRPCInferenceService"]),
+        )
     )
     health_servicer = health.aio.HealthServicer()
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

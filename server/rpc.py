@@ -13,11 +13,14 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 
 import grpc
+from google.protobuf.descriptor import ServiceDescriptor
+from google.protobuf.message import DecodeError
+from google.protobuf.message_factory import GetMessageClass
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.errors import DeadlineExceeded, ServiceError
+from server.errors import DeadlineExceeded, InvalidArgument, ServiceError
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -31,6 +34,42 @@ class CallInfo:
     artifact: str = ""
     rows: int = 0
     attrs: dict = field(default_factory=dict)
+
+
+class Malformed:
+    """Stands in for a request whose bytes did not parse, so the wrapper can answer
+    INVALID_ARGUMENT instead of gRPC's generic UNKNOWN."""
+
+    __slots__ = ("error", "type_name")
+
+    def __init__(self, type_name: str, error: Exception) -> None:
+        self.type_name = type_name
+        self.error = error
+
+
+def tolerant_deserializer(message_cls) -> Callable[[bytes], object]:
+    parse = message_cls.FromString
+    name = message_cls.DESCRIPTOR.full_name
+
+    def deserialize(data: bytes) -> object:
+        try:
+            return parse(data)
+        except DecodeError as exc:
+            return Malformed(name, exc)
+
+    return deserialize
+
+
+def generic_handler(servicer, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
+    """Method handlers for every unary method of ``service`` with tolerant parsing."""
+    handlers = {}
+    for m in service.methods:
+        handlers[m.name] = grpc.unary_unary_rpc_method_handler(
+            getattr(servicer, m.name),
+            request_deserializer=tolerant_deserializer(GetMessageClass(m.input_type)),
+            response_serializer=GetMessageClass(m.output_type).SerializeToString,
+        )
+    return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
 Handler = Callable[[object, object, grpc.aio.ServicerContext, CallInfo], Awaitable[object]]
@@ -59,6 +98,10 @@ def rpc(full_method: str):
             ) as span:
                 call = CallInfo(span)
                 try:
+                    if type(request) is Malformed:
+                        raise InvalidArgument(
+                            f"request is not a valid {request.type_name}: {request.error}"
+                        )
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
                         raise DeadlineExceeded("deadline expired before the call was served")

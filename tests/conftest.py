@@ -20,3 +20,133 @@ def artifact_dir(name: str) -> Path:
 @pytest.fixture(scope="session")
 def real_dataset() -> dataset.Dataset:
     return dataset.build()
+
+
+# --- real processes on 127.0.0.1 with free ports, stopped by PID --------------------
+
+import os  # noqa: E402
+import signal  # noqa: E402
+import socket  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import time  # noqa: E402
+from dataclasses import dataclass, field  # noqa: E402
+
+import grpc  # noqa: E402
+from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class ServerProcess:
+    workdir: Path
+    artifact: str = "xgb-v2"
+    env: dict = field(default_factory=dict)
+    workers: int = 1
+    port: int = field(default_factory=free_port)
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def address(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def model_config(self) -> Path:
+        return self.workdir / "model.toml"
+
+    @property
+    def log(self) -> Path:
+        return self.workdir / "server.log"
+
+    def start(self, wait_serving: bool = True) -> ServerProcess:
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        if not self.model_config.exists():
+            self.model_config.write_text(f'artifact = "{self.artifact}"\n')
+        cmd = [
+            sys.executable,
+            "-m",
+            "server",
+            "--port",
+            str(self.port),
+            "--metrics-port",
+            str(self.metrics_port),
+            "--model-config",
+            str(self.model_config),
+            "--workers",
+            str(self.workers),
+            "--pid-file",
+            str(self.workdir / "server.pid"),
+        ]
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "VOLSPIKE_RELOAD_POLL_SECONDS": "0.2",
+            **self.env,
+        }
+        self.proc = subprocess.Popen(
+            cmd, cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        if wait_serving:
+            self.wait_health("SERVING")
+        return self
+
+    def health(self, service: str = "") -> str:
+        with grpc.insecure_channel(self.address) as ch:
+            stub = health_pb2_grpc.HealthStub(ch)
+            resp = stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=1)
+            return health_pb2.HealthCheckResponse.ServingStatus.Name(resp.status)
+
+    def wait_health(self, want: str, timeout: float = 30.0) -> None:
+        deadline = time.monotonic() + timeout
+        last = None
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                raise RuntimeError(f"server exited {self.proc.returncode}: {self.log.read_text()}")
+            try:
+                last = self.health()
+                if last == want:
+                    return
+            except grpc.RpcError as exc:
+                last = exc.code()
+            time.sleep(0.05)
+        raise TimeoutError(f"health never became {want} (last {last}): {self.log.read_text()}")
+
+    def stop(self, timeout: float = 30.0) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            self.proc.wait()
+            raise
+
+    def metrics_text(self) -> str:
+        import urllib.request
+
+        req = urllib.request.Request(
+            f"http://127.0.0.1:{self.metrics_port}/metrics",
+            headers={"Accept": "application/openmetrics-text; version=1.0.0"},
+        )
+        with urllib.request.urlopen(req, timeout=5) as r:
+            return r.read().decode()
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.address) as ch:
+        yield ch
