@@ -77,6 +77,12 @@ class ServerMetrics:
             ["method", "code", "type"],
             registry=registry,
         )
+        self.in_flight = Gauge(
+            "volspike_rpc_in_flight",
+            "RPCs being served right now, by method.",
+            ["method"],
+            registry=registry,
+        )
         self.rows = Histogram(
             "volspike_rows_per_call",
             "Rows scored per call.",

@@ -85,6 +85,8 @@ def rpc(full_method: str):
         async def wrapper(self, request, context: grpc.aio.ServicerContext):
             metrics: ServerMetrics = self.metrics
             t0 = time.perf_counter()
+            in_flight = metrics.in_flight.labels(method)
+            in_flight.inc()
             parent = extract(dict(context.invocation_metadata() or ()))
             code = grpc.StatusCode.OK
             call = None
@@ -130,6 +132,7 @@ def rpc(full_method: str):
                         elapsed, exemplar={"trace_id": trace_id}
                     )
                     metrics.requests.labels(method, code.name).inc()
+                    in_flight.dec()
 
         return wrapper
 

@@ -1,0 +1,80 @@
+"""Health transitions and a SIGTERM drain that loses no in-flight call."""
+
+from __future__ import annotations
+
+import signal
+import threading
+import time
+
+import grpc
+import numpy as np
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from tests.conftest import ServerProcess
+
+
+def in_flight(srv: ServerProcess) -> float:
+    for line in srv.metrics_text().splitlines():
+        if line.startswith('volspike_rpc_in_flight{method="Predict"}'):
+            return float(line.split()[-1])
+    return 0.0
+
+
+def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path):
+    srv = ServerProcess(tmp_path, env={"VOLSPIKE_MAX_ROWS": "1000000"}).start()
+    x = np.random.default_rng(0).random((400_000, 11)).astype(np.float32)
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    results: list[object] = []
+    lock = threading.Lock()
+    statuses: list[str] = []
+
+    def watch() -> None:
+        with grpc.insecure_channel(srv.address) as ch:
+            stream = health_pb2_grpc.HealthStub(ch).Watch(
+                health_pb2.HealthCheckRequest(service="volatility.v1.Predictor"), timeout=30
+            )
+            try:
+                for msg in stream:
+                    statuses.append(health_pb2.HealthCheckResponse.ServingStatus.Name(msg.status))
+            except grpc.RpcError:
+                pass
+
+    watcher = threading.Thread(target=watch)
+    watcher.start()
+    with grpc.insecure_channel(srv.address) as ch:
+        stub = pb_grpc.PredictorStub(ch)
+        stub.Predict(req, timeout=30)  # connection up
+        calls = [stub.Predict.future(req, timeout=30) for _ in range(6)]
+        deadline = time.monotonic() + 10
+        while in_flight(srv) < 6 and time.monotonic() < deadline:
+            time.sleep(0.005)
+        assert in_flight(srv) >= 3  # SIGTERM lands while calls are being served
+        srv.proc.send_signal(signal.SIGTERM)
+        for c in calls:
+            try:
+                r = c.result()
+                with lock:
+                    results.append(len(r.probabilities))
+            except grpc.RpcError as err:
+                with lock:
+                    results.append(err.code())
+        code = srv.proc.wait(30)
+    watcher.join(30)
+    assert results == [400_000] * 6
+    assert code == 0
+    assert statuses[0] == "SERVING" and "NOT_SERVING" in statuses
+    assert "draining" in srv.log.read_text()
+
+
+def test_new_calls_after_shutdown_are_refused(tmp_path):
+    srv = ServerProcess(tmp_path).start()
+    assert srv.health("volatility.v1.Predictor") == "SERVING"
+    assert srv.health("inference.GRPCInferenceService") == "SERVING"
+    assert srv.stop() == 0
+    try:
+        srv.health()
+        raise AssertionError("server still answering after exit")
+    except grpc.RpcError as err:
+        assert err.code() == grpc.StatusCode.UNAVAILABLE

@@ -1,0 +1,71 @@
+"""A real scrape (OpenMetrics) shows histograms, counters by code and an exemplar."""
+
+from __future__ import annotations
+
+import contextlib
+
+import grpc
+import numpy as np
+from prometheus_client.openmetrics.parser import text_string_to_metric_families
+
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+
+
+def samples(text: str) -> dict:
+    out = {}
+    for fam in text_string_to_metric_families(text):
+        for s in fam.samples:
+            out.setdefault(s.name, []).append(s)
+    return out
+
+
+def value(ss, name, **labels) -> float:
+    return sum(
+        s.value for s in ss.get(name, []) if all(s.labels.get(k) == v for k, v in labels.items())
+    )
+
+
+def test_scrape_shows_latency_counters_rows_and_exemplar(server, channel, real_dataset):
+    stub = pb_grpc.PredictorStub(channel)
+    before = samples(server.metrics_text())
+    x = real_dataset.test.X[:250]
+    packed = pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=11)
+    for _ in range(3):
+        stub.Predict(pb.PredictRequest(packed=packed))
+    with contextlib.suppress(grpc.RpcError):
+        stub.Predict(pb.PredictRequest(rows=[pb.Row(features={"x": 1.0})]))
+    after = samples(server.metrics_text())
+
+    def delta(name, **labels):
+        return value(after, name, **labels) - value(before, name, **labels)
+
+    assert delta("volspike_rpc_requests_total", method="Predict", code="OK") == 3
+    assert delta("volspike_rpc_requests_total", method="Predict", code="INVALID_ARGUMENT") == 1
+    assert delta("volspike_rpc_errors_total", code="INVALID_ARGUMENT", type="InvalidArgument") == 1
+    assert (
+        delta("volspike_rpc_duration_seconds_count", method="Predict", artifact="xgb-v2", code="OK")
+        == 3
+    )
+    assert delta("volspike_rows_per_call_sum", method="Predict") == 750
+    assert delta("volspike_predictions_total", artifact="xgb-v2") == 750
+    assert delta("volspike_predicted_probability_count", artifact="xgb-v2") == 750
+    assert value(after, "volspike_active_model_info", artifact="xgb-v2") == 1
+    assert value(after, "volspike_serving") == 1
+    assert value(after, "volspike_model_load_duration_seconds_count", result="ok") >= 1
+    buckets = [
+        s
+        for s in after["volspike_rpc_duration_seconds_bucket"]
+        if s.labels["method"] == "Predict" and s.labels["code"] == "OK"
+    ]
+    assert {s.labels["le"] for s in buckets} >= {"0.0001", "0.00025", "0.0005"}
+    exemplars = [s.exemplar for s in buckets if s.exemplar is not None]
+    assert exemplars and all(len(e.labels["trace_id"]) == 32 for e in exemplars)
+    probs = np.array(
+        [
+            s.value
+            for s in after["volspike_predicted_probability_bucket"]
+            if s.labels["artifact"] == "xgb-v2"
+        ]
+    )
+    assert np.all(np.diff(probs) >= 0)  # cumulative buckets

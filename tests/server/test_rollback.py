@@ -1,0 +1,153 @@
+"""Switching artifacts by config under continuous load: zero failed calls, and every
+response names the artifact that computed it (checked against that artifact)."""
+
+from __future__ import annotations
+
+import shutil
+import subprocess
+import sys
+import threading
+import time
+
+import grpc
+import numpy as np
+
+from compiled_models import runtime
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from server.rollback import set_artifact
+from tests.conftest import ROOT, ServerProcess, artifact_dir
+
+
+def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset):
+    srv = ServerProcess(tmp_path, artifact="xgb-v1", workers=2).start()
+    x = np.ascontiguousarray(real_dataset.test.X[:64])
+    want = {n: runtime.load(artifact_dir(n)).predict(x) for n in ("xgb-v1", "xgb-v2")}
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    stop = threading.Event()
+    seen: dict[str, int] = {}
+    failures: list[str] = []
+    lock = threading.Lock()
+
+    def client() -> None:
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = pb_grpc.PredictorStub(ch)
+            deadline = time.monotonic() + 120  # bounded even if the switcher hangs
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    resp = stub.Predict(req, timeout=5)
+                except grpc.RpcError as err:
+                    with lock:
+                        failures.append(f"{err.code()}: {err.details()}")
+                    continue
+                ok = np.array_equal(np.array(resp.probabilities, np.float32), want[resp.artifact])
+                with lock:
+                    seen[resp.artifact] = seen.get(resp.artifact, 0) + 1
+                    if not ok:
+                        failures.append(f"answer does not match {resp.artifact}")
+
+    threads = [threading.Thread(target=client) for _ in range(6)]
+    for t in threads:
+        t.start()
+    try:
+        switches = 0
+        for i in range(22):
+            name = ("xgb-v2", "xgb-v1")[i % 2]
+            set_artifact(srv.model_config, name)
+            if i % 2:  # half the switches by SIGHUP, half by the file watcher
+                srv.proc.send_signal(1)
+            time.sleep(0.35)
+            switches += 1
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+        code = srv.stop()
+    assert switches == 22
+    assert not failures, failures[:5]
+    assert seen.get("xgb-v1", 0) > 50 and seen.get("xgb-v2", 0) > 50, seen
+    assert code == 0
+    log = srv.log.read_text()
+    assert log.count("active model is now") >= 22
+
+
+def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset):
+    models = tmp_path / "models"
+    for name in ("xgb-v1", "xgb-v2"):
+        shutil.copytree(artifact_dir(name), models / name)
+    lib = models / "xgb-v2" / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # tampered
+    lib.write_bytes(bytes(data))
+    srv = ServerProcess(
+        tmp_path, artifact="xgb-v1", env={"VOLSPIKE_MODELS_DIR": str(models)}
+    ).start()
+    try:
+        set_artifact(srv.model_config, "xgb-v2")
+        deadline = time.monotonic() + 10
+        while "refusing to load" not in srv.log.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        with grpc.insecure_channel(srv.address) as ch:
+            resp = pb_grpc.PredictorStub(ch).Predict(
+                pb.PredictRequest(
+                    packed=pb.PackedRows(
+                        float32_le=real_dataset.test.X[:2].tobytes(), num_features=11
+                    )
+                ),
+                timeout=5,
+            )
+        assert resp.artifact == "xgb-v1"
+        assert srv.health() == "SERVING"
+        text = srv.metrics_text()
+        assert 'volspike_model_reloads_total{result="failed"} 1.0' in text
+        assert 'volspike_active_model_info{artifact="xgb-v1"' in text
+    finally:
+        assert srv.stop() == 0
+
+
+def test_make_rollback_edits_config_and_signals(tmp_path):
+    srv = ServerProcess(tmp_path, artifact="xgb-v2").start()
+    try:
+        out = subprocess.run(
+            [
+                "make",
+                "-s",
+                "rollback",
+                "ARTIFACT=baseline-rv60",
+                f"MODEL_CONFIG={srv.model_config}",
+                f"PID_FILE={tmp_path / 'server.pid'}",
+                f"PY={sys.executable}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert out.returncode == 0, out.stderr
+        assert "sent SIGHUP" in out.stdout
+        assert 'artifact = "baseline-rv60"' in srv.model_config.read_text()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline:
+            with grpc.insecure_channel(srv.address) as ch:
+                info = pb_grpc.PredictorStub(ch).ModelInfo(pb.ModelInfoRequest(), timeout=5)
+            if info.artifact == "baseline-rv60":
+                break
+            time.sleep(0.1)
+        assert info.artifact == "baseline-rv60"
+        bad = subprocess.run(
+            [
+                "make",
+                "-s",
+                "rollback",
+                "ARTIFACT=nope",
+                f"MODEL_CONFIG={srv.model_config}",
+                f"PY={sys.executable}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert bad.returncode != 0 and "unknown artifact 'nope'" in bad.stderr
+    finally:
+        assert srv.stop() == 0
