@@ -59,7 +59,7 @@ rollback: $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
 demo: models
-	$(PY) -m compiled_models.demo --seconds $(DEMO_SECONDS)
+	$(PY) -m tools.demo --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 bench-model: models
 	$(PY) -m compiled_models.bench
