@@ -16,7 +16,7 @@ PID_FILE ?= .run/server.pid
 ARTIFACT ?=
 PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.proto
 
-.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model clean
+.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -63,6 +63,19 @@ demo: models
 
 bench-model: models
 	$(PY) -m compiled_models.bench
+
+# Benchmark-only tools, kept out of the test environment: ghz (Go) and MLServer (own venv).
+GHZ := .tools/bin/ghz
+$(GHZ):
+	GOBIN=$(CURDIR)/.tools/bin go install github.com/bojand/ghz/cmd/ghz@v0.93.0
+
+.venv-mlserver/.installed: requirements-mlserver.txt
+	$(PYTHON) -m venv .venv-mlserver
+	.venv-mlserver/bin/pip install -q -r requirements-mlserver.txt
+	touch $@
+
+bench-server: models $(GHZ) .venv-mlserver/.installed
+	$(PY) -m tools.bench_server
 
 clean:
 	rm -rf compiled_models/*/ compiled_models/.built

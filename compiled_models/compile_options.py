@@ -21,18 +21,24 @@ from compiled_models.bench import time_call
 from compiled_models.manifest import Manifest, sha256_bytes
 
 ROOT = Path(__file__).resolve().parent
+_P = {**cc.DEFAULT_OPTIONS, "opt": "-O3"}
 VARIANTS = {
-    "plain": {"annotate": False, "quantize": 0, "parallel_comp": 0},
-    "parallel_comp=2": {"annotate": False, "quantize": 0, "parallel_comp": 2},
-    "quantize": {"annotate": False, "quantize": 1, "parallel_comp": 2},
-    "annotate_branch": {"annotate": True, "quantize": 0, "parallel_comp": 2},
-    "annotate+quantize": {"annotate": True, "quantize": 1, "parallel_comp": 2},
+    "-O3, one translation unit": {**_P, "parallel_comp": 0},
+    "-O3, parallel_comp=2": _P,
+    "-O3, quantize": {**_P, "quantize": 1},
+    "-O3, annotate_branch": {**_P, "annotate": True},
+    "-O3, annotate_branch+quantize": {**_P, "annotate": True, "quantize": 1},
+    "-O2": {**_P, "opt": "-O2"},
+    "-O1": {**_P, "opt": "-O1"},
+    "-Os": {**_P, "opt": "-Os"},
+    "-Os, annotate_branch": {**_P, "opt": "-Os", "annotate": True},
 }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--model", default="xgb-v2")
+    parser.add_argument("--only", nargs="*", help="variant labels to run")
     parser.add_argument("--repeats", type=int, default=7)
     args = parser.parse_args()
     ds = dataset.build()
@@ -52,6 +58,8 @@ def main() -> None:
     print("|---|---:|---:|---:|---:|")
     base = Manifest.read(src)
     for label, opts in VARIANTS.items():
+        if args.only and label not in args.only:
+            continue
         with tempfile.TemporaryDirectory() as tmp:
             folder = Path(tmp) / args.model
             folder.mkdir()

@@ -27,8 +27,17 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 def start_server(port: int, metrics_port: int) -> subprocess.Popen:
-    cmd = [sys.executable, "-m", "server", "--port", str(port), "--metrics-port",
-           str(metrics_port), "--pid-file", str(ROOT / ".run" / "server.pid")]
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(metrics_port),
+        "--pid-file",
+        str(ROOT / ".run" / "server.pid"),
+    ]
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     log = (ROOT / ".run").joinpath("demo-server.log")
     log.parent.mkdir(exist_ok=True)
@@ -59,11 +68,15 @@ def main() -> None:
         with grpc.insecure_channel(f"127.0.0.1:{args.port}") as ch:
             stub = pb_grpc.PredictorStub(ch)
             info = wait_ready(stub, server)
-            print(f"server 127.0.0.1:{args.port} serving {info.artifact} "
-                  f"(sha256 {info.artifact_sha256[:12]}); metrics "
-                  f"http://127.0.0.1:{args.metrics_port}/metrics")
-            print("[demo] Kafka replay/consumer not built yet: this process computes "
-                  "features and batches them into Predict calls itself")
+            print(
+                f"server 127.0.0.1:{args.port} serving {info.artifact} "
+                f"(sha256 {info.artifact_sha256[:12]}); metrics "
+                f"http://127.0.0.1:{args.metrics_port}/metrics"
+            )
+            print(
+                "[demo] Kafka replay/consumer not built yet: this process computes "
+                "features and batches them into Predict calls itself"
+            )
             stream(stub, args.seconds, args.batch)
     finally:
         server.send_signal(signal.SIGTERM)
@@ -81,13 +94,15 @@ def stream(stub: pb_grpc.PredictorStub, seconds: float, batch: int) -> None:
     artifact = ""
     while time.monotonic() < end:
         frame = ticks.frame(batch)
-        cols = [frame[c].tolist() for c in ("symbol", "event_time_ms", "price", "size",
-                                            "bid", "ask")]
+        cols = [
+            frame[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")
+        ]
         for i, (sym, t, price, size, bid, ask) in enumerate(zip(*cols, strict=True)):
             st = states.get(sym) or states.setdefault(sym, FeatureState())
             buf[i] = st.update(t, price, size, bid, ask)
-        req = pb.PredictRequest(packed=pb.PackedRows(float32_le=buf.tobytes(),
-                                                     num_features=N_FEATURES))
+        req = pb.PredictRequest(
+            packed=pb.PackedRows(float32_le=buf.tobytes(), num_features=N_FEATURES)
+        )
         t0 = time.perf_counter()
         resp = stub.Predict(req, timeout=5)
         lat.append(time.perf_counter() - t0)
@@ -96,8 +111,10 @@ def stream(stub: pb_grpc.PredictorStub, seconds: float, batch: int) -> None:
         artifact = resp.artifact
         if time.monotonic() >= report:
             p50, p95 = np.percentile(lat, [50, 95]) * 1e3
-            print(f"ticks {total:>9,}  spike-rate {spikes / total:6.2%}  Predict({batch} rows) "
-                  f"p50 {p50:5.2f} ms p95 {p95:5.2f} ms  artifact {artifact}")
+            print(
+                f"ticks {total:>9,}  spike-rate {spikes / total:6.2%}  Predict({batch} rows) "
+                f"p50 {p50:5.2f} ms p95 {p95:5.2f} ms  artifact {artifact}"
+            )
             lat.clear()
             report += 1.0
     print(f"done: {total:,} ticks scored over gRPC in {seconds:.0f} s")

@@ -1,0 +1,294 @@
+"""``make bench-server``: our server vs Seldon MLServer (mlserver-xgboost) on the same
+XGBoost model, same requests, same load generator (ghz, written in Go), one run.
+
+Cores on this 2-core machine: each server is pinned to core 1 (`taskset -c 1`) and ghz to
+core 0, so the load generator never takes the server's CPU and both servers get the same
+budget. A last section runs our server with 2 workers unpinned (how it is deployed).
+Both servers are driven over KServe v2 ModelInfer (raw FP32 [N, 11] input); ours is also
+driven over its own packed Predict.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import grpc
+import numpy as np
+
+from compiled_models import dataset
+from proto.inference import grpc_predict_v2_pb2 as v2
+from proto.volatility.v1 import predictor_pb2 as pb
+
+ROOT = Path(__file__).resolve().parent.parent
+GHZ = ROOT / ".tools" / "bin" / "ghz"
+MLSERVER = ROOT / ".venv-mlserver" / "bin" / "mlserver"
+PROTOS = ("proto/volatility/v1/predictor.proto", "proto/inference/grpc_predict_v2.proto")
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def protoset(out: Path) -> Path:
+    subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "grpc_tools.protoc",
+            "-I",
+            str(ROOT),
+            "--include_imports",
+            f"--descriptor_set_out={out}",
+            *PROTOS,
+        ],
+        check=True,
+    )
+    return out
+
+
+def requests(tmp: Path, rows: int, model: str) -> dict[str, Path]:
+    x = np.ascontiguousarray(dataset.build().test.X[:rows])
+    infer = v2.ModelInferRequest(
+        model_name=model,
+        inputs=[
+            v2.ModelInferRequest.InferInputTensor(
+                name="input-0", datatype="FP32", shape=list(x.shape)
+            )
+        ],
+        raw_input_contents=[x.astype("<f4").tobytes()],
+    )
+    predict = pb.PredictRequest(
+        packed=pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=x.shape[1])
+    )
+    out = {}
+    for name, msg in (("infer", infer), ("predict", predict)):
+        path = tmp / f"{name}-{rows}.bin"
+        path.write_bytes(msg.SerializeToString())
+        out[name] = path
+    return out
+
+
+def wait_grpc(address: str, proc: subprocess.Popen, timeout: float = 60) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited {proc.returncode}")
+        with grpc.insecure_channel(address) as ch:
+            try:
+                grpc.channel_ready_future(ch).result(timeout=1)
+                stub = ch.unary_unary(
+                    "/inference.GRPCInferenceService/ServerReady",
+                    request_serializer=v2.ServerReadyRequest.SerializeToString,
+                    response_deserializer=v2.ServerReadyResponse.FromString,
+                )
+                if stub(v2.ServerReadyRequest(), timeout=2).ready:
+                    return
+            except grpc.FutureTimeoutError:
+                pass
+            except grpc.RpcError:
+                pass
+        time.sleep(0.2)
+    raise TimeoutError(f"{address} not ready")
+
+
+def ghz(
+    address: str, pset: Path, call: str, data: Path, conc: int, seconds: float, pin: str | None
+) -> dict:
+    cmd = [
+        str(GHZ),
+        "--insecure",
+        "--protoset",
+        str(pset),
+        "--call",
+        call,
+        "--binary-file",
+        str(data),
+        "-c",
+        str(conc),
+        "-z",
+        f"{seconds}s",
+        "--format",
+        "json",
+        "--connections",
+        str(min(conc, 4)),
+        address,
+    ]
+    if pin:
+        cmd = ["taskset", "-c", pin, *cmd]
+    run = subprocess.run(cmd, capture_output=True)
+    if run.returncode != 0:
+        raise RuntimeError(f"ghz failed: {run.stderr.decode(errors='replace')[:500]}")
+    out = run.stdout.decode()
+    rep = json.loads(out)
+    lat = {d["percentage"]: d["latency"] / 1e6 for d in rep.get("latencyDistribution") or []}
+    codes = rep.get("statusCodeDistribution", {})
+    return {
+        "rps": rep["rps"],
+        "p50": lat.get(50),
+        "p95": lat.get(95),
+        "p99": lat.get(99),
+        # ghz cancels the calls still in flight when -z runs out: not server errors
+        "errors": sum(v for k, v in codes.items() if k not in ("OK", "Canceled")),
+        "count": rep["count"],
+    }
+
+
+def start_ours(port: int, workers: int, pin: str | None) -> subprocess.Popen:
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        str(port),
+        "--metrics-port",
+        str(free_port()),
+        "--workers",
+        str(workers),
+    ]
+    if pin:
+        cmd = ["taskset", "-c", pin, *cmd]
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return subprocess.Popen(cmd, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+
+
+def start_mlserver(
+    tmp: Path, port: int, pin: str | None, workers: int | None = 0
+) -> subprocess.Popen:
+    root = tmp / f"mlserver-{pin}-{workers}"
+    (root / "xgb-v2").mkdir(parents=True)
+    shutil.copy(ROOT / "compiled_models" / "xgb-v2" / "model.json", root / "xgb-v2")
+    settings = {
+        "host": "127.0.0.1",
+        "grpc_port": port,
+        "http_port": free_port(),
+        "metrics_port": free_port(),
+    }
+    if workers is not None:
+        settings["parallel_workers"] = workers
+    (root / "settings.json").write_text(json.dumps(settings))
+    (root / "xgb-v2" / "model-settings.json").write_text(
+        json.dumps(
+            {
+                "name": "xgb-v2",
+                "implementation": "mlserver_xgboost.XGBoostModel",
+                "parameters": {"uri": "./model.json"},
+            }
+        )
+    )
+    cmd = [str(MLSERVER), "start", str(root)]
+    if pin:
+        cmd = ["taskset", "-c", pin, *cmd]
+    return subprocess.Popen(
+        cmd, cwd=root, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
+
+
+def stop(proc: subprocess.Popen) -> None:
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(30)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--seconds", type=float, default=5.0)
+    p.add_argument("--one-row-concurrency", default="1,8,32")
+    p.add_argument("--batch-concurrency", default="1,4")
+    args = p.parse_args()
+    one_c = [int(c) for c in args.one_row_concurrency.split(",")]
+    batch_c = [int(c) for c in args.batch_concurrency.split(",")]
+    results: list[tuple] = []
+    with tempfile.TemporaryDirectory() as t:
+        tmp = Path(t)
+        pset = protoset(tmp / "protoset.bin")
+        reqs = {1: requests(tmp, 1, "xgb-v2"), 1000: requests(tmp, 1000, "xgb-v2")}
+        plan = [(1, c) for c in one_c] + [(1000, c) for c in batch_c]
+        servers = [
+            ("MLServer 1.7.1 (1 core)", "infer", lambda port: start_mlserver(tmp, port, "1"), "0"),
+            (
+                "MLServer 1.7.1 (defaults, unpinned)",
+                "infer",
+                lambda port: start_mlserver(tmp, port, None, None),
+                None,
+            ),
+            ("ours, ModelInfer (1 core)", "infer", lambda port: start_ours(port, 1, "1"), "0"),
+            (
+                "ours, Predict packed (1 core)",
+                "predict",
+                lambda port: start_ours(port, 1, "1"),
+                "0",
+            ),
+            (
+                "ours, Predict packed (2 workers, unpinned)",
+                "predict",
+                lambda port: start_ours(port, 2, None),
+                None,
+            ),
+        ]
+        for label, kind, start, ghz_pin in servers:
+            port = free_port()
+            proc = start(port)
+            try:
+                wait_grpc(f"127.0.0.1:{port}", proc)
+                call = (
+                    "inference.GRPCInferenceService.ModelInfer"
+                    if kind == "infer"
+                    else "volatility.v1.Predictor.Predict"
+                )
+                for rows, conc in plan:
+                    data = reqs[rows][kind]
+                    ghz(f"127.0.0.1:{port}", pset, call, data, conc, 1.0, ghz_pin)  # warm-up
+                    r = ghz(f"127.0.0.1:{port}", pset, call, data, conc, args.seconds, ghz_pin)
+                    results.append((label, rows, conc, r))
+                    print(
+                        f"{label:45s} rows {rows:5d} c {conc:3d}: {r['rps']:8.0f} calls/s "
+                        f"p50 {r['p50']:.2f} p95 {r['p95']:.2f} p99 {r['p99']:.2f} ms "
+                        f"errors {r['errors']}",
+                        flush=True,
+                    )
+            finally:
+                stop(proc)
+    print()
+    print(
+        "| server | rows/call | concurrency | calls/s | rows/s | p50 ms | p95 ms | p99 ms | errors |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    for label, rows, conc, r in results:
+        print(
+            f"| {label} | {rows} | {conc} | {r['rps']:,.0f} | {r['rps'] * rows:,.0f} | "
+            f"{r['p50']:.2f} | {r['p95']:.2f} | {r['p99']:.2f} | {r['errors']} |"
+        )
+    base = {
+        (label.endswith("unpinned)"), rows, conc): r
+        for label, rows, conc, r in results
+        if label.startswith("MLServer")
+    }
+    print()
+    for label, rows, conc, r in results:
+        if label.startswith("MLServer"):
+            continue
+        b = base[(label.endswith("unpinned)"), rows, conc)]
+        print(
+            f"{label}, rows {rows}, c {conc}: {r['rps'] / b['rps']:.1f}x the matching MLServer "
+            f"row's throughput, p95 {r['p95']:.2f} vs {b['p95']:.2f} ms"
+        )
+
+
+if __name__ == "__main__":
+    main()
