@@ -27,6 +27,7 @@ from pathlib import Path
 
 import grpc
 import numpy as np
+from grpc_health.v1.health_pb2 import HealthCheckRequest
 
 from compiled_models import dataset
 from proto.inference import grpc_predict_v2_pb2 as v2
@@ -46,20 +47,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def protoset(out: Path) -> Path:
-    subprocess.run(
-        [
-            sys.executable,
-            "-m",
-            "grpc_tools.protoc",
-            "-I",
-            str(ROOT),
-            "--include_imports",
-            f"--descriptor_set_out={out}",
-            *PROTOS,
-        ],
-        check=True,
-    )
+HEALTH_PROTO = """syntax = "proto3";
+package grpc.health.v1;
+message HealthCheckRequest { string service = 1; }
+message HealthCheckResponse {
+  enum ServingStatus { UNKNOWN = 0; SERVING = 1; NOT_SERVING = 2; SERVICE_UNKNOWN = 3; }
+  ServingStatus status = 1;
+}
+service Health { rpc Check(HealthCheckRequest) returns (HealthCheckResponse); }
+"""
+
+
+def protoset(out: Path, health: bool = False) -> Path:
+    """Descriptors for ghz: our two contracts, or grpc.health.v1 (the floor probe)."""
+    (out.parent / "health.proto").write_text(HEALTH_PROTO)
+    files = ["health.proto"] if health else list(PROTOS)
+    cmd = [sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT), "-I", str(out.parent)]
+    subprocess.run([*cmd, "--include_imports", f"--descriptor_set_out={out}", *files], check=True)
     return out
 
 
@@ -78,7 +82,8 @@ def requests(tmp: Path, rows: int, model: str) -> dict[str, Path]:
         packed=pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=x.shape[1])
     )
     out = {}
-    for name, msg in (("infer", infer), ("predict", predict)):
+    health = HealthCheckRequest(service="")
+    for name, msg in (("infer", infer), ("predict", predict), ("health", health)):
         path = tmp / f"{name}-{rows}.bin"
         path.write_bytes(msg.SerializeToString())
         out[name] = path
@@ -222,10 +227,17 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as t:
         tmp = Path(t)
         pset = protoset(tmp / "protoset.bin")
+        health_pset = protoset(tmp / "health-protoset.bin", health=True)
         reqs = {1: requests(tmp, 1, "xgb-v2"), 1000: requests(tmp, 1000, "xgb-v2")}
         plan = [(1, c) for c in one_c] + [(1000, c) for c in batch_c]
         servers = [
             ("MLServer 1.7.1 (1 core)", "infer", lambda port: start_mlserver(tmp, port, "1"), "0"),
+            (
+                "floor: bare grpc.aio Health/Check (1 core)",
+                "health",
+                lambda port: start_ours(port, 1, "1"),
+                "0",
+            ),
             ("ours, ModelInfer (1 core)", "infer", lambda port: start_ours(port, 1, "1"), "0"),
             (
                 "ours, Predict packed (1 core)",
@@ -245,15 +257,16 @@ def main() -> None:
             proc = start(port)
             try:
                 wait_grpc(f"127.0.0.1:{port}", proc)
-                call = (
-                    "inference.GRPCInferenceService.ModelInfer"
-                    if kind == "infer"
-                    else "volatility.v1.Predictor.Predict"
-                )
-                for rows, conc in plan:
+                call = {
+                    "infer": "inference.GRPCInferenceService.ModelInfer",
+                    "predict": "volatility.v1.Predictor.Predict",
+                    "health": "grpc.health.v1.Health.Check",
+                }[kind]
+                for rows, conc in [(1, c) for c in one_c] if kind == "health" else plan:
                     data = reqs[rows][kind]
-                    ghz(f"127.0.0.1:{port}", pset, call, data, conc, 1.0, ghz_pin)  # warm-up
-                    r = ghz(f"127.0.0.1:{port}", pset, call, data, conc, args.seconds, ghz_pin)
+                    ps = health_pset if kind == "health" else pset
+                    ghz(f"127.0.0.1:{port}", ps, call, data, conc, 1.0, ghz_pin)  # warm-up
+                    r = ghz(f"127.0.0.1:{port}", ps, call, data, conc, args.seconds, ghz_pin)
                     results.append((label, rows, conc, r))
                     print(
                         f"{label:45s} rows {rows:5d} c {conc:3d}: {r['rps']:8.0f} calls/s "
@@ -275,7 +288,7 @@ def main() -> None:
     base = {(rows, conc): r for label, rows, conc, r in results if label.startswith("MLServer")}
     print()
     for label, rows, conc, r in results:
-        if label.startswith("MLServer"):
+        if label.startswith("MLServer") or (rows, conc) not in base:
             continue
         b = base[(rows, conc)]
         print(

@@ -1,0 +1,166 @@
+"""``make loadtest``: run Locust headless against a server and fail when an SLO is missed.
+
+Targets ``--host`` if a server answers there; otherwise starts one (``python -m server``)
+for the run and stops it afterwards. Reports (CSV, HTML) go to ``reports/``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+from loadtest import slo
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def serving(host: str, timeout: float = 1.0) -> bool:
+    try:
+        with grpc.insecure_channel(host) as ch:
+            resp = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service="volatility.v1.Predictor"), timeout=timeout
+            )
+            return resp.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
+def start_server(host: str, metrics_port: int, workers: int) -> subprocess.Popen:
+    _, port = host.rsplit(":", 1)
+    cmd = [
+        sys.executable,
+        "-m",
+        "server",
+        "--port",
+        port,
+        "--metrics-port",
+        str(metrics_port),
+        "--workers",
+        str(workers),
+    ]
+    proc = subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while not serving(host):
+        if proc.poll() is not None or time.monotonic() > deadline:
+            proc.kill()
+            sys.exit(f"loadtest: could not start a server on {host}")
+        time.sleep(0.1)
+    return proc
+
+
+def run_locust(args: argparse.Namespace, prefix: Path) -> slo.RunResult:
+    cmd = [
+        sys.executable,
+        "-m",
+        "locust",
+        "-f",
+        str(ROOT / "loadtest" / "locustfile.py"),
+        "--headless",
+        "--host",
+        args.host,
+        "-u",
+        str(args.users),
+        "-r",
+        str(args.spawn_rate),
+        "-t",
+        f"{args.duration}s",
+        "--csv",
+        str(prefix),
+        "--html",
+        f"{prefix}.html",
+        "--only-summary",
+        "--scenario",
+        args.scenario,
+        "--stop-timeout",
+        "5",
+        "--exit-code-on-error",
+        "0",
+    ]
+    if args.processes > 1:
+        cmd += ["--processes", str(args.processes)]
+    subprocess.run(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        check=True,
+        timeout=args.duration + 120,
+    )
+    return read_stats(Path(f"{prefix}_stats.csv"))
+
+
+def read_stats(path: Path) -> slo.RunResult:
+    with path.open() as f:
+        rows = {r["Name"]: r for r in csv.DictReader(f)}
+    agg = rows["Aggregated"]
+    p95 = agg["95%"]
+    return slo.RunResult(
+        requests=int(agg["Request Count"]),
+        failures=int(agg["Failure Count"]),
+        rps=float(agg["Requests/s"]),
+        p95_ms=float(p95) if p95 not in ("", "N/A") else float("inf"),
+    )
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--host", default="127.0.0.1:50051")
+    p.add_argument("--users", type=int, default=8)
+    p.add_argument("--spawn-rate", type=float, default=8)
+    p.add_argument("--duration", type=int, default=30, help="seconds")
+    p.add_argument("--scenario", default="mix", choices=["one-row", "batch", "mix"])
+    p.add_argument("--processes", type=int, default=1, help="Locust worker processes")
+    p.add_argument("--workers", type=int, default=1, help="server workers if we start one")
+    p.add_argument("--metrics-port", type=int, default=8000)
+    p.add_argument("--reports", type=Path, default=ROOT / "reports")
+    p.add_argument("--slo-p95-ms", type=float)
+    p.add_argument("--slo-min-rps", type=float)
+    p.add_argument("--slo-max-error-ratio", type=float)
+    args = p.parse_args()
+    target = slo.predict_slo(
+        p95_ms=args.slo_p95_ms, min_rps=args.slo_min_rps, max_error_ratio=args.slo_max_error_ratio
+    )
+    args.reports.mkdir(parents=True, exist_ok=True)
+    server = None
+    if not serving(args.host):
+        print(f"loadtest: no server answers on {args.host}; starting one for this run")
+        server = start_server(args.host, args.metrics_port, args.workers)
+    try:
+        result = run_locust(args, args.reports / "loadtest")
+    finally:
+        if server is not None:
+            server.send_signal(signal.SIGTERM)
+            server.wait(30)
+    print(
+        f"loadtest ({args.scenario}, {args.users} users, {args.duration} s, tool: Locust): "
+        f"{result.requests} calls, {result.rps:.1f} req/s, p95 {result.p95_ms:.1f} ms, "
+        f"errors {result.error_ratio:.4%}"
+    )
+    print(
+        f"SLO: p95 <= {target.p95_ms:g} ms, >= {target.min_rps:g} req/s, "
+        f"error ratio <= {target.max_error_ratio:.4%}"
+    )
+    missed = slo.violations(result, target)
+    for line in missed:
+        print(f"SLO MISSED: {line}")
+    if missed:
+        sys.exit(1)
+    print("all SLOs met")
+
+
+if __name__ == "__main__":
+    main()

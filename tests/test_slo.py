@@ -1,0 +1,38 @@
+"""The SLO document and loadtest/slo.toml state the same numbers; the gate judges both ways."""
+
+from __future__ import annotations
+
+import re
+
+from loadtest import slo
+from tests.conftest import ROOT
+
+
+def test_slo_document_matches_slo_file():
+    doc = (ROOT / "docs" / "slo.md").read_text()
+    cfg = slo.load()
+    rows = dict(re.findall(r"^\| ([^|]+?) \| ([^|]+?) \|", doc, flags=re.M))
+    assert rows["Predict latency, p95"] == f"<= {cfg['predict']['p95_ms']:g} ms"
+    assert rows["Predict throughput"] == f">= {cfg['predict']['min_rps']:g} req/s"
+    assert rows["Predict error ratio"] == f"<= {cfg['predict']['max_error_ratio'] * 100:g} %"
+    assert rows["Availability"] == f">= {cfg['service']['availability'] * 100:g} %"
+    assert rows["Consumer lag"] == f"<= {cfg['service']['max_lag_seconds']:g} s"
+
+
+def test_violations_name_the_slo_value_and_target():
+    target = slo.Slo(p95_ms=25, min_rps=300, max_error_ratio=0.001)
+    good = slo.RunResult(requests=10_000, failures=0, rps=900.0, p95_ms=4.0)
+    assert slo.violations(good, target) == []
+    bad = slo.RunResult(requests=1_000, failures=20, rps=120.0, p95_ms=31.0)
+    missed = slo.violations(bad, target)
+    assert missed == [
+        "p95 latency 31.0 ms > target 25 ms",
+        "throughput 120.0 req/s < target 300 req/s",
+        "error ratio 2.0000% (20/1000) > target 0.1000%",
+    ]
+    assert slo.violations(slo.RunResult(0, 0, 0.0, 0.0), target)
+
+
+def test_overrides_win_over_the_file():
+    s = slo.predict_slo(p95_ms=1.5, min_rps=None)
+    assert s.p95_ms == 1.5 and s.min_rps == slo.load()["predict"]["min_rps"]
