@@ -16,7 +16,7 @@ PID_FILE ?= .run/server.pid
 ARTIFACT ?=
 PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.proto
 
-.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server clean
+.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server loadtest clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -29,8 +29,12 @@ data: $(DATA)
 $(DATA): | $(VENV)/.installed
 	$(PY) -m market.realdata
 
-models: compiled_models/.built
-compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES)
+models: compiled_models/.built compiled_models/.fastcall
+compiled_models/.fastcall: compiled_models/_fastcall.c compiled_models/build_fastcall.py $(VENV)/.installed
+	$(PY) -m compiled_models.build_fastcall
+	touch $@
+
+compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES) compiled_models/.fastcall
 	$(PY) -m compiled_models.build
 	touch $@
 
@@ -61,6 +65,20 @@ rollback: $(VENV)/.installed
 demo: models
 	$(PY) -m tools.demo --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
+# make loadtest [LOADTEST_HOST=...] [SLO_P95_MS=...] [SLO_MIN_RPS=...] [SLO_MAX_ERROR_RATIO=...]
+LOADTEST_HOST ?= 127.0.0.1:$(GRPC_PORT)
+LOADTEST_USERS ?= 8
+LOADTEST_SECONDS ?= 30
+LOADTEST_SCENARIO ?= mix
+SLO_P95_MS ?=
+SLO_MIN_RPS ?=
+SLO_MAX_ERROR_RATIO ?=
+loadtest: models
+	$(PY) -m loadtest.gate --host $(LOADTEST_HOST) --users $(LOADTEST_USERS) \
+	  --duration $(LOADTEST_SECONDS) --scenario $(LOADTEST_SCENARIO) --metrics-port $(METRICS_PORT) \
+	  $(if $(SLO_P95_MS),--slo-p95-ms $(SLO_P95_MS)) $(if $(SLO_MIN_RPS),--slo-min-rps $(SLO_MIN_RPS)) \
+	  $(if $(SLO_MAX_ERROR_RATIO),--slo-max-error-ratio $(SLO_MAX_ERROR_RATIO))
+
 bench-model: models
 	$(PY) -m compiled_models.bench
 
@@ -78,4 +96,4 @@ bench-server: models $(GHZ) .venv-mlserver/.installed
 	$(PY) -m tools.bench_server
 
 clean:
-	rm -rf compiled_models/*/ compiled_models/.built
+	rm -rf compiled_models/*/ compiled_models/.built compiled_models/.fastcall compiled_models/_fastcall*.so

@@ -14,10 +14,12 @@ from pathlib import Path
 
 import numpy as np
 
+from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
 from compiled_models.manifest import Manifest, sha256_bytes
 from market.features import FEATURE_NAMES
 
 _F32 = np.dtype(np.float32)
+_call = _fastcall.call
 _C_INT64 = ctypes.c_int64
 _C_PTR = ctypes.c_void_p
 
@@ -62,7 +64,7 @@ class CompiledModel:
                 f"manifest lists {len(manifest.feature_names)}"
             )
         self.threshold = manifest.decision_threshold
-        self._predict = self._lib.vs_predict_batch
+        self._fn = ctypes.cast(self._lib.vs_predict_batch, ctypes.c_void_p).value
 
     def __del__(self) -> None:
         # Safe: a thread inside predict() holds a reference to self, so nothing can
@@ -83,7 +85,7 @@ class CompiledModel:
         if cols != self.n_features or rows == 0 or not x.flags.c_contiguous:
             raise InvalidInput(self._describe_bad(x))
         out = np.empty(rows, dtype=_F32)
-        bad = self._predict(x.ctypes.data, rows, out.ctypes.data)
+        bad = _call(self._fn, rows, x, out)  # GIL released inside
         if bad >= 0:
             raise InvalidInput(f"{self.name}: row {bad} contains an infinite value")
         return out

@@ -127,9 +127,14 @@ def rpc(full_method: str):
                     if call.rows:
                         span.set_attribute("volspike.rows", call.rows)
                         metrics.rows.labels(method).observe(call.rows)
-                    trace_id = format(span.get_span_context().trace_id, "032x")
+                    sc = span.get_span_context()
+                    exemplar = (
+                        {"trace_id": format(sc.trace_id, "032x")}
+                        if sc.trace_flags.sampled
+                        else None
+                    )
                     metrics.latency.labels(method, call.artifact, code.name).observe(
-                        elapsed, exemplar={"trace_id": trace_id}
+                        elapsed, exemplar=exemplar
                     )
                     metrics.requests.labels(method, code.name).inc()
                     in_flight.dec()

@@ -87,6 +87,7 @@ class ServerProcess:
             **os.environ,
             "PYTHONPATH": str(ROOT),
             "VOLSPIKE_RELOAD_POLL_SECONDS": "0.2",
+            "OTEL_TRACES_SAMPLER": "parentbased_always_on",  # every test call is traced
             **self.env,
         }
         self.proc = subprocess.Popen(

@@ -82,7 +82,7 @@ def requests(tmp: Path, rows: int, model: str) -> dict[str, Path]:
         packed=pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=x.shape[1])
     )
     out = {}
-    health = HealthCheckRequest(service="")
+    health = HealthCheckRequest(service="volatility.v1.Predictor")  # empty bytes upset ghz
     for name, msg in (("infer", infer), ("predict", predict), ("health", health)):
         path = tmp / f"{name}-{rows}.bin"
         path.write_bytes(msg.SerializeToString())

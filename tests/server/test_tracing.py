@@ -53,6 +53,7 @@ def test_spans_continue_the_callers_trace(otlp, tmp_path):
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
         "OTEL_EXPORTER_OTLP_INSECURE": "true",
         "OTEL_BSP_SCHEDULE_DELAY": "100",
+        "OTEL_TRACES_SAMPLER": "",  # the production default: continue sampled callers
     }
     srv = ServerProcess(tmp_path, env=env).start()
     try:
