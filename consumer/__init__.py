@@ -1,0 +1,1 @@
+"""Kafka ticks -> features -> batched gRPC Predict -> predictions topic (at-least-once)."""

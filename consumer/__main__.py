@@ -1,0 +1,91 @@
+"""``python -m consumer``: wiring only (Kafka clients, gRPC stub, metrics, tracing)."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import signal
+
+import grpc
+from confluent_kafka import Consumer, Producer
+from prometheus_client import CollectorRegistry, start_http_server
+
+from consumer.config import ConsumerSettings
+from consumer.metrics import ConsumerMetrics
+from consumer.pipeline import Pipeline
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from server.tracing import make_tracer_provider
+
+logger = logging.getLogger("consumer")
+
+
+def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
+    consumer = Consumer(
+        {
+            "bootstrap.servers": s.bootstrap,
+            "group.id": s.group_id,
+            "enable.auto.commit": False,
+            "auto.offset.reset": "earliest",
+            "session.timeout.ms": 6000,  # a crashed member's partitions move on within seconds
+            "heartbeat.interval.ms": 1000,
+            "fetch.wait.max.ms": 10,
+            "queued.max.messages.kbytes": 65536,
+        }
+    )
+    producer = Producer(
+        {
+            "bootstrap.servers": s.bootstrap,
+            "enable.idempotence": True,  # acks=all, ordered, no duplicates from producer retries
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 500000,
+        }
+    )
+    return consumer, producer
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--bootstrap")
+    p.add_argument("--group-id")
+    p.add_argument("--server")
+    p.add_argument("--metrics-port", type=int)
+    p.add_argument("--max-rows", type=int)
+    p.add_argument("--max-wait-ms", type=int)
+    a = p.parse_args()
+    logging.basicConfig(
+        level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
+    )
+    s = ConsumerSettings.load(
+        bootstrap=a.bootstrap,
+        group_id=a.group_id,
+        server=a.server,
+        metrics_port=a.metrics_port,
+        max_rows=a.max_rows,
+        max_wait_ms=a.max_wait_ms,
+    )
+    registry = CollectorRegistry()
+    metrics = ConsumerMetrics(registry)
+    start_http_server(s.metrics_port, "127.0.0.1", registry=registry)
+    provider = make_tracer_provider("volspike-consumer")
+    consumer, producer = kafka_clients(s)
+    channel = grpc.insecure_channel(s.server, options=[("grpc.enable_retries", 0)])
+    pipeline = Pipeline(
+        s,
+        consumer,
+        producer,
+        pb_grpc.PredictorStub(channel),
+        metrics,
+        provider.get_tracer("volspike.consumer"),
+    )
+    signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
+    signal.signal(signal.SIGINT, lambda *_: pipeline.stop())
+    logger.info("consuming %s from %s, Predict at %s", s.ticks_topic, s.bootstrap, s.server)
+    pipeline.run()
+    channel.close()
+    provider.shutdown()
+    logger.info("stopped cleanly")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,52 @@
+"""Consumer settings: defaults < ``VOLSPIKE_CONSUMER_*`` environment < command line."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, fields, replace
+
+ENV_PREFIX = "VOLSPIKE_CONSUMER_"
+
+
+@dataclass(frozen=True)
+class ConsumerSettings:
+    bootstrap: str = "127.0.0.1:9092"
+    """Kafka bootstrap servers."""
+    group_id: str = "volspike-consumer"
+    """Consumer group; consumers sharing it split the partitions."""
+    ticks_topic: str = "ticks"
+    """Input topic (JSON ticks keyed by symbol)."""
+    predictions_topic: str = "predictions"
+    """Output topic (one prediction per input tick, keyed by symbol)."""
+    dlq_topic: str = "ticks.dlq"
+    """Dead-letter topic: original bytes plus the reason, for messages that cannot be scored."""
+    server: str = "127.0.0.1:50051"
+    """gRPC address of the Predict server."""
+    metrics_port: int = 8001
+    """Prometheus /metrics port."""
+    max_rows: int = 1000
+    """Most ticks per micro-batch (one Predict call)."""
+    max_wait_ms: int = 20
+    """Longest a micro-batch waits to fill before it is sent."""
+    max_in_flight: int = 4
+    """Predict calls outstanding at once."""
+    deadline_s: float = 2.0
+    """Deadline of each Predict call."""
+    retry_max_backoff_s: float = 2.0
+    """Cap of the exponential backoff between retries of UNAVAILABLE/DEADLINE_EXCEEDED."""
+    commit_interval_ms: int = 200
+    """How often acknowledged offsets are committed."""
+    warmup_ms: int = 120_000
+    """On assignment, feature state is rebuilt from this much event time before the
+    committed offset (features look back at most 60 s, plus the lag price before that)."""
+
+    @classmethod
+    def load(cls, **overrides: object) -> ConsumerSettings:
+        values: dict[str, object] = {}
+        kinds = {f.name: f.type for f in fields(cls)}
+        for name, kind in kinds.items():
+            raw = os.environ.get(ENV_PREFIX + name.upper())
+            if raw is not None:
+                values[name] = {"int": int, "float": float}.get(kind, str)(raw)
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return replace(cls(), **values)

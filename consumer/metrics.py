@@ -1,0 +1,66 @@
+"""Consumer metrics; the registry is passed in."""
+
+from __future__ import annotations
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+
+
+class ConsumerMetrics:
+    def __init__(self, registry: CollectorRegistry) -> None:
+        self.registry = registry
+        self.consumed = Counter(
+            "volspike_consumer_messages_consumed",
+            "Tick messages read from Kafka.",
+            registry=registry,
+        )
+        self.predictions = Counter(
+            "volspike_consumer_predictions_produced",
+            "Predictions acknowledged by Kafka.",
+            registry=registry,
+        )
+        self.dead_lettered = Counter(
+            "volspike_consumer_dead_lettered",
+            "Messages sent to the dead-letter topic, by reason kind.",
+            ["reason"],
+            registry=registry,
+        )
+        self.errors = Counter(
+            "volspike_consumer_errors", "Errors, by type.", ["type"], registry=registry
+        )
+        self.batch_rows = Histogram(
+            "volspike_consumer_batch_rows",
+            "Ticks per Predict call.",
+            buckets=(1, 10, 50, 100, 250, 500, 1000, 2000),
+            registry=registry,
+        )
+        self.processing = Histogram(
+            "volspike_consumer_batch_processing_seconds",
+            "From batch consumed to its predictions handed to Kafka.",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.e2e_lag = Histogram(
+            "volspike_consumer_end_to_end_lag_seconds",
+            "Now minus event time when the prediction is produced.",
+            buckets=LAG_BUCKETS,
+            registry=registry,
+        )
+        self.offset_lag = Gauge(
+            "volspike_consumer_offset_lag",
+            "High watermark minus committed offset, per partition.",
+            ["partition"],
+            registry=registry,
+        )
+        self.throughput = Gauge(
+            "volspike_consumer_throughput_messages_per_second",
+            "Messages answered per second over the last interval.",
+            registry=registry,
+        )
+        self.retries = Counter(
+            "volspike_consumer_predict_retries",
+            "Predict calls retried, by gRPC code.",
+            ["code"],
+            registry=registry,
+        )

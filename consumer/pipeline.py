@@ -1,0 +1,410 @@
+"""The consumer loop: ticks -> per-symbol features -> micro-batches -> Predict ->
+predictions (or dead letters) -> commit of what Kafka acknowledged.
+
+At-least-once: an input offset is committed only after its output (prediction or
+dead-letter) was acknowledged by Kafka, and every earlier offset's too. A crash replays
+from the last commit; the same tick then yields the same prediction again.
+
+Feature state after an assignment (restart or rebalance): the consumer seeks back
+``warmup_ms`` of event time before the committed offset (the commit's metadata carries
+the event time of the last committed tick; ``offsets_for_times`` finds the offset) and
+replays those ticks into the feature state without scoring them. Features look back 60 s
+(plus the last trade before that), so 120 s of warm-up reproduces the state of a consumer
+that never stopped whenever the symbol traded in that span.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import random
+import time
+from collections import deque
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from opentelemetry import trace
+from opentelemetry.propagate import inject
+from opentelemetry.trace import SpanKind, Status, StatusCode
+
+from consumer.config import ConsumerSettings
+from consumer.messages import BadTick, decode_tick, encode_prediction
+from consumer.metrics import ConsumerMetrics
+from consumer.offsets import PartitionAcks
+from market.features import N_FEATURES, FeatureState
+from market.ticks import Tick
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+
+logger = logging.getLogger(__name__)
+RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass
+class Batch:
+    meta: list[tuple[int, int, Tick]]  # (partition, offset, tick) per row
+    request: pb.PredictRequest
+    future: grpc.Future
+    started: float
+    span: trace.Span
+    call_span: trace.Span
+    metadata: tuple = field(default=())
+
+
+class Pipeline:
+    def __init__(
+        self,
+        settings: ConsumerSettings,
+        consumer: Consumer,
+        producer: Producer,
+        stub: pb_grpc.PredictorStub,
+        metrics: ConsumerMetrics,
+        tracer: trace.Tracer,
+    ) -> None:
+        self.s = settings
+        self.consumer = consumer
+        self.producer = producer
+        self.stub = stub
+        self.metrics = metrics
+        self.tracer = tracer
+        self.states: dict[tuple[int, str], FeatureState] = {}
+        self.acks: dict[int, PartitionAcks] = {}
+        self.warm_until: dict[int, int] = {}  # partition -> first offset to score
+        self.inflight: deque[Batch] = deque()
+        self.backlog: list[Message] = []  # messages read while paused for retries
+        self.redeliver: list[tuple] = []
+        self.running = True
+        self.aborting = False
+        self._next_commit = 0.0
+        self._next_stats = 0.0
+        self._answered = 0
+        self._answered_at_stats = 0
+
+    # --- loop -------------------------------------------------------------------
+    def run(self) -> None:
+        self.consumer.subscribe(
+            [self.s.ticks_topic],
+            on_assign=self._on_assign,
+            on_revoke=self._on_revoke,
+            on_lost=self._on_revoke,
+        )
+        wait = self.s.max_wait_ms / 1000
+        while self.running:
+            msgs = self.backlog or self.consumer.consume(self.s.max_rows, wait)
+            self.backlog = []
+            if msgs:
+                self._handle(msgs)
+            self._complete()
+            self._service()
+        logger.info("stopping: finishing %d in-flight batches", len(self.inflight))
+        self._drain()
+        self._commit(sync=True)
+        self.consumer.close()
+
+    def stop(self) -> None:
+        if not self.running:
+            self.aborting = True  # second signal: stop retrying
+        self.running = False
+
+    def _service(self) -> None:
+        self.producer.poll(0)
+        if self.redeliver:
+            items, self.redeliver = self.redeliver, []
+            for args in items:
+                self._produce(*args)
+        t = time.monotonic()
+        if t >= self._next_commit:
+            self._commit(sync=False)
+            self._next_commit = t + self.s.commit_interval_ms / 1000
+        if t >= self._next_stats:
+            self._stats(t)
+
+    # --- input ------------------------------------------------------------------
+    def _handle(self, msgs: list[Message]) -> None:
+        now = now_ms()
+        rows: list[list[float]] = []
+        meta: list[tuple[int, int, Tick]] = []
+        states = self.states
+        for m in msgs:
+            err = m.error()
+            if err is not None:
+                if err.code() != KafkaError._PARTITION_EOF:
+                    self.metrics.errors.labels("kafka_consume").inc()
+                    logger.warning("consume error: %s", err)
+                continue
+            p, off = m.partition(), m.offset()
+            warm = self.warm_until.get(p)
+            if warm is not None:
+                if off < warm:
+                    self._warm(p, m.value(), now)
+                    continue
+                del self.warm_until[p]
+            acks = self.acks.get(p)
+            if acks is None:  # partition no longer ours (revoked during this batch)
+                continue
+            acks.track(off)
+            try:
+                tick = decode_tick(m.value(), now)
+            except BadTick as exc:
+                self._dead_letter(m, str(exc))
+                continue
+            key = (p, tick.symbol)
+            st = states.get(key)
+            if st is None:
+                st = states[key] = FeatureState()
+            rows.append(st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask))
+            meta.append((p, off, tick))
+        self.metrics.consumed.inc(len(msgs))
+        if rows:
+            self._submit(rows, meta)
+
+    def _warm(self, p: int, raw: bytes | None, now: int) -> None:
+        try:
+            tick = decode_tick(raw, now)
+        except BadTick:
+            return
+        key = (p, tick.symbol)
+        st = self.states.get(key) or self.states.setdefault(key, FeatureState())
+        st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
+
+    # --- Predict ------------------------------------------------------------------
+    def _submit(self, rows: list[list[float]], meta: list[tuple[int, int, Tick]]) -> None:
+        x = np.array(rows, dtype=np.float32)
+        req = pb.PredictRequest(
+            packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES)
+        )
+        span = self.tracer.start_span("consumer.batch", attributes={"volspike.rows": len(rows)})
+        ctx = trace.set_span_in_context(span)
+        call_span = self.tracer.start_span(
+            "/volatility.v1.Predictor/Predict",
+            context=ctx,
+            kind=SpanKind.CLIENT,
+            attributes={"rpc.system": "grpc"},
+        )
+        carrier: dict[str, str] = {}
+        inject(carrier, context=trace.set_span_in_context(call_span))
+        md = tuple(carrier.items())
+        fut = self.stub.Predict.future(req, timeout=self.s.deadline_s, metadata=md)
+        self.inflight.append(Batch(meta, req, fut, time.monotonic(), span, call_span, md))
+        self.metrics.batch_rows.observe(len(rows))
+
+    def _complete(self, drain: bool = False) -> None:
+        """Finish batches in order: the oldest first, waiting only when the in-flight
+        bound is reached (or when draining)."""
+        while self.inflight:
+            head = self.inflight[0]
+            if not (drain or head.future.done() or len(self.inflight) >= self.s.max_in_flight):
+                return
+            self.inflight.popleft()
+            resp = self._response(head)
+            head.call_span.end()
+            if resp is None:
+                head.span.end()
+                continue
+            now = now_ms()
+            observe = self.metrics.e2e_lag.observe
+            for (p, off, tick), prob, label in zip(
+                head.meta, resp.probabilities, resp.labels, strict=True
+            ):
+                value = encode_prediction(tick, p, off, prob, label, resp.artifact, now)
+                self._produce(
+                    self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms
+                )
+                observe((now - tick.event_time_ms) / 1000)
+            self.metrics.processing.observe(time.monotonic() - head.started)
+            head.span.end()
+            self.producer.poll(0)
+
+    def _response(self, b: Batch) -> pb.PredictResponse | None:
+        try:
+            return b.future.result()
+        except grpc.RpcError as err:
+            code = err.code()
+            if code not in RETRYABLE:
+                b.call_span.set_status(Status(StatusCode.ERROR, str(code)))
+                reason = f"Predict rejected the batch: {code.name}: {err.details()}"
+                logger.error(reason)
+                for p, off, tick in b.meta:
+                    self._dead_letter_tick(p, off, tick, reason)
+                return None
+            return self._retry(b, code)
+
+    def _retry(self, b: Batch, code: grpc.StatusCode) -> pb.PredictResponse | None:
+        """Retry with capped exponential backoff and jitter; consumption is paused
+        meanwhile so nothing piles up and nothing is dropped."""
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        delay = 0.05
+        try:
+            while not self.aborting:
+                self.metrics.retries.labels(code.name).inc()
+                logger.warning(
+                    "Predict %s; retrying %d rows in %.2f s", code.name, len(b.meta), delay
+                )
+                self._sleep(delay * (0.5 + random.random() / 2))
+                delay = min(delay * 2, self.s.retry_max_backoff_s)
+                try:
+                    return self.stub.Predict(
+                        b.request, timeout=self.s.deadline_s, metadata=b.metadata
+                    )
+                except grpc.RpcError as err:
+                    code = err.code()
+                    if code not in RETRYABLE:
+                        raise
+            raise RuntimeError("aborted while retrying Predict")
+        finally:
+            self.consumer.resume(assignment)
+
+    def _sleep(self, seconds: float) -> None:
+        end = time.monotonic() + seconds
+        while time.monotonic() < end:
+            self.producer.poll(0.02)
+            # keep the group membership alive; anything fetched is kept for later
+            self.backlog.extend(self.consumer.consume(self.s.max_rows, 0))
+
+    # --- output -------------------------------------------------------------------
+    def _produce(
+        self, topic: str, key: str, value: bytes | None, headers, p: int, off: int, event_ms: int
+    ) -> None:
+        cb = functools.partial(self._delivered, topic, key, value, headers, p, off, event_ms)
+        while True:
+            try:
+                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                return
+            except BufferError:  # local queue full: let deliveries drain first
+                self.producer.poll(0.05)
+
+    def _delivered(self, topic, key, value, headers, p, off, event_ms, err, _msg) -> None:
+        if err is not None:
+            self.metrics.errors.labels("delivery").inc()
+            logger.warning("delivery to %s failed (%s); producing again", topic, err)
+            self.redeliver.append((topic, key, value, headers, p, off, event_ms))
+            return
+        acks = self.acks.get(p)
+        if acks is not None:
+            acks.ack(off, event_ms)
+        self._answered += 1
+        if topic == self.s.predictions_topic:
+            self.metrics.predictions.inc()
+
+    def _dead_letter(self, m: Message, reason: str) -> None:
+        headers = [
+            ("error", reason.encode()),
+            ("source_topic", m.topic().encode()),
+            ("source_partition", str(m.partition()).encode()),
+            ("source_offset", str(m.offset()).encode()),
+        ]
+        self.metrics.dead_lettered.labels(reason.split(":")[0].split(" '")[0]).inc()
+        ts = m.timestamp()[1]
+        self._produce(
+            self.s.dlq_topic,
+            m.key(),
+            m.value(),
+            headers,
+            m.partition(),
+            m.offset(),
+            ts if ts > 0 else -1,
+        )
+
+    def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str) -> None:
+        from consumer.messages import encode_tick
+
+        headers = [
+            ("error", reason.encode()),
+            ("source_topic", self.s.ticks_topic.encode()),
+            ("source_partition", str(p).encode()),
+            ("source_offset", str(off).encode()),
+        ]
+        self.metrics.dead_lettered.labels("predict_rejected").inc()
+        self._produce(
+            self.s.dlq_topic, tick.symbol, encode_tick(tick), headers, p, off, tick.event_time_ms
+        )
+
+    # --- offsets --------------------------------------------------------------------
+    def _commit(self, sync: bool, partitions: list[int] | None = None) -> None:
+        offsets = []
+        for p, acks in self.acks.items():
+            if partitions is not None and p not in partitions:
+                continue
+            nxt = acks.advance()
+            if nxt is not None:
+                offsets.append(
+                    TopicPartition(
+                        self.s.ticks_topic, p, nxt, metadata=str(acks.committed_event_ms)
+                    )
+                )
+        if not offsets:
+            return
+        try:
+            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+        except Exception:
+            self.metrics.errors.labels("commit").inc()
+            logger.exception("commit failed")
+
+    def _drain(self) -> None:
+        self._complete(drain=True)
+        while self.redeliver or len(self.producer) > 0:
+            self.producer.flush(5)
+            if self.redeliver:
+                items, self.redeliver = self.redeliver, []
+                for args in items:
+                    self._produce(*args)
+
+    def _stats(self, t: float) -> None:
+        interval = 2.0
+        if self._next_stats:
+            done = self._answered - self._answered_at_stats
+            self.metrics.throughput.set(done / interval)
+        self._answered_at_stats = self._answered
+        self._next_stats = t + interval
+        for p in list(self.acks):
+            try:
+                _, high = self.consumer.get_watermark_offsets(
+                    TopicPartition(self.s.ticks_topic, p), cached=True
+                )
+            except Exception:
+                continue
+            pos = self.acks[p].pending[0] if self.acks[p].pending else None
+            if high >= 0 and pos is not None:
+                self.metrics.offset_lag.labels(str(p)).set(high - pos)
+            elif high >= 0:
+                self.metrics.offset_lag.labels(str(p)).set(0)
+
+    # --- rebalance ---------------------------------------------------------------------
+    def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        committed = consumer.committed(partitions, timeout=30)
+        for tp in committed:
+            self.acks[tp.partition] = PartitionAcks()
+            if tp.offset >= 0 and tp.metadata and tp.metadata.lstrip("-").isdigit():
+                start_ms = int(tp.metadata) - self.s.warmup_ms
+                found = consumer.offsets_for_times(
+                    [TopicPartition(tp.topic, tp.partition, max(start_ms, 0))], timeout=30
+                )[0]
+                if 0 <= found.offset < tp.offset:
+                    self.warm_until[tp.partition] = tp.offset
+                    logger.info(
+                        "partition %d: warming features from offset %d to %d",
+                        tp.partition,
+                        found.offset,
+                        tp.offset,
+                    )
+                    tp.offset = found.offset
+        consumer.assign(committed)
+        logger.info("assigned partitions %s", sorted(tp.partition for tp in committed))
+
+    def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
+        revoked = [tp.partition for tp in partitions]
+        logger.info("revoking partitions %s: finishing their work first", sorted(revoked))
+        self._drain()
+        self._commit(sync=True, partitions=revoked)
+        for p in revoked:
+            self.acks.pop(p, None)
+            self.warm_until.pop(p, None)
+        self.states = {k: v for k, v in self.states.items() if k[0] not in revoked}
+        self.backlog = [m for m in self.backlog if m.partition() not in revoked]

@@ -1,0 +1,208 @@
+"""Real Apache Kafka (tools/kafka_broker.py) and real server/consumer processes."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, TopicPartition
+
+from compiled_models import runtime
+from market.features import FeatureState
+from tests.conftest import ROOT, ServerProcess, artifact_dir, free_port
+from tools import kafka_broker
+
+
+@pytest.fixture(scope="session")
+def kafka(tmp_path_factory):
+    data = tmp_path_factory.mktemp("kafka")
+    port = free_port()
+    kafka_broker.up(port, free_port(), data, {})
+    yield f"127.0.0.1:{port}"
+    kafka_broker.down(data)
+
+
+@pytest.fixture(scope="module")
+def grpc_server(tmp_path_factory):
+    srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
+    yield srv
+    srv.stop()
+
+
+@dataclass
+class Topics:
+    ticks: str
+    predictions: str
+    dlq: str
+    group: str
+
+    @classmethod
+    def fresh(cls, kafka: str, partitions: int = 4) -> Topics:
+        tag = uuid.uuid4().hex[:8]
+        t = cls(f"ticks-{tag}", f"predictions-{tag}", f"dlq-{tag}", f"group-{tag}")
+        kafka_broker.ensure_topics(
+            kafka, {t.ticks: partitions, t.predictions: partitions, t.dlq: 1}
+        )
+        return t
+
+
+@dataclass
+class ConsumerProcess:
+    kafka: str
+    server: str
+    topics: Topics
+    workdir: Path
+    metrics_port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+    name: str = "consumer"
+
+    def start(self) -> ConsumerProcess:
+        env = {
+            **os.environ,
+            "PYTHONPATH": str(ROOT),
+            "VOLSPIKE_CONSUMER_TICKS_TOPIC": self.topics.ticks,
+            "VOLSPIKE_CONSUMER_PREDICTIONS_TOPIC": self.topics.predictions,
+            "VOLSPIKE_CONSUMER_DLQ_TOPIC": self.topics.dlq,
+            "VOLSPIKE_CONSUMER_GROUP_ID": self.topics.group,
+            "VOLSPIKE_CONSUMER_RETRY_MAX_BACKOFF_S": "0.5",
+            "VOLSPIKE_CONSUMER_DEADLINE_S": "1.0",
+        }
+        self.workdir.mkdir(parents=True, exist_ok=True)
+        log = (self.workdir / f"{self.name}.log").open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "consumer",
+                "--bootstrap",
+                self.kafka,
+                "--server",
+                self.server,
+                "--metrics-port",
+                str(self.metrics_port),
+            ],
+            cwd=ROOT,
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        return self
+
+    @property
+    def log(self) -> str:
+        return (self.workdir / f"{self.name}.log").read_text()
+
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 60) -> int:
+        if self.proc is None or self.proc.poll() is not None:
+            return self.proc.returncode if self.proc else 0
+        self.proc.send_signal(sig)
+        return self.proc.wait(timeout)
+
+    def metric(self, name: str) -> float:
+        import urllib.request
+
+        with urllib.request.urlopen(
+            f"http://127.0.0.1:{self.metrics_port}/metrics", timeout=5
+        ) as r:
+            text = r.read().decode()
+        total = 0.0
+        for line in text.splitlines():
+            if line.startswith(name) and not line.startswith("#"):
+                total += float(line.rsplit(" ", 1)[1])
+        return total
+
+
+def replay(kafka: str, topic: str, *args: str) -> int:
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "tools.replay",
+            "--bootstrap",
+            kafka,
+            "--topic",
+            topic,
+            "--quiet",
+            *args,
+        ],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        capture_output=True,
+        text=True,
+        timeout=300,
+        check=True,
+    )
+    return int(out.stdout.split()[1].replace(",", ""))
+
+
+def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> list:
+    """Every message of ``topic`` from the beginning, waiting until ``expect`` arrived."""
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    out = []
+    deadline = time.monotonic() + timeout
+    try:
+        while len(out) < expect and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error() is None:
+                    out.append(m)
+    finally:
+        c.close()
+    return out
+
+
+def predictions_by_offset(msgs) -> dict[tuple[int, int], list[dict]]:
+    by: dict[tuple[int, int], list[dict]] = {}
+    for m in msgs:
+        d = json.loads(m.value())
+        by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
+    return by
+
+
+def expected_probabilities(
+    kafka: str, topic: str, count: int, artifact: str = "xgb-v2"
+) -> dict[tuple[int, int], float]:
+    """Independent reference: read the input topic back, compute features per symbol in
+    partition order with market.features, score with the compiled model directly."""
+    from consumer.messages import BadTick, decode_tick
+
+    msgs = sorted(read_topic(kafka, topic, count), key=lambda m: (m.partition(), m.offset()))
+    states: dict[tuple[int, str], FeatureState] = {}
+    keys, rows = [], []
+    for m in msgs:
+        try:
+            t = decode_tick(m.value(), int(time.time() * 1000))
+        except BadTick:
+            continue
+        st = states.setdefault((m.partition(), t.symbol), FeatureState())
+        rows.append(st.update(t.event_time_ms, t.price, t.size, t.bid, t.ask))
+        keys.append((m.partition(), m.offset()))
+    probs = runtime.load(artifact_dir(artifact)).predict(np.array(rows, np.float32))
+    return dict(zip(keys, probs.tolist(), strict=True))
+
+
+def end_offsets(kafka: str, topic: str, group: str, partitions: int) -> tuple[list, list]:
+    c = Consumer({"bootstrap.servers": kafka, "group.id": group, "enable.auto.commit": False})
+    try:
+        tps = [TopicPartition(topic, p) for p in range(partitions)]
+        committed = [tp.offset for tp in c.committed(tps, timeout=10)]
+        high = [c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+    finally:
+        c.close()
+    return committed, high

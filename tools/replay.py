@@ -1,0 +1,116 @@
+"""``make replay``: publish ticks to the ticks topic, keyed by symbol.
+
+    --source real       the 500,000 real E-mini trades (in order)
+    --source synthetic  the seeded generator (--count ticks, any length)
+    --speed 1           real pace; 10 = ten times faster; 0 = as fast as possible
+    --rate N            alternatively, a fixed number of ticks per second
+
+Event times are re-based so the first tick is "now" and later ones keep their spacing
+divided by the speed (with --rate or --speed 0 a tick's event time is when it is sent),
+so end-to-end lag measured downstream is real. --keep-time sends original event times.
+The Kafka message timestamp is the event time (the consumer's warm-up relies on it).
+"""
+
+from __future__ import annotations
+
+import argparse
+import time
+from collections.abc import Iterator
+
+import pandas as pd
+from confluent_kafka import Producer
+from tqdm import tqdm
+
+from consumer.messages import encode_row, now_ms_wall
+from market import realdata
+from market.synthetic import SyntheticTicks
+from market.ticks import TICK_COLUMNS
+
+CHUNK = 20_000
+
+
+def frames(source: str, count: int | None, seed: int, symbols: int) -> Iterator[pd.DataFrame]:
+    if source == "real":
+        df = realdata.load()
+        yield df if count is None else df.iloc[:count]
+        return
+    gen = SyntheticTicks(seed=seed)
+    gen.symbols = gen.symbols[:symbols] if symbols else gen.symbols
+    yield from gen.frames(count or 100_000, chunk=CHUNK)
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
+    p.add_argument("--bootstrap", default="127.0.0.1:9092")
+    p.add_argument("--topic", default="ticks")
+    p.add_argument("--source", choices=["real", "synthetic"], default="synthetic")
+    p.add_argument("--count", type=int, help="ticks to send (default: all real / 100,000)")
+    p.add_argument("--speed", type=float, default=0.0)
+    p.add_argument("--rate", type=float, help="ticks per second (overrides --speed)")
+    p.add_argument("--seed", type=int, default=7)
+    p.add_argument("--symbols", type=int, default=0, help="synthetic: first N symbols")
+    p.add_argument("--keep-time", action="store_true")
+    p.add_argument("--quiet", action="store_true")
+    a = p.parse_args()
+    sent = replay(a)
+    print(f"replayed {sent:,} ticks to {a.topic}")
+
+
+def replay(a: argparse.Namespace) -> int:
+    producer = Producer(
+        {
+            "bootstrap.servers": a.bootstrap,
+            "enable.idempotence": True,
+            "linger.ms": 5,
+            "batch.num.messages": 10000,
+            "queue.buffering.max.messages": 1_000_000,
+        }
+    )
+    bar = tqdm(total=a.count, unit="tick", disable=a.quiet, mininterval=0.5)
+    sent = 0
+    t_wall0 = time.monotonic()
+    base = now_ms_wall()
+    t_event0 = None
+    for df in frames(a.source, a.count, a.seed, a.symbols):
+        cols = [df[c].tolist() for c in TICK_COLUMNS]
+        for sym, t, price, size, bid, ask in zip(*cols, strict=True):
+            if t_event0 is None:
+                t_event0 = t
+            if a.rate:
+                due = sent / a.rate
+            elif a.speed > 0:
+                due = (t - t_event0) / 1000 / a.speed
+            else:
+                due = 0.0
+            if due:
+                wait = t_wall0 + due - time.monotonic()
+                if wait > 0.002:
+                    producer.poll(0)
+                    time.sleep(wait)
+            if a.keep_time:
+                ev = int(t)
+            elif a.speed > 0 and not a.rate:
+                ev = base + int((t - t_event0) / a.speed)
+            else:
+                ev = now_ms_wall()
+            value = encode_row(sym, ev, price, size, bid, ask)
+            while True:
+                try:
+                    producer.produce(a.topic, value=value, key=sym, timestamp=ev)
+                    break
+                except BufferError:
+                    producer.poll(0.05)
+            sent += 1
+            if sent % 1000 == 0:
+                producer.poll(0)
+                bar.update(1000)
+    bar.update(sent % 1000)
+    producer.flush(60)
+    bar.close()
+    return sent
+
+
+if __name__ == "__main__":
+    main()
