@@ -7,16 +7,25 @@ export PYTHONPATH := $(CURDIR)
 
 DATA := data/es_ticks.parquet
 MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py)
-DEMO_SECONDS ?= 20
+DEMO_SECONDS ?= 30
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 8000
 WORKERS ?= 1
 MODEL_CONFIG ?= config/model.toml
 PID_FILE ?= .run/server.pid
 ARTIFACT ?=
+CONSUMER_METRICS_PORT ?= 8001
+KAFKA_PORT ?= 9092
+KAFKA_CONTROLLER_PORT ?= 9093
+KAFKA_DATA ?= .kafka/broker
+DEMO_RATE ?= 5000
+SOURCE ?= synthetic
+SPEED ?= 0
+COUNT ?=
+RATE ?=
 PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.proto
 
-.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server loadtest clean
+.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -63,7 +72,27 @@ rollback: $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
 demo: models
-	$(PY) -m tools.demo --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT)
+	$(PY) -m tools.demo --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+	  --consumer-metrics-port $(CONSUMER_METRICS_PORT) --kafka-port $(KAFKA_PORT) --rate $(DEMO_RATE)
+
+# Kafka (KRaft, one node) from Maven Central jars; stopped by PID.
+kafka-up: $(VENV)/.installed
+	$(PY) -m tools.kafka_broker up --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT) --data-dir $(KAFKA_DATA)
+
+kafka-down: $(VENV)/.installed
+	$(PY) -m tools.kafka_broker down --data-dir $(KAFKA_DATA)
+
+# make replay SOURCE=real SPEED=10 | SOURCE=synthetic COUNT=1000000 RATE=5000
+replay: $(VENV)/.installed
+	$(PY) -m tools.replay --bootstrap 127.0.0.1:$(KAFKA_PORT) --source $(SOURCE) --speed $(SPEED) \
+	  $(if $(COUNT),--count $(COUNT)) $(if $(RATE),--rate $(RATE))
+
+consume: $(VENV)/.installed
+	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server 127.0.0.1:$(GRPC_PORT) \
+	  --metrics-port $(CONSUMER_METRICS_PORT)
+
+bench-pipeline: models
+	$(PY) -m tools.bench_pipeline
 
 # make loadtest [LOADTEST_HOST=...] [SLO_P95_MS=...] [SLO_MIN_RPS=...] [SLO_MAX_ERROR_RATIO=...]
 LOADTEST_HOST ?= 127.0.0.1:$(GRPC_PORT)

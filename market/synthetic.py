@@ -26,11 +26,24 @@ class SymbolSpec:
 
 
 DEFAULT_SYMBOLS = (
-    SymbolSpec("BTC-USD", 65_000.0, 0.45, 0.00003, 0.6),
-    SymbolSpec("ETH-USD", 3_200.0, 0.30, 0.00004, 1.0),
-    SymbolSpec("SOL-USD", 150.0, 0.15, 0.00006, 2.5),
-    SymbolSpec("DOGE-USD", 0.15, 0.10, 0.00008, 5.0),
+    SymbolSpec("BTC-USD", 65_000.0, 0.45, 0.000015, 0.6),
+    SymbolSpec("ETH-USD", 3_200.0, 0.30, 0.000020, 1.0),
+    SymbolSpec("SOL-USD", 150.0, 0.15, 0.000025, 2.5),
+    SymbolSpec("DOGE-USD", 0.15, 0.10, 0.000030, 5.0),
 )
+
+
+def universe(n: int) -> tuple[SymbolSpec, ...]:
+    """``n`` symbols with equal trade shares, cycling the default specs: a wide universe
+    keeps each symbol's trade rate realistic when the whole stream is fast."""
+    if n <= len(DEFAULT_SYMBOLS):
+        return DEFAULT_SYMBOLS[:n] if n > 0 else DEFAULT_SYMBOLS
+    out = []
+    for i in range(n):
+        base = DEFAULT_SYMBOLS[i % len(DEFAULT_SYMBOLS)]
+        name = base.name if i < len(DEFAULT_SYMBOLS) else f"{base.name[:-4]}{i}-USD"
+        out.append(SymbolSpec(name, base.price, 1.0 / n, base.sigma, base.spread_bps))
+    return tuple(out)
 
 
 class SyntheticTicks:

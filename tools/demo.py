@@ -1,123 +1,178 @@
-"""``make demo``: start the gRPC server on the built artifacts, stream synthetic ticks
-through the per-symbol feature code into batched Predict calls, print live figures.
+"""``make demo``: the whole product on this machine, live.
 
-Kafka (replay -> consumer -> predictions topic) is not built yet; until it is, this
-process plays the consumer's part: features, micro-batches, packed Predict calls.
+Starts Apache Kafka (KRaft, from Maven jars), the gRPC server on the built artifacts and
+the consumer; replays synthetic crypto ticks into the ticks topic at a steady rate; and
+prints live figures once a second from the services' own /metrics. Stops everything it
+started at the end (or on Ctrl-C).
 """
 
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import subprocess
-import sys
+import json
+import shutil
+import threading
 import time
 from pathlib import Path
 
-import grpc
-import numpy as np
+from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from market.features import N_FEATURES, FeatureState
-from market.synthetic import SyntheticTicks
-from proto.volatility.v1 import predictor_pb2 as pb
-from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from tools import kafka_broker, procs
 
 ROOT = Path(__file__).resolve().parent.parent
-
-
-def start_server(port: int, metrics_port: int) -> subprocess.Popen:
-    cmd = [
-        sys.executable,
-        "-m",
-        "server",
-        "--port",
-        str(port),
-        "--metrics-port",
-        str(metrics_port),
-        "--pid-file",
-        str(ROOT / ".run" / "server.pid"),
-    ]
-    env = {**os.environ, "PYTHONPATH": str(ROOT)}
-    log = (ROOT / ".run").joinpath("demo-server.log")
-    log.parent.mkdir(exist_ok=True)
-    return subprocess.Popen(cmd, env=env, stdout=log.open("wb"), stderr=subprocess.STDOUT)
-
-
-def wait_ready(stub: pb_grpc.PredictorStub, proc: subprocess.Popen) -> pb.ModelInfoResponse:
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        if proc.poll() is not None:
-            sys.exit(f"server exited with {proc.returncode}; see .run/demo-server.log")
-        try:
-            return stub.ModelInfo(pb.ModelInfoRequest(), timeout=1)
-        except grpc.RpcError:
-            time.sleep(0.1)
-    sys.exit("server did not become ready in 30 s; see .run/demo-server.log")
+RUN = ROOT / ".run"
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--rate", type=float, default=5_000, help="ticks per second replayed")
     p.add_argument("--port", type=int, default=50051)
     p.add_argument("--metrics-port", type=int, default=8000)
-    p.add_argument("--batch", type=int, default=256, help="max rows per Predict call")
+    p.add_argument("--consumer-metrics-port", type=int, default=8001)
+    p.add_argument("--kafka-port", type=int, default=9092)
     args = p.parse_args()
-    server = start_server(args.port, args.metrics_port)
+    bootstrap = f"127.0.0.1:{args.kafka_port}"
+    data = kafka_broker.KAFKA_HOME / "broker"
+    started_kafka = not kafka_broker._alive(data / "broker.pid")
+    if started_kafka:  # our own broker: start from empty topics, no backlog to warm up from
+        shutil.rmtree(data, ignore_errors=True)
+    kafka_broker.up(args.kafka_port, args.kafka_port + 1, data, kafka_broker.TOPICS)
+    server = consumer = replay = sample = None
     try:
-        with grpc.insecure_channel(f"127.0.0.1:{args.port}") as ch:
-            stub = pb_grpc.PredictorStub(ch)
-            info = wait_ready(stub, server)
-            print(
-                f"server 127.0.0.1:{args.port} serving {info.artifact} "
-                f"(sha256 {info.artifact_sha256[:12]}); metrics "
-                f"http://127.0.0.1:{args.metrics_port}/metrics"
-            )
-            print(
-                "[demo] Kafka replay/consumer not built yet: this process computes "
-                "features and batches them into Predict calls itself"
-            )
-            stream(stub, args.seconds, args.batch)
-    finally:
-        server.send_signal(signal.SIGTERM)
-        print(f"server stopped (exit {server.wait(30)})")
-
-
-def stream(stub: pb_grpc.PredictorStub, seconds: float, batch: int) -> None:
-    ticks = SyntheticTicks(seed=7)
-    states: dict[str, FeatureState] = {}
-    buf = np.empty((batch, N_FEATURES), np.float32)
-    end = time.monotonic() + seconds
-    report = time.monotonic() + 1.0
-    total = spikes = 0
-    lat: list[float] = []
-    artifact = ""
-    while time.monotonic() < end:
-        frame = ticks.frame(batch)
-        cols = [
-            frame[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")
-        ]
-        for i, (sym, t, price, size, bid, ask) in enumerate(zip(*cols, strict=True)):
-            st = states.get(sym) or states.setdefault(sym, FeatureState())
-            buf[i] = st.update(t, price, size, bid, ask)
-        req = pb.PredictRequest(
-            packed=pb.PackedRows(float32_le=buf.tobytes(), num_features=N_FEATURES)
+        server = procs.start(
+            "server",
+            "--port",
+            str(args.port),
+            "--metrics-port",
+            str(args.metrics_port),
+            "--pid-file",
+            str(RUN / "server.pid"),
+            log=RUN / "demo-server.log",
         )
-        t0 = time.perf_counter()
-        resp = stub.Predict(req, timeout=5)
-        lat.append(time.perf_counter() - t0)
-        total += len(resp.labels)
-        spikes += sum(resp.labels)
-        artifact = resp.artifact
-        if time.monotonic() >= report:
-            p50, p95 = np.percentile(lat, [50, 95]) * 1e3
-            print(
-                f"ticks {total:>9,}  spike-rate {spikes / total:6.2%}  Predict({batch} rows) "
-                f"p50 {p50:5.2f} ms p95 {p95:5.2f} ms  artifact {artifact}"
+        procs.wait_serving(f"127.0.0.1:{args.port}", server)
+        consumer = procs.start(
+            "consumer",
+            "--bootstrap",
+            bootstrap,
+            "--server",
+            f"127.0.0.1:{args.port}",
+            "--metrics-port",
+            str(args.consumer_metrics_port),
+            log=RUN / "demo-consumer.log",
+        )
+        count = int(args.rate * args.seconds)
+        symbols = max(4, int(args.rate / 20))  # ~20 trades/s per symbol, like the real data
+        replay_args = [
+            "--bootstrap",
+            bootstrap,
+            "--source",
+            "synthetic",
+            "--rate",
+            str(args.rate),
+            "--count",
+            str(count),
+            "--symbols",
+            str(symbols),
+            "--quiet",
+        ]
+        replay = procs.start("tools.replay", *replay_args, log=RUN / "demo-replay.log")
+        print(
+            f"kafka {bootstrap} | server 127.0.0.1:{args.port} (metrics :{args.metrics_port})"
+            f" | consumer metrics :{args.consumer_metrics_port} | replaying {count:,} "
+            f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
+        )
+        sample = Sample(bootstrap)
+        sample.start()
+        live(args, time.monotonic() + args.seconds + 5, sample)
+    finally:
+        for proc in (replay, consumer, server):
+            procs.stop(proc)
+        if sample is not None:
+            sample.stop.set()
+            sample.join(5)
+        if started_kafka:
+            kafka_broker.down(data)
+    print("stopped: replay, consumer, server" + (", kafka" if started_kafka else ""))
+
+
+class Sample(threading.Thread):
+    """Keeps the latest prediction from the predictions topic, to show a real answer."""
+
+    def __init__(self, bootstrap: str) -> None:
+        super().__init__(daemon=True)
+        self.bootstrap = bootstrap
+        self.latest: dict | None = None
+        self.stop = threading.Event()
+
+    def run(self) -> None:
+        # plain assignment at the end of each partition: no group, nothing to rebalance
+        c = Consumer(
+            {
+                "bootstrap.servers": self.bootstrap,
+                "group.id": "demo-viewer",
+                "enable.auto.commit": False,
+                "log_level": 0,
+            }
+        )
+        parts = c.list_topics("predictions", timeout=10).topics["predictions"].partitions
+        c.assign([TopicPartition("predictions", p, OFFSET_END) for p in parts])
+        while not self.stop.is_set():
+            for m in c.consume(1000, 0.5):
+                if m.error() is None:
+                    self.latest = json.loads(m.value())
+        c.close()
+
+
+def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
+    prev_c = procs.scrape(args.consumer_metrics_port)
+    prev_s = procs.scrape(args.metrics_port)
+    print(
+        f"{'ticks in/s':>10} {'answers/s':>10} {'dlq':>5} {'lag p95':>8} {'Predict/s':>9} "
+        f"{'Predict p95':>11} {'spike%':>7}  latest prediction"
+    )
+    while time.monotonic() < end:
+        time.sleep(1.0)
+        c = procs.scrape(args.consumer_metrics_port)
+        s = procs.scrape(args.metrics_port)
+        consumed = c.get("volspike_consumer_messages_consumed_total", 0) - prev_c.get(
+            "volspike_consumer_messages_consumed_total", 0
+        )
+        answered = c.get("volspike_consumer_predictions_produced_total", 0) - prev_c.get(
+            "volspike_consumer_predictions_produced_total", 0
+        )
+        dlq = c.get("volspike_consumer_dead_lettered_total", 0)
+        lag = procs.quantile_from_buckets(
+            prev_c, c, "volspike_consumer_end_to_end_lag_seconds", 0.95
+        )
+        calls = s.get("volspike_rpc_requests_total", 0) - prev_s.get(
+            "volspike_rpc_requests_total", 0
+        )
+        p95 = procs.quantile_from_buckets(prev_s, s, "volspike_rpc_duration_seconds", 0.95)
+        rows = s.get("volspike_predictions_total", 0) - prev_s.get("volspike_predictions_total", 0)
+        pos = s.get("volspike_positive_labels_total", 0) - prev_s.get(
+            "volspike_positive_labels_total", 0
+        )
+        latest = sample.latest
+        shown = (
+            (
+                f"{latest['symbol']} p={latest['probability']:.3f} "
+                f"label={int(latest['label'])} {latest['artifact']}"
             )
-            lat.clear()
-            report += 1.0
-    print(f"done: {total:,} ticks scored over gRPC in {seconds:.0f} s")
+            if latest
+            else "-"
+        )
+        print(
+            f"{consumed:10,.0f} {answered:10,.0f} {dlq:5,.0f} "
+            f"{_ms(lag):>8} {calls:9,.0f} {_ms(p95):>11} "
+            f"{(pos / rows * 100 if rows else 0):6.1f}%  {shown}",
+            flush=True,
+        )
+        prev_c, prev_s = c, s
+
+
+def _ms(seconds: float | None) -> str:
+    return "-" if seconds is None else f"<={seconds * 1000:g}ms"
 
 
 if __name__ == "__main__":

@@ -23,7 +23,7 @@ from tqdm import tqdm
 
 from consumer.messages import encode_row, now_ms_wall
 from market import realdata
-from market.synthetic import SyntheticTicks
+from market.synthetic import SyntheticTicks, universe
 from market.ticks import TICK_COLUMNS
 
 CHUNK = 20_000
@@ -34,8 +34,7 @@ def frames(source: str, count: int | None, seed: int, symbols: int) -> Iterator[
         df = realdata.load()
         yield df if count is None else df.iloc[:count]
         return
-    gen = SyntheticTicks(seed=seed)
-    gen.symbols = gen.symbols[:symbols] if symbols else gen.symbols
+    gen = SyntheticTicks(symbols=universe(symbols), seed=seed)
     yield from gen.frames(count or 100_000, chunk=CHUNK)
 
 
@@ -50,7 +49,13 @@ def main() -> None:
     p.add_argument("--speed", type=float, default=0.0)
     p.add_argument("--rate", type=float, help="ticks per second (overrides --speed)")
     p.add_argument("--seed", type=int, default=7)
-    p.add_argument("--symbols", type=int, default=0, help="synthetic: first N symbols")
+    p.add_argument(
+        "--symbols",
+        type=int,
+        default=0,
+        help="synthetic: number of symbols (default 4; more keeps each one's "
+        "trade rate realistic at high --rate)",
+    )
     p.add_argument("--keep-time", action="store_true")
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()

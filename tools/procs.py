@@ -1,0 +1,96 @@
+"""Small helpers shared by the demo and the pipeline benchmark: start the real parts as
+plain processes, read Prometheus metrics back."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def start(module: str, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        [sys.executable, "-m", module, *args],
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
+def wait_serving(address: str, proc: subprocess.Popen, timeout: float = 30) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"server exited with {proc.returncode}")
+        try:
+            with grpc.insecure_channel(address) as ch:
+                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
+                if r.status == health_pb2.HealthCheckResponse.SERVING:
+                    return
+        except grpc.RpcError:
+            pass
+        time.sleep(0.1)
+    raise TimeoutError(f"server on {address} not SERVING after {timeout} s")
+
+
+def stop(proc: subprocess.Popen | None, timeout: float = 30) -> int | None:
+    if proc is None:
+        return None
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            return proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+    return proc.wait()
+
+
+def scrape(port: int) -> dict[str, float]:
+    """Metric samples of a /metrics page, summed over labels not named in the key."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return {}
+    out: dict[str, float] = {}
+    for line in text.splitlines():
+        if not line or line.startswith("#"):
+            continue
+        name, _, value = line.rpartition(" ")
+        out[name] = float(value)
+        base = name.split("{", 1)[0]
+        if "{" in name and "_bucket{" not in name:
+            out[base] = out.get(base, 0.0) + float(value)
+    return out
+
+
+def quantile_from_buckets(before: dict, after: dict, metric: str, q: float) -> float | None:
+    """q-quantile (upper bucket bound) of a histogram's observations between scrapes."""
+    buckets = []
+    for k, v in after.items():
+        if k.startswith(metric + "_bucket{") and 'le="' in k:
+            le = k.split('le="', 1)[1].split('"', 1)[0]
+            bound = float("inf") if le == "+Inf" else float(le)
+            buckets.append((bound, v - before.get(k, 0.0)))
+    merged: dict[float, float] = {}
+    for bound, n in buckets:
+        merged[bound] = merged.get(bound, 0.0) + n
+    items = sorted(merged.items())
+    if not items or items[-1][1] <= 0:
+        return None
+    target = q * items[-1][1]
+    for bound, cum in items:
+        if cum >= target:
+            return bound
+    return None
