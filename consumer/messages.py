@@ -3,9 +3,10 @@ cannot be used is one short sentence naming the field."""
 
 from __future__ import annotations
 
-import json
 import math
 import time
+
+import orjson
 
 from market.ticks import Tick
 
@@ -33,8 +34,8 @@ def decode_tick(raw: bytes | None, now_ms: int) -> Tick:
     if raw is None:
         raise BadTick("empty message (null value)")
     try:
-        obj = json.loads(raw)
-    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        obj = orjson.loads(raw)
+    except orjson.JSONDecodeError as exc:
         raise BadTick(f"invalid JSON: {exc}") from None
     if not isinstance(obj, dict):
         raise BadTick(f"tick must be a JSON object, got {type(obj).__name__}")
@@ -69,7 +70,7 @@ def now_ms_wall() -> int:
 
 
 def encode_row(symbol: str, t: int, price: float, size: float, bid: float, ask: float) -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "symbol": symbol,
             "event_time_ms": int(t),
@@ -77,9 +78,8 @@ def encode_row(symbol: str, t: int, price: float, size: float, bid: float, ask: 
             "size": size,
             "bid": None if bid != bid else bid,
             "ask": None if ask != ask else ask,
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )
 
 
 def encode_tick(tick: Tick) -> bytes:
@@ -95,7 +95,7 @@ def encode_prediction(
     artifact: str,
     now_ms: int,
 ) -> bytes:
-    return json.dumps(
+    return orjson.dumps(
         {
             "symbol": tick.symbol,
             "event_time_ms": tick.event_time_ms,
@@ -105,6 +105,5 @@ def encode_prediction(
             "label": label,
             "artifact": artifact,
             "latency_ms": now_ms - tick.event_time_ms,
-        },
-        separators=(",", ":"),
-    ).encode()
+        }
+    )

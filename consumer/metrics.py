@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from server.metrics import BatchHistogram
+
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
 
@@ -41,11 +43,11 @@ class ConsumerMetrics:
             buckets=LAG_BUCKETS,
             registry=registry,
         )
-        self.e2e_lag = Histogram(
+        self.e2e_lag = BatchHistogram(
             "volspike_consumer_end_to_end_lag_seconds",
             "Now minus event time when the prediction is produced.",
-            buckets=LAG_BUCKETS,
-            registry=registry,
+            LAG_BUCKETS,
+            registry,
         )
         self.offset_lag = Gauge(
             "volspike_consumer_offset_lag",

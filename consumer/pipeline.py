@@ -84,6 +84,7 @@ class Pipeline:
         self._next_commit = 0.0
         self._next_stats = 0.0
         self._answered = 0
+        self._predicted = 0  # folded into the Prometheus counter once per loop
         self._answered_at_stats = 0
 
     # --- loop -------------------------------------------------------------------
@@ -114,6 +115,9 @@ class Pipeline:
 
     def _service(self) -> None:
         self.producer.poll(0)
+        if self._predicted:
+            self.metrics.predictions.inc(self._predicted)
+            self._predicted = 0
         if self.redeliver:
             items, self.redeliver = self.redeliver, []
             for args in items:
@@ -208,15 +212,17 @@ class Pipeline:
                 head.span.end()
                 continue
             now = now_ms()
-            observe = self.metrics.e2e_lag.observe
+            topic = self.s.predictions_topic
+            artifact = resp.artifact
             for (p, off, tick), prob, label in zip(
                 head.meta, resp.probabilities, resp.labels, strict=True
             ):
-                value = encode_prediction(tick, p, off, prob, label, resp.artifact, now)
-                self._produce(
-                    self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms
-                )
-                observe((now - tick.event_time_ms) / 1000)
+                value = encode_prediction(tick, p, off, prob, label, artifact, now)
+                self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+            event_ms = np.fromiter(
+                (m[2].event_time_ms for m in head.meta), np.float64, len(head.meta)
+            )
+            self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
             self.metrics.processing.observe(time.monotonic() - head.started)
             head.span.end()
             self.producer.poll(0)
@@ -291,7 +297,7 @@ class Pipeline:
             acks.ack(off, event_ms)
         self._answered += 1
         if topic == self.s.predictions_topic:
-            self.metrics.predictions.inc()
+            self._predicted += 1
 
     def _dead_letter(self, m: Message, reason: str) -> None:
         headers = [
@@ -355,6 +361,9 @@ class Pipeline:
                 items, self.redeliver = self.redeliver, []
                 for args in items:
                     self._produce(*args)
+        if self._predicted:
+            self.metrics.predictions.inc(self._predicted)
+            self._predicted = 0
 
     def _stats(self, t: float) -> None:
         interval = 2.0

@@ -13,7 +13,6 @@ until the symbol has that much history.
 from __future__ import annotations
 
 import math
-from collections import deque
 
 import numpy as np
 import pandas as pd
@@ -36,46 +35,39 @@ N_FEATURES = len(FEATURE_NAMES)
 _NAN = float("nan")
 
 
-class _Window:
-    """Ticks inside ``(now - span, now]`` with running sums of r^2 and size."""
-
-    __slots__ = ("items", "last_out_price", "nonzero_r2", "span", "sum_r2", "sum_size")
-
-    def __init__(self, span_ms: int) -> None:
-        self.span = span_ms
-        self.items: deque[tuple[int, float, float, float]] = deque()
-        self.sum_r2 = 0.0
-        self.sum_size = 0.0
-        self.nonzero_r2 = 0  # lets a window of unchanged prices report exactly 0
-        self.last_out_price = _NAN  # last trade at or before now - span
-
-    def push(self, t: int, price: float, r2: float, size: float) -> None:
-        items = self.items
-        items.append((t, price, r2, size))
-        self.sum_r2 += r2
-        self.sum_size += size
-        self.nonzero_r2 += r2 != 0.0
-        edge = t - self.span
-        while items[0][0] <= edge:
-            _, p, old_r2, old_size = items.popleft()
-            self.sum_r2 -= old_r2
-            self.sum_size -= old_size
-            self.nonzero_r2 -= old_r2 != 0.0
-            self.last_out_price = p
-        if self.nonzero_r2 == 0 or self.sum_r2 < 0.0:  # cancellation noise
-            self.sum_r2 = 0.0
-
-
 class FeatureState:
-    """One symbol's rolling state. ``update`` returns that tick's feature vector."""
+    """One symbol's rolling state. ``update`` returns that tick's feature vector.
 
-    __slots__ = ("_last_price", "_last_t", "_ret_windows", "_w30", "_w60", "_windows")
+    One buffer holds the ticks of the last 60 s; each window keeps the index of its
+    oldest tick inside ``(t - W, t]`` and, where needed, running sums that add a tick on
+    arrival and subtract it on leaving. Each tick enters once and leaves each window once.
+    """
+
+    __slots__ = (
+        "_buf",
+        "_h1",
+        "_h5",
+        "_h30",
+        "_h60",
+        "_last_price",
+        "_last_t",
+        "_lo1",
+        "_lo5",
+        "_lo30",
+        "_lo60",
+        "_nz30",
+        "_nz60",
+        "_r2_30",
+        "_r2_60",
+        "_size60",
+    )
 
     def __init__(self) -> None:
-        self._windows = {ms: _Window(ms) for ms in sorted(set(RETURN_WINDOWS_MS.values()))}
-        self._ret_windows = tuple(self._windows[ms] for ms in RETURN_WINDOWS_MS.values())
-        self._w30 = self._windows[30_000]
-        self._w60 = self._windows[60_000]
+        self._buf: list[tuple[int, float, float, float]] = []  # (t, price, r^2, size)
+        self._h1 = self._h5 = self._h30 = self._h60 = 0
+        self._lo1 = self._lo5 = self._lo30 = self._lo60 = _NAN  # last trade <= t - W
+        self._r2_30 = self._r2_60 = self._size60 = 0.0
+        self._nz30 = self._nz60 = 0  # non-zero r^2 inside: a flat window reports exactly 0
         self._last_price = _NAN
         self._last_t = -(2**62)
 
@@ -91,23 +83,81 @@ class FeatureState:
         last = self._last_price
         r = math.log(price / last) if last == last else 0.0
         r2 = r * r
-        for w in self._windows.values():
-            w.push(t, price, r2, size)
+        nz = r2 != 0.0
+        buf = self._buf
+        buf.append((t, price, r2, size))
         self._last_price = price
         self._last_t = t
-        out = [price]
-        for w in self._ret_windows:
-            lag = w.last_out_price
-            out.append(math.log(price / lag) if lag == lag else _NAN)
-        w60 = self._w60
-        out.append(math.sqrt(self._w30.sum_r2))
-        out.append(math.sqrt(w60.sum_r2))
-        out.append(len(w60.items) / 60.0)
-        out.append(w60.sum_size / 60.0)
+
+        # 60 s: trade count, volume, sum of r^2, lag price
+        s60, z60, n60, h, lo = (
+            self._r2_60 + r2,
+            self._size60 + size,
+            self._nz60 + nz,
+            self._h60,
+            self._lo60,
+        )
+        edge = t - 60_000
+        while buf[h][0] <= edge:
+            _, lo, a, z = buf[h]
+            s60 -= a
+            z60 -= z
+            n60 -= a != 0.0
+            h += 1
+        if n60 == 0 or s60 < 0.0:
+            s60 = 0.0
+        self._r2_60, self._size60, self._nz60, self._h60, self._lo60 = s60, z60, n60, h, lo
+        count60 = len(buf) - h
+        ret60 = math.log(price / lo) if lo == lo else _NAN
+
+        # 30 s: sum of r^2, lag price
+        s30, n30, h, lo = self._r2_30 + r2, self._nz30 + nz, self._h30, self._lo30
+        edge = t - 30_000
+        while buf[h][0] <= edge:
+            _, lo, a, _z = buf[h]
+            s30 -= a
+            n30 -= a != 0.0
+            h += 1
+        if n30 == 0 or s30 < 0.0:
+            s30 = 0.0
+        self._r2_30, self._nz30, self._h30, self._lo30 = s30, n30, h, lo
+        ret30 = math.log(price / lo) if lo == lo else _NAN
+
+        # 5 s and 1 s: lag price only
+        h, lo, edge = self._h5, self._lo5, t - 5_000
+        while buf[h][0] <= edge:
+            lo = buf[h][1]
+            h += 1
+        self._h5, self._lo5 = h, lo
+        ret5 = math.log(price / lo) if lo == lo else _NAN
+        h, lo, edge = self._h1, self._lo1, t - 1_000
+        while buf[h][0] <= edge:
+            lo = buf[h][1]
+            h += 1
+        self._h1, self._lo1 = h, lo
+        ret1 = math.log(price / lo) if lo == lo else _NAN
+
+        h60 = self._h60
+        if h60 > 1024 and h60 * 2 > len(buf):  # drop ticks every window has left
+            del buf[:h60]
+            self._h60 = 0
+            self._h30 -= h60
+            self._h5 -= h60
+            self._h1 -= h60
         spread = ask - bid
-        out.append(spread)
-        out.append(spread / ((ask + bid) * 0.5) * 1e4)
-        return out
+        return [
+            price,
+            ret1,
+            ret5,
+            ret30,
+            ret60,
+            math.sqrt(s30),
+            math.sqrt(s60),
+            count60 / 60.0,
+            z60 / 60.0,
+            spread,
+            spread / ((ask + bid) * 0.5) * 1e4,
+        ]
 
 
 def compute_frame(ticks: pd.DataFrame) -> pd.DataFrame:

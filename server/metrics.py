@@ -17,41 +17,46 @@ ROW_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1_000, 2_000, 5_000, 10_000, 
 PROBABILITY_BUCKETS = tuple(round(0.05 * i, 2) for i in range(1, 21))  # 0.05 .. 1.0
 
 
-class ProbabilityHistogram(Collector):
-    """Predicted-probability histogram updated a whole batch at a time (numpy), since
-    observing 1,000 rows one by one would cost more than scoring them."""
+class BatchHistogram(Collector):
+    """A histogram updated a whole numpy batch at a time: observing 1,000 values one by
+    one through prometheus_client would cost more than producing them."""
 
-    def __init__(self, registry: CollectorRegistry) -> None:
-        self._edges = np.array(PROBABILITY_BUCKETS[:-1], dtype=np.float32)
+    def __init__(
+        self,
+        name: str,
+        documentation: str,
+        buckets: tuple[float, ...],
+        registry: CollectorRegistry,
+        label: str | None = None,
+    ) -> None:
+        self.name, self.documentation, self.label = name, documentation, label
+        self.buckets = tuple(buckets)
+        self._edges = np.array(self.buckets, dtype=np.float64)
         self._lock = threading.Lock()
         self._counts: dict[str, np.ndarray] = {}
         self._sums: dict[str, float] = {}
         registry.register(self)
 
-    def observe_batch(self, artifact: str, probs: np.ndarray) -> None:
-        idx = np.searchsorted(self._edges, probs, side="left")
-        counts = np.bincount(idx, minlength=len(PROBABILITY_BUCKETS))
-        total = float(probs.sum(dtype=np.float64))
+    def observe_batch(self, values: np.ndarray, label_value: str = "") -> None:
+        idx = np.searchsorted(self._edges, values, side="left")  # le semantics
+        counts = np.bincount(idx, minlength=len(self.buckets) + 1)
+        total = float(np.sum(values, dtype=np.float64))
         with self._lock:
-            if artifact not in self._counts:
-                self._counts[artifact] = np.zeros(len(PROBABILITY_BUCKETS), np.int64)
-                self._sums[artifact] = 0.0
-            self._counts[artifact] += counts
-            self._sums[artifact] += total
+            if label_value not in self._counts:
+                self._counts[label_value] = np.zeros(len(self.buckets) + 1, np.int64)
+                self._sums[label_value] = 0.0
+            self._counts[label_value] += counts
+            self._sums[label_value] += total
 
     def collect(self):
-        fam = HistogramMetricFamily(
-            "volspike_predicted_probability",
-            "Predicted spike probability of every scored row.",
-            labels=["artifact"],
-        )
+        labels = [self.label] if self.label else []
+        fam = HistogramMetricFamily(self.name, self.documentation, labels=labels)
         with self._lock:
-            items = [(a, c.cumsum(), self._sums[a]) for a, c in self._counts.items()]
-        for artifact, cum, total in items:
-            edges = PROBABILITY_BUCKETS[:-1]
-            buckets = [(str(b), float(n)) for b, n in zip(edges, cum[:-1], strict=True)]
-            buckets.append(("+Inf", float(cum[-1])))
-            fam.add_metric([artifact], buckets, total)
+            items = [(k, c.cumsum(), self._sums[k]) for k, c in self._counts.items()]
+        for key, cum, total in items:
+            pairs = [(str(b), float(n)) for b, n in zip(self.buckets, cum[:-1], strict=True)]
+            pairs.append(("+Inf", float(cum[-1])))
+            fam.add_metric([key] if self.label else [], pairs, total)
         yield fam
 
 
@@ -99,7 +104,13 @@ class ServerMetrics:
             ["artifact"],
             registry=registry,
         )
-        self.probability = ProbabilityHistogram(registry)
+        self.probability = BatchHistogram(
+            "volspike_predicted_probability",
+            "Predicted spike probability of every scored row.",
+            PROBABILITY_BUCKETS[:-1],
+            registry,
+            label="artifact",
+        )
         self.model_load = Histogram(
             "volspike_model_load_duration_seconds",
             "Verify + load + warm-up time of an artifact, by result.",

@@ -39,7 +39,7 @@ async def score(model: CompiledModel, x: np.ndarray, settings: Settings, context
 def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
     metrics.predictions.labels(model.name).inc(len(probs))
     metrics.positives.labels(model.name).inc(int((probs >= model.threshold).sum()))
-    metrics.probability.observe_batch(model.name, probs)
+    metrics.probability.observe_batch(probs, model.name)
 
 
 class PredictorService(pb_grpc.PredictorServicer):

@@ -1,0 +1,148 @@
+"""``make bench-pipeline``: end-to-end ticks/s and lag on this machine, all parts real.
+
+Broker (Kafka 4, KRaft), server (1 worker), consumer and the replay all share the 2
+cores. For each input rate the replay sends synthetic ticks at that rate for
+``--seconds`` (event time = send time; ~20 trades/s per symbol, so features look like
+the real data's) into fresh topics with a fresh consumer; "max" sends as fast as it can.
+Lag = the consumer's produce time minus event time, from every prediction (its
+``latency_ms``). Throughput = predictions / (last - first prediction's Kafka timestamp).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from tests.pipeline.conftest import Topics, read_topic
+from tools import kafka_broker, procs
+
+RUN = Path(__file__).resolve().parent.parent / ".run"
+
+
+def free_port() -> int:
+    import socket
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_max: int) -> dict:
+    topics = Topics.fresh(kafka)
+    env = {
+        "VOLSPIKE_CONSUMER_TICKS_TOPIC": topics.ticks,
+        "VOLSPIKE_CONSUMER_PREDICTIONS_TOPIC": topics.predictions,
+        "VOLSPIKE_CONSUMER_DLQ_TOPIC": topics.dlq,
+        "VOLSPIKE_CONSUMER_GROUP_ID": topics.group,
+    }
+    consumer = procs.start(
+        "consumer",
+        "--bootstrap",
+        kafka,
+        "--server",
+        server,
+        "--metrics-port",
+        str(free_port()),
+        log=RUN / "bench-consumer.log",
+        env=env,
+    )
+    time.sleep(3)  # joined the group
+    count = int(rate * seconds) if rate else count_max
+    symbols = int((rate or 20_000) / 20)
+    args = [
+        "--bootstrap",
+        kafka,
+        "--topic",
+        topics.ticks,
+        "--source",
+        "synthetic",
+        "--count",
+        str(count),
+        "--symbols",
+        str(symbols),
+        "--quiet",
+    ]
+    if rate:
+        args += ["--rate", str(rate)]
+    t0 = time.monotonic()
+    replay = procs.start("tools.replay", *args, log=RUN / "bench-replay.log")
+    replay.wait()
+    replay_s = time.monotonic() - t0
+    msgs = read_topic(kafka, topics.predictions, count, timeout=120)
+    procs.stop(consumer)
+    lat = np.array([json.loads(m.value())["latency_ms"] for m in msgs], dtype=float)
+    ts = np.array([m.timestamp()[1] for m in msgs], dtype=float)
+    span_s = (ts.max() - ts.min()) / 1000 if len(ts) > 1 else float("nan")
+    return {
+        "rate": rate,
+        "sent": count,
+        "replay_rate": count / replay_s,
+        "answered": len(
+            {
+                (json.loads(m.value())["source_partition"], json.loads(m.value())["source_offset"])
+                for m in msgs
+            }
+        ),
+        "throughput": len(msgs) / span_s if span_s > 0 else float("nan"),
+        "p50": float(np.percentile(lat, 50)),
+        "p95": float(np.percentile(lat, 95)),
+        "p99": float(np.percentile(lat, 99)),
+    }
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--rates", default="2000,5000,10000,20000,max")
+    p.add_argument("--seconds", type=float, default=20.0)
+    p.add_argument("--max-count", type=int, default=400_000)
+    args = p.parse_args()
+    with tempfile.TemporaryDirectory() as tmp:
+        kport = free_port()
+        kafka_broker.up(kport, free_port(), Path(tmp) / "kafka", {})
+        kafka = f"127.0.0.1:{kport}"
+        gport = free_port()
+        server = procs.start(
+            "server",
+            "--port",
+            str(gport),
+            "--metrics-port",
+            str(free_port()),
+            log=RUN / "bench-server.log",
+        )
+        results = []
+        try:
+            procs.wait_serving(f"127.0.0.1:{gport}", server)
+            for r in args.rates.split(","):
+                rate = None if r == "max" else float(r)
+                res = one_rate(kafka, f"127.0.0.1:{gport}", rate, args.seconds, args.max_count)
+                results.append(res)
+                print(
+                    f"rate {r:>6}: sent {res['sent']:,} at {res['replay_rate']:,.0f}/s, "
+                    f"answered {res['answered']:,}, {res['throughput']:,.0f} predictions/s, "
+                    f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms",
+                    flush=True,
+                )
+        finally:
+            procs.stop(server)
+            kafka_broker.down(Path(tmp) / "kafka")
+    print()
+    print(
+        "| input rate (ticks/s) | ticks sent | replay achieved/s | answered | predictions/s "
+        "| lag p50 ms | lag p95 ms | lag p99 ms |"
+    )
+    print("|---|---:|---:|---:|---:|---:|---:|---:|")
+    for r in results:
+        label = "as fast as possible" if r["rate"] is None else f"{r['rate']:,.0f}"
+        print(
+            f"| {label} | {r['sent']:,} | {r['replay_rate']:,.0f} | {r['answered']:,} | "
+            f"{r['throughput']:,.0f} | {r['p50']:,.0f} | {r['p95']:,.0f} | {r['p99']:,.0f} |"
+        )
+
+
+if __name__ == "__main__":
+    main()
