@@ -64,6 +64,7 @@ class ConsumerProcess:
     metrics_port: int = field(default_factory=free_port)
     proc: subprocess.Popen | None = None
     name: str = "consumer"
+    extra_env: dict = field(default_factory=dict)
 
     def start(self) -> ConsumerProcess:
         env = {
@@ -75,6 +76,7 @@ class ConsumerProcess:
             "VOLSPIKE_CONSUMER_GROUP_ID": self.topics.group,
             "VOLSPIKE_CONSUMER_RETRY_MAX_BACKOFF_S": "0.5",
             "VOLSPIKE_CONSUMER_DEADLINE_S": "1.0",
+            **self.extra_env,
         }
         self.workdir.mkdir(parents=True, exist_ok=True)
         log = (self.workdir / f"{self.name}.log").open("ab")
