@@ -13,11 +13,8 @@ import numpy as np
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from server import codec
-from server.config import Settings
 from server.errors import InvalidArgument, NotFound, Unavailable
-from server.metrics import ServerMetrics
-from server.predictor import record_predictions, score
-from server.registry import ModelRegistry
+from server.predictor import Service, record_predictions, score
 from server.rpc import CallInfo, rpc
 
 OUTPUTS = {"probability": "FP32", "label": "BOOL"}
@@ -25,15 +22,7 @@ SERVER_NAME = "volspike"
 SERVER_VERSION = "0.1.0"
 
 
-class InferenceService(v2_grpc.GRPCInferenceServiceServicer):
-    def __init__(
-        self, registry: ModelRegistry, metrics: ServerMetrics, tracer, settings: Settings
-    ) -> None:
-        self.registry = registry
-        self.metrics = metrics
-        self.tracer = tracer
-        self.settings = settings
-
+class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     @rpc("/inference.GRPCInferenceService/ServerLive")
     async def ServerLive(self, request, context, call: CallInfo):
         return v2.ServerLiveResponse(live=True)

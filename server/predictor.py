@@ -42,7 +42,9 @@ def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.n
     metrics.probability.observe_batch(probs, model.name)
 
 
-class PredictorService(pb_grpc.PredictorServicer):
+class Service:
+    """What every servicer needs; the ``rpc`` wrapper reads ``metrics`` and ``tracer``."""
+
     def __init__(
         self, registry: ModelRegistry, metrics: ServerMetrics, tracer, settings: Settings
     ) -> None:
@@ -51,6 +53,8 @@ class PredictorService(pb_grpc.PredictorServicer):
         self.tracer = tracer
         self.settings = settings
 
+
+class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/Predict")
     async def Predict(self, request, context, call: CallInfo):
         model = self.registry.get(request.model)

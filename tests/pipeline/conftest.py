@@ -169,6 +169,33 @@ def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> li
     return out
 
 
+def predictions_covering(
+    kafka: str, topic: str, want: set, timeout: float = 90.0
+) -> dict[tuple[int, int], list[dict]]:
+    """Read ``topic`` from the beginning until every (partition, offset) in ``want`` has a
+    prediction (duplicates from at-least-once delivery don't count twice) or time runs out."""
+    c = Consumer(
+        {
+            "bootstrap.servers": kafka,
+            "group.id": f"reader-{uuid.uuid4().hex}",
+            "auto.offset.reset": "earliest",
+            "enable.auto.commit": False,
+        }
+    )
+    c.subscribe([topic])
+    by: dict[tuple[int, int], list[dict]] = {}
+    deadline = time.monotonic() + timeout
+    try:
+        while not want <= by.keys() and time.monotonic() < deadline:
+            for m in c.consume(10_000, 0.5):
+                if m.error() is None:
+                    d = json.loads(m.value())
+                    by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
+    finally:
+        c.close()
+    return by
+
+
 def predictions_by_offset(msgs) -> dict[tuple[int, int], list[dict]]:
     by: dict[tuple[int, int], list[dict]] = {}
     for m in msgs:
