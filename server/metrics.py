@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import bisect
 import threading
 
 import numpy as np
@@ -38,6 +39,9 @@ class BatchHistogram(Collector):
         registry.register(self)
 
     def observe_batch(self, values: np.ndarray, label_value: str = "") -> None:
+        if len(values) == 1:  # numpy's per-call cost is the whole price of one value
+            self._observe_one(float(values[0]), label_value)
+            return
         idx = np.searchsorted(self._edges, values, side="left")  # le semantics
         counts = np.bincount(idx, minlength=len(self.buckets) + 1)
         total = float(np.sum(values, dtype=np.float64))
@@ -47,6 +51,15 @@ class BatchHistogram(Collector):
                 self._sums[label_value] = 0.0
             self._counts[label_value] += counts
             self._sums[label_value] += total
+
+    def _observe_one(self, v: float, label_value: str) -> None:
+        i = bisect.bisect_left(self.buckets, v)
+        with self._lock:
+            if label_value not in self._counts:
+                self._counts[label_value] = np.zeros(len(self.buckets) + 1, np.int64)
+                self._sums[label_value] = 0.0
+            self._counts[label_value][i] += 1
+            self._sums[label_value] += v
 
     def collect(self):
         labels = [self.label] if self.label else []

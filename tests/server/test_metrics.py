@@ -6,6 +6,7 @@ import contextlib
 
 import grpc
 import numpy as np
+import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
 from proto.volatility.v1 import predictor_pb2 as pb
@@ -69,3 +70,31 @@ def test_scrape_shows_latency_counters_rows_and_exemplar(server, channel, real_d
         ]
     )
     assert np.all(np.diff(probs) >= 0)  # cumulative buckets
+
+
+def test_batch_histogram_matches_prometheus_histogram():
+    from prometheus_client import CollectorRegistry, Histogram
+
+    from server.metrics import PROBABILITY_BUCKETS, BatchHistogram
+
+    reg = CollectorRegistry()
+    edges = PROBABILITY_BUCKETS[:-1]
+    ours = BatchHistogram("ours", "doc", edges, reg, label="a")
+    ref = Histogram("ref", "doc", ["a"], buckets=edges, registry=reg)
+    rng = np.random.default_rng(0)
+    values = np.concatenate([rng.random(500), np.array(edges), [0.0, 1.0]]).astype(np.float32)
+    ours.observe_batch(values[:300], "x")
+    for i in range(300, len(values)):
+        ours.observe_batch(values[i : i + 1], "x")  # the one-value path
+    for v in values:
+        ref.labels("x").observe(float(v))
+    assert [
+        reg.get_sample_value("ours_bucket", {"a": "x", "le": le})
+        for le in [*map(str, edges), "+Inf"]
+    ] == [
+        reg.get_sample_value("ref_bucket", {"a": "x", "le": le})
+        for le in [*map(str, edges), "+Inf"]
+    ]
+    assert reg.get_sample_value("ours_sum", {"a": "x"}) == pytest.approx(
+        reg.get_sample_value("ref_sum", {"a": "x"}), rel=1e-6
+    )
