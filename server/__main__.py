@@ -4,13 +4,12 @@ processes sharing the gRPC port (SO_REUSEPORT) and forwards SIGTERM/SIGHUP to th
 from __future__ import annotations
 
 import argparse
-import asyncio
-import contextlib
 import logging
 import os
 import signal
 import subprocess
 import sys
+import threading
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -37,7 +36,7 @@ def parse_args() -> argparse.Namespace:
     return p.parse_args()
 
 
-async def serve(settings: Settings, worker_index: int) -> None:
+def serve(settings: Settings, worker_index: int) -> None:
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry)
     provider = make_tracer_provider()
@@ -45,43 +44,44 @@ async def serve(settings: Settings, worker_index: int) -> None:
     start_http_server(
         settings.metrics_port + max(worker_index, 0), settings.host, registry=registry
     )
-    await app.set_serving(False)
-    await app.server.start()
+    app.set_serving(False)
+    app.server.start()
     logger.info("worker %d listening on %s:%d", worker_index, settings.host, app.port)
-    if not await app.load_configured():
+    if not app.load_configured():
         logger.error("no model could be loaded; serving health NOT_SERVING")
-    stop = asyncio.Event()
-    reload_now = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    loop.add_signal_handler(signal.SIGTERM, stop.set)
-    loop.add_signal_handler(signal.SIGINT, stop.set)
-    loop.add_signal_handler(signal.SIGHUP, reload_now.set)
-    watcher = asyncio.create_task(watch_config(app, reload_now))
-    await stop.wait()
+    stop = threading.Event()
+    reload_now = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_now.set())
+    watcher = threading.Thread(
+        target=watch_config, args=(app, reload_now, stop), daemon=True, name="config-watcher"
+    )
+    watcher.start()
+    while not stop.wait(1.0):  # wake regularly so signals are handled promptly
+        pass
     logger.info(
         "draining: NOT_SERVING, no new calls, up to %.0f s for in-flight ones",
         settings.grace_seconds,
     )
-    await app.health.enter_graceful_shutdown()
+    app.health.enter_graceful_shutdown()
     app.metrics.serving.set(0)
-    watcher.cancel()
-    await app.server.stop(settings.grace_seconds)
+    app.server.stop(settings.grace_seconds).wait()
     provider.shutdown()
     logger.info("stopped")
 
 
-async def watch_config(app: App, reload_now: asyncio.Event) -> None:
+def watch_config(app: App, reload_now: threading.Event, stop: threading.Event) -> None:
     """Reload on SIGHUP or when the model config file changes."""
     path = app.settings.model_config
     last = _mtime(path)
-    while True:
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(reload_now.wait(), app.settings.reload_poll_seconds)
+    while not stop.is_set():
+        reload_now.wait(app.settings.reload_poll_seconds)
         now = _mtime(path)
         if reload_now.is_set() or now != last:
             reload_now.clear()
             last = now
-            await app.load_configured()
+            app.load_configured()
 
 
 def _mtime(path: Path) -> float:
@@ -131,7 +131,7 @@ def main() -> None:
             settings.pid_file.write_text(f"{os.getpid()}\n")
         if settings.workers > 1:
             sys.exit(supervise(settings))
-    asyncio.run(serve(settings, args.worker_index))
+    serve(settings, args.worker_index)
 
 
 if __name__ == "__main__":

@@ -29,8 +29,8 @@ class Settings:
     """Most rows one Predict/ModelInfer call may carry (more -> RESOURCE_EXHAUSTED)."""
     max_message_bytes: int = 64 * 1024 * 1024
     """Largest request accepted by gRPC (more -> RESOURCE_EXHAUSTED)."""
-    inline_rows: int = 512
-    """Batches up to this size are scored on the event loop; larger ones in a thread."""
+    threads: int = 16
+    """gRPC handler threads per worker (the native predict releases the GIL)."""
     reload_poll_seconds: float = 1.0
     """How often the model config file's mtime is checked."""
     grace_seconds: float = 10.0

@@ -24,15 +24,15 @@ SERVER_VERSION = "0.1.0"
 
 class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     @rpc("/inference.GRPCInferenceService/ServerLive")
-    async def ServerLive(self, request, context, call: CallInfo):
+    def ServerLive(self, request, context, call: CallInfo):
         return v2.ServerLiveResponse(live=True)
 
     @rpc("/inference.GRPCInferenceService/ServerReady")
-    async def ServerReady(self, request, context, call: CallInfo):
+    def ServerReady(self, request, context, call: CallInfo):
         return v2.ServerReadyResponse(ready=self.registry.active is not None)
 
     @rpc("/inference.GRPCInferenceService/ModelReady")
-    async def ModelReady(self, request, context, call: CallInfo):
+    def ModelReady(self, request, context, call: CallInfo):
         try:
             self.registry.get(request.name)
         except (NotFound, Unavailable):
@@ -40,11 +40,11 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         return v2.ModelReadyResponse(ready=True)
 
     @rpc("/inference.GRPCInferenceService/ServerMetadata")
-    async def ServerMetadata(self, request, context, call: CallInfo):
+    def ServerMetadata(self, request, context, call: CallInfo):
         return v2.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION)
 
     @rpc("/inference.GRPCInferenceService/ModelMetadata")
-    async def ModelMetadata(self, request, context, call: CallInfo):
+    def ModelMetadata(self, request, context, call: CallInfo):
         model = self.registry.get(request.name)
         call.artifact = model.name
         tensor = v2.ModelMetadataResponse.TensorMetadata
@@ -57,14 +57,14 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         )
 
     @rpc("/inference.GRPCInferenceService/ModelInfer")
-    async def ModelInfer(self, request, context, call: CallInfo):
+    def ModelInfer(self, request, context, call: CallInfo):
         model = self.registry.get(request.model_name)
         call.artifact = model.name
         x = self._decode(request, model.n_features)
         call.rows = len(x)
         span = self.child_span if call.span.is_recording() else _untraced
         with span("predict", {"volspike.rows": len(x)}):
-            probs = await score(model, x, self.settings, context)
+            probs = score(model, x, context)
         record_predictions(self.metrics, model, probs)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         raw = {

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import json
 import time
@@ -22,19 +21,16 @@ from server.registry import ModelRegistry
 from server.rpc import CallInfo, rpc
 
 
-async def score(model: CompiledModel, x: np.ndarray, settings: Settings, context) -> np.ndarray:
-    """Small batches run inline (a few microseconds: cheaper than a thread hop); large
-    ones in a worker thread (the native call releases the GIL), bounded by the deadline."""
+def score(model: CompiledModel, x: np.ndarray, context) -> np.ndarray:
+    """The native call releases the GIL, so handler threads score in parallel."""
     try:
-        if len(x) <= settings.inline_rows:
-            return model.predict(x)
-        remaining = context.time_remaining()
-        work = asyncio.to_thread(model.predict, x)
-        return await asyncio.wait_for(work, timeout=remaining)
+        probs = model.predict(x)
     except InvalidInput as exc:
         raise InvalidArgument(str(exc)) from None
-    except TimeoutError:
-        raise DeadlineExceeded(f"deadline exceeded while scoring {len(x)} rows") from None
+    remaining = context.time_remaining()
+    if remaining is not None and remaining <= 0:
+        raise DeadlineExceeded(f"deadline exceeded while scoring {len(x)} rows")
+    return probs
 
 
 def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
@@ -66,7 +62,7 @@ class Service:
 
 class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/Predict")
-    async def Predict(self, request, context, call: CallInfo):
+    def Predict(self, request, context, call: CallInfo):
         model = self.registry.get(request.model)
         call.artifact = model.name
         t0 = time.perf_counter()
@@ -75,7 +71,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             x = codec.decode_predict(request, model.manifest.feature_names, self.settings.max_rows)
         call.rows = len(x)
         with span("predict", {"volspike.rows": len(x), "volspike.artifact": model.name}):
-            probs = await score(model, x, self.settings, context)
+            probs = score(model, x, context)
         with span("encode"):
             response = codec.encode_predict(
                 probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0
@@ -84,7 +80,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
         return response
 
     @rpc("/volatility.v1.Predictor/ModelInfo")
-    async def ModelInfo(self, request, context, call: CallInfo):
+    def ModelInfo(self, request, context, call: CallInfo):
         model = self.registry.get(request.model)
         call.artifact = model.name
         loaded = Timestamp()

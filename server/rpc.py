@@ -9,7 +9,7 @@ from __future__ import annotations
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import grpc
@@ -72,17 +72,17 @@ def generic_handler(servicer, service: ServiceDescriptor) -> grpc.GenericRpcHand
     return grpc.method_handlers_generic_handler(service.full_name, handlers)
 
 
-Handler = Callable[[object, object, grpc.aio.ServicerContext, CallInfo], Awaitable[object]]
+Handler = Callable[[object, object, grpc.ServicerContext, CallInfo], object]
 
 
 def rpc(full_method: str):
-    """Decorate ``async def handler(self, request, context, call) -> response``; ``self``
+    """Decorate ``def handler(self, request, context, call) -> response``; ``self``
     must have ``metrics: ServerMetrics`` and ``tracer``."""
     method = full_method.rsplit("/", 1)[-1]
 
     def deco(fn: Handler):
         @functools.wraps(fn)
-        async def wrapper(self, request, context: grpc.aio.ServicerContext):
+        def wrapper(self, request, context: grpc.ServicerContext):
             metrics: ServerMetrics = self.metrics
             t0 = time.perf_counter()
             in_flight = metrics.in_flight.labels(method)
@@ -107,18 +107,16 @@ def rpc(full_method: str):
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
                         raise DeadlineExceeded("deadline expired before the call was served")
-                    return await fn(self, request, context, call)
+                    return fn(self, request, context, call)
                 except ServiceError as exc:
                     code = exc.code
                     _record_error(metrics, span, method, code, type(exc).__name__, exc.message)
-                    await context.abort(code, exc.message)
-                except grpc.aio.AbortError:
-                    raise
+                    context.abort(code, exc.message)  # raises: the call ends here
                 except Exception as exc:
                     code = grpc.StatusCode.INTERNAL
                     logger.exception("%s failed", full_method)
                     _record_error(metrics, span, method, code, type(exc).__name__, str(exc))
-                    await context.abort(code, "internal error (logged on the server)")
+                    context.abort(code, "internal error (logged on the server)")
                 finally:
                     elapsed = time.perf_counter() - t0
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
