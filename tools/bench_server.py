@@ -233,7 +233,7 @@ def main() -> None:
         servers = [
             ("MLServer 1.7.1 (1 core)", "infer", lambda port: start_mlserver(tmp, port, "1"), "0"),
             (
-                "floor: bare grpc.aio Health/Check (1 core)",
+                "floor: bare gRPC Health/Check, same server (1 core)",
                 "health",
                 lambda port: start_ours(port, 1, "1"),
                 "0",
