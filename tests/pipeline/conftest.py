@@ -146,8 +146,8 @@ def replay(kafka: str, topic: str, *args: str) -> int:
     return int(out.stdout.split()[1].replace(",", ""))
 
 
-def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> list:
-    """Every message of ``topic`` from the beginning, waiting until ``expect`` arrived."""
+def _read_until(kafka: str, topic: str, done, on_message, timeout: float) -> None:
+    """Read ``topic`` from the beginning, feeding ``on_message`` until ``done()``."""
     c = Consumer(
         {
             "bootstrap.servers": kafka,
@@ -157,42 +157,35 @@ def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> li
         }
     )
     c.subscribe([topic])
-    out = []
     deadline = time.monotonic() + timeout
     try:
-        while len(out) < expect and time.monotonic() < deadline:
+        while not done() and time.monotonic() < deadline:
             for m in c.consume(10_000, 0.5):
                 if m.error() is None:
-                    out.append(m)
+                    on_message(m)
     finally:
         c.close()
+
+
+def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> list:
+    """Every message of ``topic`` from the beginning, waiting until ``expect`` arrived."""
+    out: list = []
+    _read_until(kafka, topic, lambda: len(out) >= expect, out.append, timeout)
     return out
 
 
 def predictions_covering(
     kafka: str, topic: str, want: set, timeout: float = 90.0
 ) -> dict[tuple[int, int], list[dict]]:
-    """Read ``topic`` from the beginning until every (partition, offset) in ``want`` has a
-    prediction (duplicates from at-least-once delivery don't count twice) or time runs out."""
-    c = Consumer(
-        {
-            "bootstrap.servers": kafka,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([topic])
+    """Read ``topic`` until every (partition, offset) in ``want`` has a prediction
+    (duplicates from at-least-once delivery don't count twice) or time runs out."""
     by: dict[tuple[int, int], list[dict]] = {}
-    deadline = time.monotonic() + timeout
-    try:
-        while not want <= by.keys() and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.5):
-                if m.error() is None:
-                    d = json.loads(m.value())
-                    by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
-    finally:
-        c.close()
+
+    def add(m) -> None:
+        d = json.loads(m.value())
+        by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
+
+    _read_until(kafka, topic, lambda: want <= by.keys(), add, timeout)
     return by
 
 
