@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 
 DATA := data/es_ticks.parquet
 MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py)
-DEMO_SECONDS ?= 30
+DEMO_SECONDS ?= 40
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 8000
 WORKERS ?= 1

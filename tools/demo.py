@@ -61,7 +61,8 @@ def main() -> None:
             str(args.consumer_metrics_port),
             log=RUN / "demo-consumer.log",
         )
-        count = int(args.rate * args.seconds)
+        history = 70  # seconds of back-dated ticks first: features start with full windows
+        count = int(args.rate * (args.seconds + history))
         symbols = max(4, int(args.rate / 20))  # ~20 trades/s per symbol, like the real data
         replay_args = [
             "--bootstrap",
@@ -75,16 +76,18 @@ def main() -> None:
             "--symbols",
             str(symbols),
             "--quiet",
+            "--history-seconds",
+            str(history),
         ]
         replay = procs.start("tools.replay", *replay_args, log=RUN / "demo-replay.log")
         print(
             f"kafka {bootstrap} | server 127.0.0.1:{args.port} (metrics :{args.metrics_port})"
-            f" | consumer metrics :{args.consumer_metrics_port} | replaying {count:,} "
+            f" | consumer metrics :{args.consumer_metrics_port} | {history} s of history, then "
             f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
         )
         sample = Sample(bootstrap)
         sample.start()
-        live(args, time.monotonic() + args.seconds + 5, sample)
+        live(args, time.monotonic() + args.seconds + 3, sample)
     finally:
         for proc in (replay, consumer, server):
             procs.stop(proc)

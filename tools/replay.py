@@ -57,6 +57,12 @@ def main() -> None:
         "trade rate realistic at high --rate)",
     )
     p.add_argument("--keep-time", action="store_true")
+    p.add_argument(
+        "--history-seconds",
+        type=float,
+        default=0.0,
+        help="with --rate: first send this much back-dated history at once",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
     sent = replay(a)
@@ -78,13 +84,19 @@ def replay(a: argparse.Namespace) -> int:
     t_wall0 = time.monotonic()
     base = now_ms_wall()
     t_event0 = None
+    # --history-seconds: the first ticks carry event times in the recent past, sent at once,
+    # so the stream starts with features that already have their 60 s of history.
+    n_hist = int(a.rate * a.history_seconds) if a.rate and a.history_seconds else 0
+    hist_start = base - int(a.history_seconds * 1000)
     for df in frames(a.source, a.count, a.seed, a.symbols):
         cols = [df[c].tolist() for c in TICK_COLUMNS]
         for sym, t, price, size, bid, ask in zip(*cols, strict=True):
             if t_event0 is None:
                 t_event0 = t
-            if a.rate:
-                due = sent / a.rate
+            if sent < n_hist:
+                due = 0.0
+            elif a.rate:
+                due = (sent - n_hist) / a.rate
             elif a.speed > 0:
                 due = (t - t_event0) / 1000 / a.speed
             else:
@@ -94,7 +106,9 @@ def replay(a: argparse.Namespace) -> int:
                 if wait > 0.002:
                     producer.poll(0)
                     time.sleep(wait)
-            if a.keep_time:
+            if sent < n_hist:
+                ev = hist_start + int(sent * 1000 / a.rate)
+            elif a.keep_time:
                 ev = int(t)
             elif a.speed > 0 and not a.rate:
                 ev = base + int((t - t_event0) / a.speed)
