@@ -35,6 +35,18 @@ from dataclasses import dataclass, field  # noqa: E402
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
 
+_STARTED: list[subprocess.Popen] = []  # every process a test started, reaped at the end
+
+
+@pytest.fixture(scope="session", autouse=True)
+def _reap_processes():
+    """A test that fails before stopping its processes must not leave them running."""
+    yield
+    for proc in _STARTED:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(10)
+
 
 def free_port() -> int:
     with socket.socket() as s:
@@ -93,6 +105,7 @@ class ServerProcess:
         self.proc = subprocess.Popen(
             cmd, cwd=ROOT, env=env, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
         )
+        _STARTED.append(self.proc)
         if wait_serving:
             self.wait_health("SERVING")
         return self

@@ -18,7 +18,7 @@ from confluent_kafka import Consumer, TopicPartition
 
 from compiled_models import runtime
 from market.features import FeatureState
-from tests.conftest import ROOT, ServerProcess, artifact_dir, free_port
+from tests.conftest import _STARTED, ROOT, ServerProcess, artifact_dir, free_port
 from tools import kafka_broker
 
 
@@ -97,6 +97,7 @@ class ConsumerProcess:
             stdout=log,
             stderr=subprocess.STDOUT,
         )
+        _STARTED.append(self.proc)
         return self
 
     @property
