@@ -20,8 +20,6 @@ from market.features import FEATURE_NAMES
 
 _F32 = np.dtype(np.float32)
 _call = _fastcall.call
-_C_INT64 = ctypes.c_int64
-_C_PTR = ctypes.c_void_p
 
 
 class ArtifactError(RuntimeError):
@@ -121,8 +119,6 @@ def _dlopen_bytes(data: bytes, name: str) -> tuple[int, ctypes.CDLL]:
         raise
     lib.vs_num_feature.restype = ctypes.c_int32
     lib.vs_num_feature.argtypes = []
-    lib.vs_predict_batch.restype = _C_INT64
-    lib.vs_predict_batch.argtypes = [_C_PTR, _C_INT64, _C_PTR]
     return fd, lib
 
 

@@ -30,7 +30,8 @@ from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from consumer.config import ConsumerSettings
-from consumer.messages import BadTick, decode_tick, encode_prediction
+from consumer.messages import BadTick, decode_tick, encode_prediction, encode_tick
+from consumer.messages import now_ms_wall as now_ms
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
 from market.features import N_FEATURES, FeatureState
@@ -40,10 +41,6 @@ from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass
@@ -115,13 +112,8 @@ class Pipeline:
 
     def _service(self) -> None:
         self.producer.poll(0)
-        if self._predicted:
-            self.metrics.predictions.inc(self._predicted)
-            self._predicted = 0
-        if self.redeliver:
-            items, self.redeliver = self.redeliver, []
-            for args in items:
-                self._produce(*args)
+        self._fold_counts()
+        self._produce_again()
         t = time.monotonic()
         if t >= self._next_commit:
             self._commit(sync=False)
@@ -134,7 +126,6 @@ class Pipeline:
         now = now_ms()
         rows: list[list[float]] = []
         meta: list[tuple[int, int, Tick]] = []
-        states = self.states
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -158,10 +149,7 @@ class Pipeline:
             except BadTick as exc:
                 self._dead_letter(m, str(exc))
                 continue
-            key = (p, tick.symbol)
-            st = states.get(key)
-            if st is None:
-                st = states[key] = FeatureState()
+            st = self._state(p, tick.symbol)
             rows.append(st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask))
             meta.append((p, off, tick))
         self.metrics.consumed.inc(len(msgs))
@@ -173,9 +161,15 @@ class Pipeline:
             tick = decode_tick(raw, now)
         except BadTick:
             return
-        key = (p, tick.symbol)
-        st = self.states.get(key) or self.states.setdefault(key, FeatureState())
-        st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
+        self._state(p, tick.symbol).update(
+            tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask
+        )
+
+    def _state(self, p: int, symbol: str) -> FeatureState:
+        st = self.states.get((p, symbol))
+        if st is None:
+            st = self.states[(p, symbol)] = FeatureState()
+        return st
 
     # --- Predict ------------------------------------------------------------------
     def _submit(self, rows: list[list[float]], meta: list[tuple[int, int, Tick]]) -> None:
@@ -300,37 +294,26 @@ class Pipeline:
             self._predicted += 1
 
     def _dead_letter(self, m: Message, reason: str) -> None:
-        headers = [
-            ("error", reason.encode()),
-            ("source_topic", m.topic().encode()),
-            ("source_partition", str(m.partition()).encode()),
-            ("source_offset", str(m.offset()).encode()),
-        ]
         self.metrics.dead_lettered.labels(reason.split(":")[0].split(" '")[0]).inc()
         ts = m.timestamp()[1]
-        self._produce(
-            self.s.dlq_topic,
-            m.key(),
-            m.value(),
-            headers,
-            m.partition(),
-            m.offset(),
-            ts if ts > 0 else -1,
+        self._send_dead_letter(
+            m.partition(), m.offset(), m.key(), m.value(), reason, ts if ts > 0 else -1
         )
 
     def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str) -> None:
-        from consumer.messages import encode_tick
+        self.metrics.dead_lettered.labels("predict_rejected").inc()
+        self._send_dead_letter(p, off, tick.symbol, encode_tick(tick), reason, tick.event_time_ms)
 
+    def _send_dead_letter(
+        self, p: int, off: int, key, value: bytes | None, reason: str, event_ms: int
+    ) -> None:
         headers = [
             ("error", reason.encode()),
             ("source_topic", self.s.ticks_topic.encode()),
             ("source_partition", str(p).encode()),
             ("source_offset", str(off).encode()),
         ]
-        self.metrics.dead_lettered.labels("predict_rejected").inc()
-        self._produce(
-            self.s.dlq_topic, tick.symbol, encode_tick(tick), headers, p, off, tick.event_time_ms
-        )
+        self._produce(self.s.dlq_topic, key, value, headers, p, off, event_ms)
 
     # --- offsets --------------------------------------------------------------------
     def _commit(self, sync: bool, partitions: list[int] | None = None) -> None:
@@ -357,13 +340,20 @@ class Pipeline:
         self._complete(drain=True)
         while self.redeliver or len(self.producer) > 0:
             self.producer.flush(5)
-            if self.redeliver:
-                items, self.redeliver = self.redeliver, []
-                for args in items:
-                    self._produce(*args)
+            self._produce_again()
+        self._fold_counts()
+
+    def _fold_counts(self) -> None:
         if self._predicted:
             self.metrics.predictions.inc(self._predicted)
             self._predicted = 0
+
+    def _produce_again(self) -> None:
+        """Re-produce outputs whose delivery failed (their offsets stay uncommitted)."""
+        if self.redeliver:
+            items, self.redeliver = self.redeliver, []
+            for args in items:
+                self._produce(*args)
 
     def _stats(self, t: float) -> None:
         interval = 2.0

@@ -9,57 +9,27 @@ from __future__ import annotations
 import argparse
 import csv
 import os
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
-import grpc
-from grpc_health.v1 import health_pb2, health_pb2_grpc
-
 from loadtest import slo
+from tools import procs
+
+SERVICE = "volatility.v1.Predictor"
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def serving(host: str, timeout: float = 1.0) -> bool:
-    try:
-        with grpc.insecure_channel(host) as ch:
-            resp = health_pb2_grpc.HealthStub(ch).Check(
-                health_pb2.HealthCheckRequest(service="volatility.v1.Predictor"), timeout=timeout
-            )
-            return resp.status == health_pb2.HealthCheckResponse.SERVING
-    except grpc.RpcError:
-        return False
-
-
 def start_server(host: str, metrics_port: int, workers: int) -> subprocess.Popen:
     _, port = host.rsplit(":", 1)
-    cmd = [
-        sys.executable,
-        "-m",
-        "server",
-        "--port",
-        port,
-        "--metrics-port",
-        str(metrics_port),
-        "--workers",
-        str(workers),
-    ]
-    proc = subprocess.Popen(
-        cmd,
-        cwd=ROOT,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
-    deadline = time.monotonic() + 30
-    while not serving(host):
-        if proc.poll() is not None or time.monotonic() > deadline:
-            proc.kill()
-            sys.exit(f"loadtest: could not start a server on {host}")
-        time.sleep(0.1)
+    args = ("--port", port, "--metrics-port", str(metrics_port), "--workers", str(workers))
+    proc = procs.start("server", *args, log=ROOT / ".run" / "loadtest-server.log")
+    try:
+        procs.wait_serving(host, proc)
+    except (RuntimeError, TimeoutError) as exc:
+        proc.kill()
+        sys.exit(f"loadtest: could not start a server on {host}: {exc}")
     return proc
 
 
@@ -136,15 +106,14 @@ def main() -> None:
     )
     args.reports.mkdir(parents=True, exist_ok=True)
     server = None
-    if not serving(args.host):
+    if not procs.is_serving(args.host, SERVICE):
         print(f"loadtest: no server answers on {args.host}; starting one for this run")
         server = start_server(args.host, args.metrics_port, args.workers)
     try:
         result = run_locust(args, args.reports / "loadtest")
     finally:
         if server is not None:
-            server.send_signal(signal.SIGTERM)
-            server.wait(30)
+            procs.stop(server)
     print(
         f"loadtest ({args.scenario}, {args.users} users, {args.duration} s, tool: Locust): "
         f"{result.requests} calls, {result.rps:.1f} req/s, p95 {result.p95_ms:.1f} ms, "

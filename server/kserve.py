@@ -14,7 +14,7 @@ from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from server import codec
 from server.errors import InvalidArgument, NotFound, Unavailable
-from server.predictor import Service, _untraced, record_predictions, score
+from server.predictor import Service, record_predictions, score
 from server.rpc import CallInfo, rpc
 
 OUTPUTS = {"probability": "FP32", "label": "BOOL"}
@@ -62,8 +62,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         call.artifact = model.name
         x = self._decode(request, model.n_features)
         call.rows = len(x)
-        span = self.child_span if call.span.is_recording() else _untraced
-        with span("predict", {"volspike.rows": len(x)}):
+        with self.child_span(call, "predict", {"volspike.rows": len(x)}):
             probs = score(model, x, context)
         record_predictions(self.metrics, model, probs)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)

@@ -148,6 +148,5 @@ class ServerMetrics:
         )
 
     def set_active(self, artifact: str, sha256: str) -> None:
-        for labels in list(self.active_model._metrics):
-            self.active_model.remove(*labels)
+        self.active_model.clear()  # only the active artifact's series remains
         self.active_model.labels(artifact, sha256).set(1)

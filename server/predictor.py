@@ -39,17 +39,8 @@ def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.n
     metrics.probability.observe_batch(probs, model.name)
 
 
-def _untraced(name: str, attributes: dict | None = None) -> contextlib.nullcontext:
-    return contextlib.nullcontext()
-
-
 class Service:
     """What every servicer needs; the ``rpc`` wrapper reads ``metrics`` and ``tracer``."""
-
-    def child_span(self, name: str, attributes: dict | None = None):
-        """A child of the call's span. Callers skip it when the call is not sampled:
-        three unrecorded spans per call cost more than the tree evaluation."""
-        return self.tracer.start_as_current_span(name, attributes=attributes)
 
     def __init__(
         self, registry: ModelRegistry, metrics: ServerMetrics, tracer, settings: Settings
@@ -59,6 +50,13 @@ class Service:
         self.tracer = tracer
         self.settings = settings
 
+    def child_span(self, call: CallInfo, name: str, attributes: dict | None = None):
+        """A child of the call's span, only when the call is sampled: three unrecorded
+        spans per call cost more than the tree evaluation."""
+        if not call.span.is_recording():
+            return contextlib.nullcontext()
+        return self.tracer.start_as_current_span(name, attributes=attributes)
+
 
 class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/Predict")
@@ -66,13 +64,14 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
         model = self.registry.get(request.model)
         call.artifact = model.name
         t0 = time.perf_counter()
-        span = self.child_span if call.span.is_recording() else _untraced
-        with span("decode"):
+        with self.child_span(call, "decode"):
             x = codec.decode_predict(request, model.manifest.feature_names, self.settings.max_rows)
         call.rows = len(x)
-        with span("predict", {"volspike.rows": len(x), "volspike.artifact": model.name}):
+        with self.child_span(
+            call, "predict", {"volspike.rows": len(x), "volspike.artifact": model.name}
+        ):
             probs = score(model, x, context)
-        with span("encode"):
+        with self.child_span(call, "encode"):
             response = codec.encode_predict(
                 probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0
             )

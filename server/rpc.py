@@ -10,7 +10,7 @@ import functools
 import logging
 import time
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import grpc
 from google.protobuf.descriptor import ServiceDescriptor
@@ -33,7 +33,6 @@ class CallInfo:
     span: trace.Span
     artifact: str = ""
     rows: int = 0
-    attrs: dict = field(default_factory=dict)
 
 
 class Malformed:

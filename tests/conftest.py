@@ -26,7 +26,6 @@ def real_dataset() -> dataset.Dataset:
 
 import os  # noqa: E402
 import signal  # noqa: E402
-import socket  # noqa: E402
 import subprocess  # noqa: E402
 import sys  # noqa: E402
 import time  # noqa: E402
@@ -34,6 +33,8 @@ from dataclasses import dataclass, field  # noqa: E402
 
 import grpc  # noqa: E402
 from grpc_health.v1 import health_pb2, health_pb2_grpc  # noqa: E402
+
+from tools.procs import free_port  # noqa: E402
 
 _STARTED: list[subprocess.Popen] = []  # every process a test started, reaped at the end
 
@@ -46,12 +47,6 @@ def _reap_processes():
         if proc.poll() is None:
             proc.kill()
             proc.wait(10)
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @dataclass

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import gc
+import os
 import threading
 
 import numpy as np
@@ -53,8 +55,13 @@ def test_artifacts_loaded_side_by_side_keep_their_own_code(real_dataset):
 def test_reloading_many_times_frees_libraries(real_dataset):
     x = real_dataset.test.X[:100]
     want = runtime.load(artifact_dir("xgb-v1")).predict(x)
+    gc.collect()
+    fds_before = len(os.listdir("/proc/self/fd"))
     for _ in range(50):
         np.testing.assert_array_equal(runtime.load(artifact_dir("xgb-v1")).predict(x), want)
+    gc.collect()
+    # each load holds a memfd while its library is mapped; dropped models must release both
+    assert len(os.listdir("/proc/self/fd")) <= fds_before + 2
 
 
 @pytest.mark.parametrize(

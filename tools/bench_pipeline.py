@@ -18,18 +18,11 @@ from pathlib import Path
 
 import numpy as np
 
-from tests.pipeline.conftest import Topics, read_topic
 from tools import kafka_broker, procs
+from tools.kafka_io import Topics, read_topic
+from tools.procs import free_port
 
 RUN = Path(__file__).resolve().parent.parent / ".run"
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_max: int) -> dict:

@@ -32,19 +32,12 @@ from grpc_health.v1.health_pb2 import HealthCheckRequest
 from compiled_models import dataset
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.volatility.v1 import predictor_pb2 as pb
+from tools.procs import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 GHZ = ROOT / ".tools" / "bin" / "ghz"
 MLSERVER = ROOT / ".venv-mlserver" / "bin" / "mlserver"
 PROTOS = ("proto/volatility/v1/predictor.proto", "proto/inference/grpc_predict_v2.proto")
-
-
-def free_port() -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 HEALTH_PROTO = """syntax = "proto3";

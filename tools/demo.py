@@ -34,7 +34,7 @@ def main() -> None:
     args = p.parse_args()
     bootstrap = f"127.0.0.1:{args.kafka_port}"
     data = kafka_broker.KAFKA_HOME / "broker"
-    started_kafka = not kafka_broker._alive(data / "broker.pid")
+    started_kafka = not kafka_broker.running(data / "broker.pid")
     if started_kafka:  # our own broker: start from empty topics, no backlog to warm up from
         shutil.rmtree(data, ignore_errors=True)
     kafka_broker.up(args.kafka_port, args.kafka_port + 1, data, kafka_broker.TOPICS)

@@ -108,7 +108,7 @@ def java(cp: str, data: Path, *args: str) -> list[str]:
 
 def up(port: int, controller_port: int, data: Path, topics: dict[str, int]) -> int:
     pid_file = data / "broker.pid"
-    if _alive(pid_file):
+    if running(pid_file):
         print(f"kafka already running (pid {pid_file.read_text().strip()})")
         return int(pid_file.read_text())
     cp = classpath()
@@ -168,7 +168,7 @@ def ensure_topics(bootstrap: str, topics: dict[str, int]) -> None:
 
 def down(data: Path, timeout: float = 60.0) -> None:
     pid_file = data / "broker.pid"
-    if not _alive(pid_file):
+    if not running(pid_file):
         print("kafka not running")
         pid_file.unlink(missing_ok=True)
         return
@@ -195,7 +195,8 @@ def _pid_alive(pid: int) -> bool:
         return False
 
 
-def _alive(pid_file: Path) -> bool:
+def running(pid_file: Path) -> bool:
+    """Whether the broker whose PID ``pid_file`` holds is alive."""
     try:
         return _pid_alive(int(pid_file.read_text()))
     except (OSError, ValueError):

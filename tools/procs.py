@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -15,6 +16,12 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def start(module: str, *args: str, log: Path, env: dict | None = None) -> subprocess.Popen:
@@ -28,20 +35,26 @@ def start(module: str, *args: str, log: Path, env: dict | None = None) -> subpro
     )
 
 
+def is_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
+    """Whether the gRPC server at ``address`` answers health SERVING."""
+    try:
+        with grpc.insecure_channel(address) as ch:
+            r = health_pb2_grpc.HealthStub(ch).Check(
+                health_pb2.HealthCheckRequest(service=service), timeout=timeout
+            )
+            return r.status == health_pb2.HealthCheckResponse.SERVING
+    except grpc.RpcError:
+        return False
+
+
 def wait_serving(address: str, proc: subprocess.Popen, timeout: float = 30) -> None:
     deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
+    while not is_serving(address):
         if proc.poll() is not None:
             raise RuntimeError(f"server exited with {proc.returncode}")
-        try:
-            with grpc.insecure_channel(address) as ch:
-                r = health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest(), timeout=1)
-                if r.status == health_pb2.HealthCheckResponse.SERVING:
-                    return
-        except grpc.RpcError:
-            pass
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"server on {address} not SERVING after {timeout} s")
         time.sleep(0.1)
-    raise TimeoutError(f"server on {address} not SERVING after {timeout} s")
 
 
 def stop(proc: subprocess.Popen | None, timeout: float = 30) -> int | None:

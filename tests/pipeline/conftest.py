@@ -8,7 +8,6 @@ import signal
 import subprocess
 import sys
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -20,6 +19,7 @@ from compiled_models import runtime
 from market.features import FeatureState
 from tests.conftest import _STARTED, ROOT, ServerProcess, artifact_dir, free_port
 from tools import kafka_broker
+from tools.kafka_io import Topics, read_topic, read_until
 
 
 @pytest.fixture(scope="session")
@@ -36,23 +36,6 @@ def grpc_server(tmp_path_factory):
     srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
     yield srv
     srv.stop()
-
-
-@dataclass
-class Topics:
-    ticks: str
-    predictions: str
-    dlq: str
-    group: str
-
-    @classmethod
-    def fresh(cls, kafka: str, partitions: int = 4) -> Topics:
-        tag = uuid.uuid4().hex[:8]
-        t = cls(f"ticks-{tag}", f"predictions-{tag}", f"dlq-{tag}", f"group-{tag}")
-        kafka_broker.ensure_topics(
-            kafka, {t.ticks: partitions, t.predictions: partitions, t.dlq: 1}
-        )
-        return t
 
 
 @dataclass
@@ -147,55 +130,26 @@ def replay(kafka: str, topic: str, *args: str) -> int:
     return int(out.stdout.split()[1].replace(",", ""))
 
 
-def _read_until(kafka: str, topic: str, done, on_message, timeout: float) -> None:
-    """Read ``topic`` from the beginning, feeding ``on_message`` until ``done()``."""
-    c = Consumer(
-        {
-            "bootstrap.servers": kafka,
-            "group.id": f"reader-{uuid.uuid4().hex}",
-            "auto.offset.reset": "earliest",
-            "enable.auto.commit": False,
-        }
-    )
-    c.subscribe([topic])
-    deadline = time.monotonic() + timeout
-    try:
-        while not done() and time.monotonic() < deadline:
-            for m in c.consume(10_000, 0.5):
-                if m.error() is None:
-                    on_message(m)
-    finally:
-        c.close()
-
-
-def read_topic(kafka: str, topic: str, expect: int, timeout: float = 90.0) -> list:
-    """Every message of ``topic`` from the beginning, waiting until ``expect`` arrived."""
-    out: list = []
-    _read_until(kafka, topic, lambda: len(out) >= expect, out.append, timeout)
-    return out
-
-
 def predictions_covering(
     kafka: str, topic: str, want: set, timeout: float = 90.0
 ) -> dict[tuple[int, int], list[dict]]:
     """Read ``topic`` until every (partition, offset) in ``want`` has a prediction
     (duplicates from at-least-once delivery don't count twice) or time runs out."""
     by: dict[tuple[int, int], list[dict]] = {}
-
-    def add(m) -> None:
-        d = json.loads(m.value())
-        by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
-
-    _read_until(kafka, topic, lambda: want <= by.keys(), add, timeout)
+    read_until(kafka, topic, lambda: want <= by.keys(), lambda m: _add(by, m), timeout)
     return by
 
 
 def predictions_by_offset(msgs) -> dict[tuple[int, int], list[dict]]:
     by: dict[tuple[int, int], list[dict]] = {}
     for m in msgs:
-        d = json.loads(m.value())
-        by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
+        _add(by, m)
     return by
+
+
+def _add(by: dict, m) -> None:
+    d = json.loads(m.value())
+    by.setdefault((d["source_partition"], d["source_offset"]), []).append(d)
 
 
 def expected_probabilities(
