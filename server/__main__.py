@@ -10,6 +10,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
@@ -92,22 +93,34 @@ def _mtime(path: Path) -> float:
 
 
 def supervise(settings: Settings) -> int:
-    """Run ``settings.workers`` worker processes and relay signals to them."""
+    """Run ``settings.workers`` worker processes and relay signals to them. A worker that
+    dies on its own (e.g. its metrics port is taken) stops the others: a half-sized server
+    must not keep running unnoticed."""
     args = [a for a in sys.argv[1:] if a]
     children = [
         subprocess.Popen([sys.executable, "-m", "server", *args, "--worker-index", str(i)])
         for i in range(settings.workers)
     ]
+    stopping = threading.Event()
 
     def relay(signum, _frame):
+        if signum != signal.SIGHUP:
+            stopping.set()
         for c in children:
             if c.poll() is None:
                 c.send_signal(signum)
 
     for s in (signal.SIGTERM, signal.SIGINT, signal.SIGHUP):
         signal.signal(s, relay)
-    codes = [c.wait() for c in children]
-    return max(codes, default=0)
+    while any(c.poll() is None for c in children):
+        dead = [c for c in children if c.poll() is not None]
+        if dead and not stopping.is_set():
+            logger.error(
+                "worker pid %d exited with %d; stopping the others", dead[0].pid, dead[0].returncode
+            )
+            relay(signal.SIGTERM, None)
+        time.sleep(0.2)
+    return max(c.returncode for c in children)
 
 
 def main() -> None:

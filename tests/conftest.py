@@ -56,8 +56,12 @@ class ServerProcess:
     env: dict = field(default_factory=dict)
     workers: int = 1
     port: int = field(default_factory=free_port)
-    metrics_port: int = field(default_factory=free_port)
+    metrics_port: int = 0  # 0: pick free ports, one per worker
     proc: subprocess.Popen | None = None
+
+    def __post_init__(self) -> None:
+        if not self.metrics_port:
+            self.metrics_port = free_port(span=self.workers)
 
     @property
     def address(self) -> str:

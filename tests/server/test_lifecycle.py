@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import signal
+import socket
 import threading
 import time
 
@@ -80,3 +81,14 @@ def test_new_calls_after_shutdown_are_refused(tmp_path):
         raise AssertionError("server still answering after exit")
     except grpc.RpcError as err:
         assert err.code() == grpc.StatusCode.UNAVAILABLE
+
+
+def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
+    srv = ServerProcess(tmp_path, workers=2)
+    with socket.socket() as taken:  # worker 1's metrics port is already in use
+        taken.bind(("127.0.0.1", srv.metrics_port + 1))
+        taken.listen()
+        srv.start(wait_serving=False)
+        code = srv.proc.wait(30)
+    assert code != 0
+    assert "exited with 1; stopping the others" in srv.log.read_text()
