@@ -24,8 +24,18 @@ SPEED ?= 0
 COUNT ?=
 RATE ?=
 PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.proto
+# SERVER=native: the Go front end (server/native), what the targets below run by default;
+# SERVER=python: the Python reference server (`python -m server`, WORKERS processes).
+SERVER ?= native
+GO ?= go
+NATIVE := server/native/volspike-server
+NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) server/native/go.mod server/native/go.sum
+PROTOC_GEN_GO := .tools/bin/protoc-gen-go
+GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
+  --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
+  --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models test lint proto proto-check serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native test lint proto proto-check serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -49,30 +59,50 @@ compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES) compiled_mod
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	@test -z "$$(gofmt -l server/native)" || { gofmt -l server/native; echo "gofmt: run gofmt -w server/native"; exit 1; }
+	cd server/native && $(GO) vet ./...
+
+# The native server: the same contract, metrics and model config, one process on every core.
+native: $(NATIVE)
+$(NATIVE): $(NATIVE_SOURCES)
+	cd server/native && $(GO) build -buildvcs=false -trimpath -o volspike-server .
+
+$(PROTOC_GEN_GO):
+	GOBIN=$(CURDIR)/.tools/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
 
 # Stubs are checked in; proto-check fails when they drift from the .proto files.
-proto: $(VENV)/.installed
+proto: $(VENV)/.installed $(PROTOC_GEN_GO)
 	$(PY) -m grpc_tools.protoc -I . --python_out=. --grpc_python_out=. --pyi_out=. $(PROTOS)
+	$(PY) -m grpc_tools.protoc -I . $(GO_PROTO_OPTS) --go_out=server/native/gen $(PROTOS)
 
-proto-check: $(VENV)/.installed
-	@tmp=$$(mktemp -d); \
+proto-check: $(VENV)/.installed $(PROTOC_GEN_GO)
+	@tmp=$$(mktemp -d); mkdir $$tmp/gen; \
 	$(PY) -m grpc_tools.protoc -I . --python_out=$$tmp --grpc_python_out=$$tmp --pyi_out=$$tmp $(PROTOS); \
+	$(PY) -m grpc_tools.protoc -I . $(GO_PROTO_OPTS) --go_out=$$tmp/gen $(PROTOS); \
 	for f in $$(cd $$tmp && find proto -name '*_pb2*'); do \
 	  diff -q $$tmp/$$f $$f >/dev/null || { echo "stale stub $$f: run make proto"; rm -rf $$tmp; exit 1; }; \
+	done; \
+	for f in $$(cd $$tmp/gen && find . -name '*.pb.go'); do \
+	  diff -q $$tmp/gen/$$f server/native/gen/$$f >/dev/null || { echo "stale stub server/native/gen/$$f: run make proto"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "proto stubs up to date"
 
-test: models lint proto-check
+test: models native lint proto-check
 	$(PY) -m pytest -q
 
-serve: models
-	$(PY) -m server --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --workers $(WORKERS) \
-	  --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
+SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
+serve: models $(if $(filter native,$(SERVER)),native)
+	@mkdir -p $(dir $(PID_FILE))
+ifeq ($(SERVER),native)
+	$(NATIVE) $(SERVE_ARGS)
+else
+	$(PY) -m server $(SERVE_ARGS) --workers $(WORKERS)
+endif
 
 rollback: $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
-demo: models
-	$(PY) -m tools.demo --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+demo: models native
+	$(PY) -m tools.demo --server $(SERVER) --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
 	  --consumer-metrics-port $(CONSUMER_METRICS_PORT) --kafka-port $(KAFKA_PORT) --rate $(DEMO_RATE)
 
 # Kafka (KRaft, one node) from Maven Central jars; stopped by PID.
@@ -91,8 +121,8 @@ consume: $(VENV)/.installed
 	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server 127.0.0.1:$(GRPC_PORT) \
 	  --metrics-port $(CONSUMER_METRICS_PORT)
 
-bench-pipeline: models
-	$(PY) -m tools.bench_pipeline
+bench-pipeline: models native
+	$(PY) -m tools.bench_pipeline --server $(SERVER)
 
 # make loadtest [LOADTEST_HOST=...] [SLO_P95_MS=...] [SLO_MIN_RPS=...] [SLO_MAX_ERROR_RATIO=...]
 LOADTEST_HOST ?= 127.0.0.1:$(GRPC_PORT)
@@ -102,8 +132,8 @@ LOADTEST_SCENARIO ?= mix
 SLO_P95_MS ?=
 SLO_MIN_RPS ?=
 SLO_MAX_ERROR_RATIO ?=
-loadtest: models
-	$(PY) -m loadtest.gate --host $(LOADTEST_HOST) --users $(LOADTEST_USERS) \
+loadtest: models native
+	$(PY) -m loadtest.gate --server $(SERVER) --host $(LOADTEST_HOST) --users $(LOADTEST_USERS) \
 	  --duration $(LOADTEST_SECONDS) --scenario $(LOADTEST_SCENARIO) --metrics-port $(METRICS_PORT) \
 	  $(if $(SLO_P95_MS),--slo-p95-ms $(SLO_P95_MS)) $(if $(SLO_MIN_RPS),--slo-min-rps $(SLO_MIN_RPS)) \
 	  $(if $(SLO_MAX_ERROR_RATIO),--slo-max-error-ratio $(SLO_MAX_ERROR_RATIO))

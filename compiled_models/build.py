@@ -22,6 +22,7 @@ from compiled_models import dataset, train
 from compiled_models.manifest import (
     LIBRARY_FILE,
     REFERENCE_FILE,
+    REFERENCE_RAW_FILE,
     XGB_MODEL_FILE,
     Manifest,
     sha256_bytes,
@@ -59,6 +60,7 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
     pd.DataFrame(ds.train.X[ref_idx], columns=list(FEATURE_NAMES)).to_parquet(
         tmp / REFERENCE_FILE, index=False
     )
+    (tmp / REFERENCE_RAW_FILE).write_bytes(ds.train.X[ref_idx].astype("<f4").tobytes())
     manifest = Manifest(
         name=spec.name,
         description=spec.description,

@@ -11,6 +11,7 @@ MANIFEST_FILE = "manifest.json"
 LIBRARY_FILE = "model.so"
 XGB_MODEL_FILE = "model.json"
 REFERENCE_FILE = "reference.parquet"
+REFERENCE_RAW_FILE = "reference.f32"  # the same rows as little-endian float32 (native server)
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,8 @@
 """``make loadtest``: run Locust headless against a server and fail when an SLO is missed.
 
-Targets ``--host`` if a server answers there; otherwise starts one (``python -m server``)
-for the run and stops it afterwards. Reports (CSV, HTML) go to ``reports/``.
+Targets ``--host`` if a server answers there; otherwise starts one (``--server native``, the
+Go front end, or ``python``) for the run and stops it afterwards. Reports (CSV, HTML) go to
+``reports/``.
 """
 
 from __future__ import annotations
@@ -21,10 +22,12 @@ SERVICE = "volatility.v1.Predictor"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(host: str, metrics_port: int, workers: int) -> subprocess.Popen:
+def start_server(host: str, metrics_port: int, impl: str, workers: int) -> subprocess.Popen:
     _, port = host.rsplit(":", 1)
-    args = ("--port", port, "--metrics-port", str(metrics_port), "--workers", str(workers))
-    proc = procs.start("server", *args, log=ROOT / ".run" / "loadtest-server.log")
+    args = ["--port", port, "--metrics-port", str(metrics_port)]
+    if impl == "python":
+        args += ["--workers", str(workers)]
+    proc = procs.start_server(impl, *args, log=ROOT / ".run" / "loadtest-server.log")
     try:
         procs.wait_serving(host, proc)
     except (RuntimeError, TimeoutError) as exc:
@@ -94,7 +97,8 @@ def main() -> None:
     p.add_argument("--duration", type=int, default=30, help="seconds")
     p.add_argument("--scenario", default="mix", choices=["one-row", "batch", "mix"])
     p.add_argument("--processes", type=int, default=1, help="Locust worker processes")
-    p.add_argument("--workers", type=int, default=1, help="server workers if we start one")
+    p.add_argument("--server", default="native", choices=procs.SERVER_IMPLS, help="if we start one")
+    p.add_argument("--workers", type=int, default=1, help="Python server workers if we start one")
     p.add_argument("--metrics-port", type=int, default=8000)
     p.add_argument("--reports", type=Path, default=ROOT / "reports")
     p.add_argument("--slo-p95-ms", type=float)
@@ -108,7 +112,7 @@ def main() -> None:
     server = None
     if not procs.is_serving(args.host, SERVICE):
         print(f"loadtest: no server answers on {args.host}; starting one for this run")
-        server = start_server(args.host, args.metrics_port, args.workers)
+        server = start_server(args.host, args.metrics_port, args.server, args.workers)
     try:
         result = run_locust(args, args.reports / "loadtest")
     finally:

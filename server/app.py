@@ -13,8 +13,9 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
-from grpc_reflection.v1alpha import reflection
+from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.trace import TracerProvider
 
 from proto.inference import grpc_predict_v2_pb2 as v2
@@ -66,6 +67,33 @@ class App:
         return True
 
 
+def reflection_pool() -> descriptor_pool.DescriptorPool:
+    """Our descriptors with ``json_name`` filled in as protoc writes them (the generated
+    Python modules drop it), so grpcurl prints the standard proto3 JSON names
+    (``artifactSha256``), exactly as it does against the native server."""
+    pool = descriptor_pool.DescriptorPool()
+    for fd in (
+        timestamp_pb2.DESCRIPTOR,
+        pb.DESCRIPTOR,
+        v2.DESCRIPTOR,
+        health_pb2.DESCRIPTOR,
+        reflection_pb2.DESCRIPTOR,
+    ):
+        proto = descriptor_pb2.FileDescriptorProto()
+        fd.CopyToProto(proto)
+        _fill_json_names(proto.message_type)
+        pool.Add(proto)
+    return pool
+
+
+def _fill_json_names(messages) -> None:
+    for m in messages:
+        for f in m.field:
+            head, *rest = f.name.split("_")
+            f.json_name = head + "".join(w[:1].upper() + w[1:] for w in rest)
+        _fill_json_names(m.nested_type)
+
+
 def create_server(
     settings: Settings, metrics: ServerMetrics, tracer_provider: TracerProvider
 ) -> App:
@@ -96,7 +124,7 @@ def create_server(
     )
     health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
     reflection.enable_server_reflection(
-        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server
+        (*SERVICES, health.SERVICE_NAME, reflection.SERVICE_NAME), server, pool=reflection_pool()
     )
     port = server.add_insecure_port(f"{settings.host}:{settings.port}")
     if port == 0:

@@ -49,10 +49,15 @@ def _reap_processes():
             proc.wait(10)
 
 
+NATIVE_SERVER = ROOT / "server" / "native" / "volspike-server"
+SERVER_IMPLS = ("native", "python")  # native (Go front end) is what `make serve` runs
+
+
 @dataclass
 class ServerProcess:
     workdir: Path
     artifact: str = "xgb-v2"
+    impl: str = "native"
     env: dict = field(default_factory=dict)
     workers: int = 1
     port: int = field(default_factory=free_port)
@@ -79,21 +84,24 @@ class ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.model_config.exists():
             self.model_config.write_text(f'artifact = "{self.artifact}"\n')
-        cmd = [
-            sys.executable,
-            "-m",
-            "server",
+        args = [
             "--port",
             str(self.port),
             "--metrics-port",
             str(self.metrics_port),
             "--model-config",
             str(self.model_config),
-            "--workers",
-            str(self.workers),
             "--pid-file",
             str(self.workdir / "server.pid"),
         ]
+        if self.impl == "native":
+            if not NATIVE_SERVER.exists():
+                pytest.fail(f"{NATIVE_SERVER} is not built: run `make native`")
+            if self.workers != 1:
+                raise ValueError("the native server is one process using every core")
+            cmd = [str(NATIVE_SERVER), *args]
+        else:
+            cmd = [sys.executable, "-m", "server", *args, "--workers", str(self.workers)]
         env = {
             **os.environ,
             "PYTHONPATH": str(ROOT),

@@ -1,7 +1,7 @@
 """``make bench-pipeline``: end-to-end ticks/s and lag on this machine, all parts real.
 
-Broker (Kafka 4, KRaft), server (1 worker), consumer and the replay all share the 2
-cores. For each input rate the replay sends synthetic ticks at that rate for
+Broker (Kafka 4, KRaft), server (native unless ``--server python``), consumer and the
+replay all share the 2 cores. For each input rate the replay sends synthetic ticks at that rate for
 ``--seconds`` (event time = send time; ~20 trades/s per symbol, so features look like
 the real data's) into fresh topics with a fresh consumer; "max" sends as fast as it can.
 Lag = the consumer's produce time minus event time, from every prediction (its
@@ -93,14 +93,15 @@ def main() -> None:
     p.add_argument("--rates", default="2000,5000,10000,20000,max")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-count", type=int, default=400_000)
+    p.add_argument("--server", default="native", choices=procs.SERVER_IMPLS)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         kport = free_port()
         kafka_broker.up(kport, free_port(), Path(tmp) / "kafka", {})
         kafka = f"127.0.0.1:{kport}"
         gport = free_port()
-        server = procs.start(
-            "server",
+        server = procs.start_server(
+            args.server,
             "--port",
             str(gport),
             "--metrics-port",

@@ -28,6 +28,7 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--rate", type=float, default=5_000, help="ticks per second replayed")
     p.add_argument("--port", type=int, default=50051)
+    p.add_argument("--server", default="native", choices=procs.SERVER_IMPLS)
     p.add_argument("--metrics-port", type=int, default=8000)
     p.add_argument("--consumer-metrics-port", type=int, default=8001)
     p.add_argument("--kafka-port", type=int, default=9092)
@@ -40,8 +41,8 @@ def main() -> None:
     kafka_broker.up(args.kafka_port, args.kafka_port + 1, data, kafka_broker.TOPICS)
     server = consumer = replay = sample = None
     try:
-        server = procs.start(
-            "server",
+        server = procs.start_server(
+            args.server,
             "--port",
             str(args.port),
             "--metrics-port",

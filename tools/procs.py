@@ -50,6 +50,36 @@ def start(module: str, *args: str, log: Path, env: dict | None = None) -> subpro
     )
 
 
+NATIVE_SERVER = ROOT / "server" / "native" / "volspike-server"
+SERVER_IMPLS = ("native", "python")
+
+
+def start_server(
+    impl: str, *args: str, log: Path, env: dict | None = None, pin: str | None = None
+) -> subprocess.Popen:
+    """The gRPC server: ``native`` (the Go front end, `make native`) or ``python``
+    (``python -m server``); both take the same flags (``--workers`` is Python's only).
+    ``pin`` runs it under ``taskset -c pin``."""
+    if impl == "native":
+        if not NATIVE_SERVER.exists():
+            raise FileNotFoundError(f"{NATIVE_SERVER} is not built: run `make native`")
+        cmd = [str(NATIVE_SERVER), *args]
+    elif impl == "python":
+        cmd = [sys.executable, "-m", "server", *args]
+    else:
+        raise ValueError(f"unknown server {impl!r}; choose from {SERVER_IMPLS}")
+    if pin is not None:
+        cmd = ["taskset", "-c", pin, *cmd]
+    log.parent.mkdir(parents=True, exist_ok=True)
+    return subprocess.Popen(
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT), **(env or {})},
+        stdout=log.open("wb"),
+        stderr=subprocess.STDOUT,
+    )
+
+
 def is_serving(address: str, service: str = "", timeout: float = 1.0) -> bool:
     """Whether the gRPC server at ``address`` answers health SERVING."""
     try:

@@ -60,15 +60,15 @@ def test_predict_with_json_named_features(server, real_dataset):
     resp = json.loads(out.stdout)
     want = runtime.load(artifact_dir("xgb-v2")).predict(x)
     np.testing.assert_allclose(resp["probabilities"], want, rtol=1e-6)
-    assert resp["artifact"] == "xgb-v2" and len(resp["artifact_sha256"]) == 64
+    assert resp["artifact"] == "xgb-v2" and len(resp["artifactSha256"]) == 64  # proto3 JSON
     assert len(resp["labels"]) == 3
 
 
 def test_model_info_and_bad_input_over_grpcurl(server):
     out = grpcurl(server, "volatility.v1.Predictor/ModelInfo", data={})
     info = json.loads(out.stdout)
-    assert info["feature_names"] == list(FEATURE_NAMES)
-    assert info["active"] is True and "xgb-v1" in info["available_artifacts"]
+    assert info["featureNames"] == list(FEATURE_NAMES)
+    assert info["active"] is True and "xgb-v1" in info["availableArtifacts"]
     bad = grpcurl(
         server,
         "volatility.v1.Predictor/Predict",

@@ -23,8 +23,8 @@ def in_flight(srv: ServerProcess) -> float:
     return 0.0
 
 
-def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path):
-    srv = ServerProcess(tmp_path, env={"VOLSPIKE_MAX_ROWS": "1000000"}).start()
+def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path, impl):
+    srv = ServerProcess(tmp_path, env={"VOLSPIKE_MAX_ROWS": "1000000"}, impl=impl).start()
     x = np.random.default_rng(0).random((800_000, 11)).astype(np.float32)  # ~1 s of work
     req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
     results: list[object] = []
@@ -71,8 +71,8 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path):
     assert "draining" in srv.log.read_text()
 
 
-def test_new_calls_after_shutdown_are_refused(tmp_path):
-    srv = ServerProcess(tmp_path).start()
+def test_new_calls_after_shutdown_are_refused(tmp_path, impl):
+    srv = ServerProcess(tmp_path, impl=impl).start()
     assert srv.health("volatility.v1.Predictor") == "SERVING"
     assert srv.health("inference.GRPCInferenceService") == "SERVING"
     assert srv.stop() == 0
@@ -84,7 +84,8 @@ def test_new_calls_after_shutdown_are_refused(tmp_path):
 
 
 def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
-    srv = ServerProcess(tmp_path, workers=2)
+    """Python server only: the native server is one process."""
+    srv = ServerProcess(tmp_path, workers=2, impl="python")
     with socket.socket() as taken:  # worker 1's metrics port is already in use
         taken.bind(("127.0.0.1", srv.metrics_port + 1))
         taken.listen()

@@ -19,8 +19,9 @@ from server.rollback import set_artifact
 from tests.conftest import ROOT, ServerProcess, artifact_dir
 
 
-def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset):
-    srv = ServerProcess(tmp_path, artifact="xgb-v1", workers=2).start()
+def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
+    workers = 2 if impl == "python" else 1  # native: one process, every core
+    srv = ServerProcess(tmp_path, artifact="xgb-v1", workers=workers, impl=impl).start()
     x = np.ascontiguousarray(real_dataset.test.X[:64])
     want = {n: runtime.load(artifact_dir(n)).predict(x) for n in ("xgb-v1", "xgb-v2")}
     req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
@@ -71,7 +72,7 @@ def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset):
     assert log.count("active model is now") >= 22
 
 
-def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset):
+def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset, impl):
     models = tmp_path / "models"
     for name in ("xgb-v1", "xgb-v2"):
         shutil.copytree(artifact_dir(name), models / name)
@@ -80,7 +81,7 @@ def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset):
     data[len(data) // 2] ^= 0xFF  # tampered
     lib.write_bytes(bytes(data))
     srv = ServerProcess(
-        tmp_path, artifact="xgb-v1", env={"VOLSPIKE_MODELS_DIR": str(models)}
+        tmp_path, artifact="xgb-v1", env={"VOLSPIKE_MODELS_DIR": str(models)}, impl=impl
     ).start()
     try:
         set_artifact(srv.model_config, "xgb-v2")
@@ -105,8 +106,8 @@ def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset):
         assert srv.stop() == 0
 
 
-def test_make_rollback_edits_config_and_signals(tmp_path):
-    srv = ServerProcess(tmp_path, artifact="xgb-v2").start()
+def test_make_rollback_edits_config_and_signals(tmp_path, impl):
+    srv = ServerProcess(tmp_path, artifact="xgb-v2", impl=impl).start()
     try:
         out = subprocess.run(
             [

@@ -47,7 +47,7 @@ def otlp():
     server.stop(0)
 
 
-def test_spans_continue_the_callers_trace(otlp, tmp_path):
+def test_spans_continue_the_callers_trace(otlp, tmp_path, impl):
     port, receiver = otlp
     env = {
         "OTEL_EXPORTER_OTLP_ENDPOINT": f"http://127.0.0.1:{port}",
@@ -55,7 +55,7 @@ def test_spans_continue_the_callers_trace(otlp, tmp_path):
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_TRACES_SAMPLER": "",  # the production default: continue sampled callers
     }
-    srv = ServerProcess(tmp_path, env=env).start()
+    srv = ServerProcess(tmp_path, env=env, impl=impl).start()
     try:
         with grpc.insecure_channel(srv.address) as ch:
             health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())

@@ -136,8 +136,9 @@ def test_nan_is_missing_not_an_error(stub):
     assert 0.0 <= resp.probabilities[0] <= 1.0
 
 
-def test_no_model_loaded_is_unavailable_then_serving_after_fix(tmp_path):
-    srv = ServerProcess(tmp_path, artifact="does-not-exist").start(wait_serving=False)
+def test_no_model_loaded_is_unavailable_then_serving_after_fix(tmp_path, impl):
+    srv = ServerProcess(tmp_path, artifact="does-not-exist", impl=impl)
+    srv.start(wait_serving=False)
     try:
         srv.wait_health("NOT_SERVING")
         with grpc.insecure_channel(srv.address) as ch:

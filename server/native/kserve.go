@@ -1,0 +1,154 @@
+package main
+
+import (
+	"context"
+	"encoding/binary"
+	"math"
+	"sort"
+	"strconv"
+	"strings"
+
+	"google.golang.org/protobuf/proto"
+
+	v2 "volspike/server/native/gen/inferencepb"
+)
+
+// KServe v2 / Open Inference Protocol over the same registry. ModelInfer takes one FP32
+// input of shape [N, F] (raw_input_contents or contents.fp32_contents) and returns
+// "probability" (FP32 [N]) and "label" (BOOL [N]) as raw output contents, as Triton does.
+const (
+	serverName    = "volspike"
+	serverVersion = "0.1.0"
+)
+
+var outputTypes = map[string]string{"probability": "FP32", "label": "BOOL"}
+var outputOrder = []string{"probability", "label"}
+
+func (s *Service) ServerLive(context.Context, *Call, *v2.ServerLiveRequest) (proto.Message, error) {
+	return &v2.ServerLiveResponse{Live: true}, nil
+}
+
+func (s *Service) ServerReady(context.Context, *Call, *v2.ServerReadyRequest) (proto.Message, error) {
+	return &v2.ServerReadyResponse{Ready: s.registry.active.Load() != nil}, nil
+}
+
+func (s *Service) ModelReady(_ context.Context, _ *Call, req *v2.ModelReadyRequest) (proto.Message, error) {
+	_, err := s.registry.Get(req.Name)
+	return &v2.ModelReadyResponse{Ready: err == nil}, nil
+}
+
+func (s *Service) ServerMetadata(context.Context, *Call, *v2.ServerMetadataRequest) (proto.Message, error) {
+	return &v2.ServerMetadataResponse{Name: serverName, Version: serverVersion}, nil
+}
+
+func (s *Service) ModelMetadata(_ context.Context, call *Call, req *v2.ModelMetadataRequest) (proto.Message, error) {
+	model, err := s.registry.Get(req.Name)
+	if err != nil {
+		return nil, err
+	}
+	call.Artifact = model.Name
+	resp := &v2.ModelMetadataResponse{
+		Name:     model.Name,
+		Versions: []string{model.Sha256[:12]},
+		Platform: "tl2cgen",
+		Inputs:   []*v2.ModelMetadataResponse_TensorMetadata{{Name: "features", Datatype: "FP32", Shape: []int64{-1, int64(model.NFeatures)}}},
+	}
+	for _, name := range outputOrder {
+		resp.Outputs = append(resp.Outputs, &v2.ModelMetadataResponse_TensorMetadata{Name: name, Datatype: outputTypes[name], Shape: []int64{-1}})
+	}
+	return resp, nil
+}
+
+func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInferRequest) (proto.Message, error) {
+	model, err := s.registry.Get(req.ModelName)
+	if err != nil {
+		return nil, err
+	}
+	call.Artifact = model.Name
+	x, field, err := s.decodeInfer(req, model.NFeatures)
+	if err != nil {
+		return nil, err
+	}
+	rows := len(x) / model.NFeatures
+	call.Rows = rows
+	_, end := s.childSpan(ctx, call, "predict")
+	probs, err := score(ctx, model, x, rows, field)
+	end()
+	if err != nil {
+		return nil, err
+	}
+	s.metrics.RecordPredictions(model, probs)
+	wanted := outputOrder
+	if len(req.Outputs) > 0 {
+		wanted = nil
+		for _, o := range req.Outputs {
+			wanted = append(wanted, o.Name)
+		}
+	}
+	resp := &v2.ModelInferResponse{ModelName: model.Name, ModelVersion: model.Sha256[:12], Id: req.Id}
+	for _, name := range wanted {
+		resp.Outputs = append(resp.Outputs, &v2.ModelInferResponse_InferOutputTensor{
+			Name: name, Datatype: outputTypes[name], Shape: []int64{int64(rows)}})
+		var raw []byte
+		if name == "probability" {
+			raw = make([]byte, 4*rows)
+			for i, p := range probs {
+				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(p))
+			}
+		} else {
+			raw = make([]byte, rows)
+			for i, p := range probs {
+				if p >= model.Threshold {
+					raw[i] = 1
+				}
+			}
+		}
+		resp.RawOutputContents = append(resp.RawOutputContents, raw)
+	}
+	return resp, nil
+}
+
+func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, string, error) {
+	for _, o := range req.Outputs {
+		if _, ok := outputTypes[o.Name]; !ok {
+			names := append([]string(nil), outputOrder...)
+			sort.Strings(names)
+			return nil, "", invalid("outputs: unknown output '%s'; this model has %s", o.Name, quoted(names))
+		}
+	}
+	if len(req.Inputs) != 1 {
+		return nil, "", invalid("inputs: expected exactly 1 input tensor of FP32 [N, %d], got %d", width, len(req.Inputs))
+	}
+	t := req.Inputs[0]
+	name := "inputs[0] ('" + t.Name + "')"
+	if t.Datatype != "FP32" {
+		return nil, "", invalid("%s.datatype is '%s'; expected 'FP32'", name, t.Datatype)
+	}
+	if len(t.Shape) != 2 || t.Shape[1] != int64(width) || t.Shape[0] < 1 {
+		dims := make([]string, len(t.Shape))
+		for i, d := range t.Shape {
+			dims[i] = strconv.FormatInt(d, 10)
+		}
+		return nil, "", invalid("%s.shape is [%s]; expected [N >= 1, %d]", name, strings.Join(dims, ", "), width)
+	}
+	var data []byte
+	field := "raw_input_contents[0]"
+	if len(req.RawInputContents) > 0 {
+		data = req.RawInputContents[0]
+	} else {
+		field = name + ".contents.fp32_contents"
+		vals := t.GetContents().GetFp32Contents()
+		data = make([]byte, 4*len(vals))
+		for i, v := range vals {
+			binary.LittleEndian.PutUint32(data[4*i:], math.Float32bits(v))
+		}
+	}
+	x, err := packedMatrix(data, width, s.maxRows, field)
+	if err != nil {
+		return nil, "", err
+	}
+	if int64(len(x)/width) != t.Shape[0] {
+		return nil, "", invalid("%s holds %d rows but %s.shape says %d", field, len(x)/width, name, t.Shape[0])
+	}
+	return x, field, nil
+}

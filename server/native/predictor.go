@@ -1,0 +1,219 @@
+package main
+
+import (
+	"context"
+	"encoding/json"
+	"fmt"
+	"math"
+	"sort"
+	"strings"
+	"time"
+	"unsafe"
+
+	"go.opentelemetry.io/otel/attribute"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+	"google.golang.org/protobuf/types/known/timestamppb"
+
+	pb "volspike/server/native/gen/volatilitypb"
+)
+
+// Service holds what every method needs.
+type Service struct {
+	*Wrapper
+	registry *Registry
+	maxRows  int
+}
+
+// Predict: named rows or packed float32 -> probability and label per row.
+func (s *Service) Predict(ctx context.Context, call *Call, req *pb.PredictRequest) (proto.Message, error) {
+	model, err := s.registry.Get(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	call.Artifact = model.Name
+	t0 := time.Now()
+	_, end := s.childSpan(ctx, call, "decode")
+	x, err := s.decodePredict(req, model)
+	end()
+	if err != nil {
+		return nil, err
+	}
+	rows := len(x) / model.NFeatures
+	call.Rows = rows
+	_, end = s.childSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
+	probs, err := score(ctx, model, x, rows, s.packedField(req))
+	end()
+	if err != nil {
+		return nil, err
+	}
+	_, end = s.childSpan(ctx, call, "encode")
+	labels := make([]bool, rows)
+	for i, p := range probs {
+		labels[i] = p >= model.Threshold
+	}
+	resp := &pb.PredictResponse{
+		Probabilities:        probs,
+		Labels:               labels,
+		Artifact:             model.Name,
+		ArtifactSha256:       model.Sha256,
+		DecisionThreshold:    model.Threshold,
+		ServerComputeSeconds: time.Since(t0).Seconds(),
+	}
+	end()
+	s.metrics.RecordPredictions(model, probs)
+	return resp, nil
+}
+
+func (s *Service) packedField(req *pb.PredictRequest) string {
+	if req.Packed != nil {
+		return "packed.float32_le"
+	}
+	return "rows"
+}
+
+// score runs the trees; an infinity found by the native loop names its row.
+func score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
+	out := make([]float32, rows)
+	if bad := model.Predict(x, out); bad >= 0 {
+		return nil, invalid("%s: row %d contains an infinite value", field, bad)
+	}
+	if ctx.Err() == context.DeadlineExceeded {
+		return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", fmt.Sprintf("deadline exceeded while scoring %d rows", rows))
+	}
+	return out, nil
+}
+
+func (s *Service) decodePredict(req *pb.PredictRequest, model *Model) ([]float32, error) {
+	hasRows, hasPacked := len(req.Rows) > 0, req.Packed != nil
+	switch {
+	case hasRows && hasPacked:
+		return nil, invalid("set either rows or packed, not both")
+	case hasPacked:
+		width := model.NFeatures
+		if int(req.Packed.NumFeatures) != width {
+			return nil, invalid("packed.num_features is %d; the model expects %d (%s)",
+				req.Packed.NumFeatures, width, strings.Join(model.Manifest.FeatureNames, ", "))
+		}
+		return packedMatrix(req.Packed.Float32Le, width, s.maxRows, "packed.float32_le")
+	case hasRows:
+		return decodeRows(req.Rows, model.Manifest.FeatureNames, s.maxRows)
+	}
+	return nil, invalid("request has no rows: set rows (named features) or packed")
+}
+
+// packedMatrix checks shape and size; infinities are found by the native loop.
+func packedMatrix(data []byte, width, maxRows int, field string) ([]float32, error) {
+	if len(data) == 0 {
+		return nil, invalid("%s is empty: no rows to score", field)
+	}
+	rowBytes := 4 * width
+	if len(data)%rowBytes != 0 {
+		return nil, invalid("%s has %d bytes, not a whole number of rows of %d float32", field, len(data), width)
+	}
+	rows := len(data) / rowBytes
+	if rows > maxRows {
+		return nil, statusErr(grpccodes.ResourceExhausted, "ResourceExhausted",
+			fmt.Sprintf("%s: %d rows exceed the limit of %d per call", field, rows, maxRows))
+	}
+	return float32View(data), nil
+}
+
+// float32View reads little-endian float32 in place when aligned (amd64 is
+// little-endian), else copies.
+func float32View(data []byte) []float32 {
+	n := len(data) / 4
+	if uintptr(unsafe.Pointer(&data[0]))%4 == 0 {
+		return unsafe.Slice((*float32)(unsafe.Pointer(&data[0])), n)
+	}
+	out := make([]float32, n)
+	copy(unsafe.Slice((*byte)(unsafe.Pointer(&out[0])), 4*n), data)
+	return out
+}
+
+func decodeRows(rows []*pb.Row, names []string, maxRows int) ([]float32, error) {
+	if len(rows) > maxRows {
+		return nil, statusErr(grpccodes.ResourceExhausted, "ResourceExhausted",
+			fmt.Sprintf("rows: %d rows exceed the limit of %d per call", len(rows), maxRows))
+	}
+	width := len(names)
+	out := make([]float32, len(rows)*width)
+	for i, row := range rows {
+		feats := row.GetFeatures()
+		ok := len(feats) == width
+		for j, name := range names {
+			v, present := feats[name]
+			if !present {
+				ok = false
+				break
+			}
+			out[i*width+j] = float32(v)
+		}
+		if !ok {
+			return nil, invalid("%s", describeRow(i, feats, names))
+		}
+	}
+	for k, v := range out {
+		if math.IsInf(float64(v), 0) {
+			return nil, invalid("rows[%d].features['%s'] is infinite or overflows float32", k/width, names[k%width])
+		}
+	}
+	return out, nil
+}
+
+func describeRow(i int, feats map[string]float64, names []string) string {
+	known := map[string]bool{}
+	for _, n := range names {
+		known[n] = true
+	}
+	var unknown, missing []string
+	for k := range feats {
+		if !known[k] {
+			unknown = append(unknown, "'"+k+"'")
+		}
+	}
+	sort.Strings(unknown)
+	for _, n := range names {
+		if _, ok := feats[n]; !ok {
+			missing = append(missing, "'"+n+"'")
+		}
+	}
+	var parts []string
+	if len(unknown) > 0 {
+		parts = append(parts, "unknown feature(s) "+strings.Join(unknown, ", "))
+	}
+	if len(missing) > 0 {
+		parts = append(parts, "missing feature(s) "+strings.Join(missing, ", ")+" (use NaN if unknown)")
+	}
+	return fmt.Sprintf("rows[%d].features: %s", i, strings.Join(parts, "; "))
+}
+
+// ModelInfo describes the active artifact (or the named one).
+func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequest) (proto.Message, error) {
+	model, err := s.registry.Get(req.Model)
+	if err != nil {
+		return nil, err
+	}
+	call.Artifact = model.Name
+	var doc map[string]any
+	manifestJSON := model.Manifest.Raw
+	if json.Unmarshal([]byte(model.Manifest.Raw), &doc) == nil {
+		if b, err := json.Marshal(doc); err == nil { // keys sorted, compact
+			manifestJSON = string(b)
+		}
+	}
+	active := s.registry.active.Load()
+	m := model.Manifest
+	return &pb.ModelInfoResponse{
+		Artifact:           model.Name,
+		ArtifactSha256:     model.Sha256,
+		FeatureNames:       m.FeatureNames,
+		DecisionThreshold:  float32(m.DecisionThreshold),
+		Description:        m.Description,
+		Created:            m.Created,
+		LoadedAt:           timestamppb.New(model.LoadedAt),
+		Active:             active != nil && active.Name == model.Name,
+		AvailableArtifacts: s.registry.Available(),
+		ManifestJson:       manifestJSON,
+	}, nil
+}

@@ -1,0 +1,203 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"strings"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"go.opentelemetry.io/otel/attribute"
+	"go.opentelemetry.io/otel/codes"
+	"go.opentelemetry.io/otel/propagation"
+	"go.opentelemetry.io/otel/trace"
+	"google.golang.org/grpc"
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/encoding"
+	"google.golang.org/grpc/mem"
+	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/status"
+	"google.golang.org/protobuf/proto"
+)
+
+// ServiceError carries the gRPC status of a failed call; the wrapper maps it once.
+type ServiceError struct {
+	Code grpccodes.Code
+	Kind string // error type label, e.g. InvalidArgument
+	Msg  string
+}
+
+func (e *ServiceError) Error() string { return e.Msg }
+
+func statusErr(code grpccodes.Code, kind, msg string) error {
+	return &ServiceError{Code: code, Kind: kind, Msg: msg}
+}
+
+func invalid(format string, a ...any) error {
+	return statusErr(grpccodes.InvalidArgument, "InvalidArgument", fmt.Sprintf(format, a...))
+}
+
+// rawRequest receives a request's bytes undecoded, so a malformed request becomes
+// INVALID_ARGUMENT naming the message type instead of grpc-go's generic INTERNAL.
+type rawRequest struct{ data []byte }
+
+// rawCodec passes rawRequest through and delegates everything else to protobuf.
+type rawCodec struct{ proto encoding.CodecV2 }
+
+func (c rawCodec) Marshal(v any) (mem.BufferSlice, error) { return c.proto.Marshal(v) }
+func (c rawCodec) Name() string                           { return "proto" }
+func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
+	if r, ok := v.(*rawRequest); ok {
+		r.data = data.Materialize()
+		return nil
+	}
+	return c.proto.Unmarshal(data, v)
+}
+
+// Call is what a handler tells the wrapper about the call it served.
+type Call struct {
+	Span     trace.Span
+	Artifact string
+	Rows     int
+}
+
+// Handler serves one decoded request.
+type Handler[Req proto.Message] func(ctx context.Context, call *Call, req Req) (proto.Message, error)
+
+// Wrapper: the one place every RPC goes through - server span continuing the caller's
+// W3C trace context, error mapping, and the per-call metrics with a trace-id exemplar.
+// Only our own services are wrapped, so health checks never produce spans.
+type Wrapper struct {
+	metrics *Metrics
+	tracer  trace.Tracer
+	prop    propagation.TextMapPropagator
+}
+
+func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() Req, h Handler[Req]) grpc.MethodDesc {
+	full := "/" + service + "/" + method
+	typeName := string(newReq().ProtoReflect().Descriptor().FullName())
+	inFlight := w.metrics.inFlight.WithLabelValues(method)
+	rows := w.metrics.rows.WithLabelValues(method)
+	attrs := trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", method))
+	return grpc.MethodDesc{
+		MethodName: method,
+		Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
+			t0 := time.Now()
+			inFlight.Inc()
+			defer inFlight.Dec()
+			if md, ok := metadata.FromIncomingContext(ctx); ok {
+				ctx = w.prop.Extract(ctx, metadataCarrier(md))
+			}
+			ctx, span := w.tracer.Start(ctx, full, trace.WithSpanKind(trace.SpanKindServer), attrs)
+			call := &Call{Span: span}
+			resp, err := func() (proto.Message, error) {
+				var raw rawRequest
+				if err := dec(&raw); err != nil {
+					return nil, err
+				}
+				req := newReq()
+				if err := proto.Unmarshal(raw.data, req); err != nil {
+					return nil, invalid("request is not a valid %s: %v", typeName, err)
+				}
+				switch ctx.Err() {
+				case context.DeadlineExceeded:
+					return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", "deadline expired before the call was served")
+				case context.Canceled:
+					return nil, statusErr(grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served")
+				}
+				return h(ctx, call, req)
+			}()
+			code := grpccodes.OK
+			if err != nil {
+				var se *ServiceError
+				if !errors.As(err, &se) {
+					if st, ok := status.FromError(err); ok {
+						se = &ServiceError{Code: st.Code(), Kind: "GrpcError", Msg: st.Message()}
+					} else {
+						slog.Error("call failed", "method", full, "error", err)
+						se = &ServiceError{Code: grpccodes.Internal, Kind: "Internal", Msg: "internal error (logged on the server)"}
+					}
+				}
+				code = se.Code
+				w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
+				span.SetStatus(codes.Error, se.Msg)
+				span.SetAttributes(attribute.String("error.type", se.Kind))
+				err = status.Error(se.Code, se.Msg)
+			}
+			elapsed := time.Since(t0).Seconds()
+			span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
+			if call.Artifact != "" {
+				span.SetAttributes(attribute.String("volspike.artifact", call.Artifact))
+			}
+			if call.Rows > 0 {
+				span.SetAttributes(attribute.Int("volspike.rows", call.Rows))
+				rows.Observe(float64(call.Rows))
+			}
+			obs := w.metrics.latency.WithLabelValues(method, call.Artifact, codeName(code))
+			if sc := span.SpanContext(); sc.IsSampled() {
+				obs.(prometheus.ExemplarObserver).ObserveWithExemplar(elapsed, prometheus.Labels{"trace_id": sc.TraceID().String()})
+			} else {
+				obs.Observe(elapsed)
+			}
+			w.metrics.requests.WithLabelValues(method, codeName(code)).Inc()
+			span.End()
+			if err != nil {
+				return nil, err
+			}
+			return resp, nil
+		},
+	}
+}
+
+// codeNames spell codes as Python's grpc.StatusCode names do (OK, INVALID_ARGUMENT).
+var codeNames = func() [17]string {
+	var names [17]string
+	for c := range names {
+		s := grpccodes.Code(c).String()
+		var b strings.Builder
+		for i, r := range s {
+			if i > 0 && r >= 'A' && r <= 'Z' && s != "OK" {
+				b.WriteByte('_')
+			}
+			b.WriteRune(r)
+		}
+		names[c] = strings.ToUpper(b.String())
+	}
+	return names
+}()
+
+func codeName(c grpccodes.Code) string {
+	if int(c) < len(codeNames) {
+		return codeNames[c]
+	}
+	return c.String()
+}
+
+// childSpan starts a child of the call's span only when the call is sampled: unrecorded
+// spans would cost more than the tree evaluation of one row.
+func (w *Wrapper) childSpan(ctx context.Context, call *Call, name string, kv ...attribute.KeyValue) (context.Context, func()) {
+	if !call.Span.IsRecording() {
+		return ctx, func() {}
+	}
+	ctx, span := w.tracer.Start(ctx, name, trace.WithAttributes(kv...))
+	return ctx, func() { span.End() }
+}
+
+type metadataCarrier metadata.MD
+
+func (c metadataCarrier) Get(key string) string {
+	if v := metadata.MD(c).Get(key); len(v) > 0 {
+		return v[0]
+	}
+	return ""
+}
+func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
+func (c metadataCarrier) Keys() []string {
+	keys := make([]string, 0, len(c))
+	for k := range c {
+		keys = append(keys, k)
+	}
+	return keys
+}

@@ -1,0 +1,27 @@
+"""Every server test runs against both implementations of the same contract: the native
+(Go) front end that `make serve` runs and the Python reference server."""
+
+from __future__ import annotations
+
+import grpc
+import pytest
+
+from tests.conftest import SERVER_IMPLS, ServerProcess
+
+
+@pytest.fixture(scope="module", params=SERVER_IMPLS)
+def impl(request) -> str:
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory, impl):
+    srv = ServerProcess(tmp_path_factory.mktemp(f"server-{impl}"), impl=impl).start()
+    yield srv
+    assert srv.stop() == 0
+
+
+@pytest.fixture(scope="module")
+def channel(server):
+    with grpc.insecure_channel(server.address) as ch:
+        yield ch
