@@ -87,6 +87,7 @@ proto-check: $(VENV)/.installed $(PROTOC_GEN_GO)
 	done; rm -rf $$tmp; echo "proto stubs up to date"
 
 test: models native lint proto-check
+	cd server/native && $(GO) test ./...
 	$(PY) -m pytest -q
 
 SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)

@@ -11,9 +11,11 @@ import (
 	"log/slog"
 	"net"
 	"net/http"
+	"net/http/pprof"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -47,6 +49,7 @@ type Settings struct {
 	ReloadPoll      time.Duration
 	Grace           time.Duration
 	PidFile         string
+	Pprof           bool
 }
 
 func loadSettings() Settings {
@@ -83,6 +86,7 @@ func loadSettings() Settings {
 	poll := flag.Float64("reload-poll-seconds", secs("RELOAD_POLL_SECONDS", 1.0), "model config mtime check interval")
 	grace := flag.Float64("grace-seconds", secs("GRACE_SECONDS", 10.0), "on SIGTERM, time for in-flight calls")
 	flag.StringVar(&s.PidFile, "pid-file", env("PID_FILE", ""), "where to write the PID (for make rollback)")
+	flag.BoolVar(&s.Pprof, "pprof", false, "serve Go profiles on the metrics port (/debug/pprof/)")
 	flag.Parse()
 	s.ReloadPoll = time.Duration(*poll * float64(time.Second))
 	s.Grace = time.Duration(*grace * float64(time.Second))
@@ -138,6 +142,9 @@ func run(s Settings) error {
 	calls := &unaryCalls{}
 	server := grpc.NewServer(
 		grpc.StatsHandler(calls),
+		// Reused handler goroutines keep their grown stacks: a fresh goroutine per call
+		// spent ~10 % of a one-row call growing its stack (pprof).
+		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2("proto")}),
 		grpc.MaxRecvMsgSize(s.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.MaxMessageBytes),
@@ -179,6 +186,10 @@ func run(s Settings) error {
 	}
 	mux := http.NewServeMux()
 	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{EnableOpenMetrics: true}))
+	if s.Pprof {
+		mux.HandleFunc("/debug/pprof/", pprof.Index)
+		mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
+	}
 	go http.Serve(mlis, mux)
 	served := make(chan error, 1)
 	go func() { served <- server.Serve(lis) }()

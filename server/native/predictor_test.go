@@ -1,0 +1,120 @@
+package main
+
+import (
+	"errors"
+	"math"
+	"strings"
+	"testing"
+
+	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/protobuf/proto"
+
+	pb "volspike/server/native/gen/volatilitypb"
+)
+
+func testService() (*Service, *Model) {
+	return &Service{maxRows: 100}, &Model{Name: "m", NFeatures: len(FeatureNames), Manifest: Manifest{FeatureNames: FeatureNames}}
+}
+
+func goodRow() *pb.Row {
+	feats := map[string]float64{}
+	for _, n := range FeatureNames {
+		feats[n] = 0.5
+	}
+	return &pb.Row{Features: feats}
+}
+
+func TestDecodeNamesTheField(t *testing.T) {
+	s, m := testService()
+	bad := goodRow()
+	bad.Features["oops"] = 1
+	delete(bad.Features, "spread")
+	inf := goodRow()
+	inf.Features["rv_60s"] = 1e300
+	cases := []struct {
+		req  *pb.PredictRequest
+		code grpccodes.Code
+		msg  string
+	}{
+		{&pb.PredictRequest{}, grpccodes.InvalidArgument, "request has no rows"},
+		{&pb.PredictRequest{Rows: []*pb.Row{goodRow(), bad}}, grpccodes.InvalidArgument,
+			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'spread' (use NaN if unknown)"},
+		{&pb.PredictRequest{Rows: []*pb.Row{inf}}, grpccodes.InvalidArgument,
+			"rows[0].features['rv_60s'] is infinite or overflows float32"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{NumFeatures: 11}}, grpccodes.InvalidArgument, "packed.float32_le is empty"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 45), NumFeatures: 11}}, grpccodes.InvalidArgument,
+			"packed.float32_le has 45 bytes, not a whole number of rows of 11 float32"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 44), NumFeatures: 10}}, grpccodes.InvalidArgument,
+			"packed.num_features is 10; the model expects 11"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 44*101), NumFeatures: 11}}, grpccodes.ResourceExhausted,
+			"packed.float32_le: 101 rows exceed the limit of 100 per call"},
+		{&pb.PredictRequest{Rows: []*pb.Row{goodRow()}, Packed: &pb.PackedRows{}}, grpccodes.InvalidArgument,
+			"set either rows or packed, not both"},
+	}
+	for _, c := range cases {
+		_, err := s.decodePredict(c.req, m)
+		var se *ServiceError
+		if !errors.As(err, &se) || se.Code != c.code || !strings.Contains(se.Msg, c.msg) {
+			t.Errorf("got %v, want %v %q", err, c.code, c.msg)
+		}
+	}
+}
+
+func TestNamedRowsKeepFeatureOrder(t *testing.T) {
+	s, m := testService()
+	row := goodRow()
+	for i, n := range FeatureNames {
+		row.Features[n] = float64(i)
+	}
+	row.Features["ret_60s"] = math.NaN()
+	x, err := s.decodePredict(&pb.PredictRequest{Rows: []*pb.Row{row}}, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, v := range x {
+		if FeatureNames[i] == "ret_60s" {
+			if !math.IsNaN(float64(v)) {
+				t.Errorf("ret_60s: want NaN, got %v", v)
+			}
+		} else if v != float32(i) {
+			t.Errorf("%s: want %d, got %v", FeatureNames[i], i, v)
+		}
+	}
+}
+
+func TestCodeNamesMatchPython(t *testing.T) {
+	for code, want := range map[grpccodes.Code]string{
+		grpccodes.OK: "OK", grpccodes.InvalidArgument: "INVALID_ARGUMENT",
+		grpccodes.DeadlineExceeded: "DEADLINE_EXCEEDED", grpccodes.Unavailable: "UNAVAILABLE",
+	} {
+		if got := codeName(code); got != want {
+			t.Errorf("codeName(%v) = %q, want %q", code, got, want)
+		}
+	}
+}
+
+// FuzzDecodePredict: any request bytes either decode to whole rows or fail with a
+// client error code; nothing panics.
+func FuzzDecodePredict(f *testing.F) {
+	good, _ := proto.Marshal(&pb.PredictRequest{Rows: []*pb.Row{goodRow()}})
+	f.Add(good)
+	f.Add([]byte{0x1a, 0x03, 0x10, 0x0b, 0x0a})
+	s, m := testService()
+	f.Fuzz(func(t *testing.T, data []byte) {
+		req := &pb.PredictRequest{}
+		if proto.Unmarshal(data, req) != nil {
+			return
+		}
+		x, err := s.decodePredict(req, m)
+		if err == nil {
+			if len(x) == 0 || len(x)%m.NFeatures != 0 {
+				t.Fatalf("decoded %d values", len(x))
+			}
+			return
+		}
+		var se *ServiceError
+		if !errors.As(err, &se) || (se.Code != grpccodes.InvalidArgument && se.Code != grpccodes.ResourceExhausted) || se.Msg == "" {
+			t.Fatalf("unexpected error %v", err)
+		}
+	})
+}
