@@ -22,12 +22,28 @@ type Registry struct {
 	metrics *Metrics
 	active  atomic.Pointer[Model]
 
-	mu     sync.Mutex // serialises loads; guards others
-	others map[string]*Model
+	mu     sync.Mutex                        // serialises loads and writers of others
+	others atomic.Pointer[map[string]*Model] // loaded, not active; copied on write
 }
 
 func NewRegistry(dir string, metrics *Metrics) *Registry {
-	return &Registry{dir: dir, metrics: metrics, others: map[string]*Model{}}
+	r := &Registry{dir: dir, metrics: metrics}
+	r.others.Store(&map[string]*Model{})
+	return r
+}
+
+// setOther replaces others with a copy where name maps to m (nil: removed). Callers hold mu.
+func (r *Registry) setOther(name string, m *Model) {
+	next := map[string]*Model{}
+	for k, v := range *r.others.Load() {
+		next[k] = v
+	}
+	if m == nil {
+		delete(next, name)
+	} else {
+		next[name] = m
+	}
+	r.others.Store(&next)
 }
 
 // Available lists the artifacts this server can switch to.
@@ -50,9 +66,12 @@ func (r *Registry) Get(name string) (*Model, error) {
 		}
 		return active, nil
 	}
+	if m := (*r.others.Load())[name]; m != nil { // no lock on the hot path
+		return m, nil
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m := r.others[name]; m != nil {
+	if m := (*r.others.Load())[name]; m != nil {
 		return m, nil
 	}
 	available := r.Available()
@@ -63,7 +82,7 @@ func (r *Registry) Get(name string) (*Model, error) {
 	if err != nil {
 		return nil, statusErr(codes.Unavailable, "ArtifactError", err.Error())
 	}
-	r.others[name] = m
+	r.setOther(name, m)
 	return m, nil
 }
 
@@ -78,9 +97,9 @@ func (r *Registry) Activate(name string) error {
 		return err
 	}
 	old := r.active.Swap(m)
-	delete(r.others, name)
+	r.setOther(name, nil)
 	if old != nil && old.Name != name {
-		r.others[old.Name] = old // stays warm for a quick switch back
+		r.setOther(old.Name, old) // stays warm for a quick switch back
 	}
 	r.mu.Unlock()
 	r.metrics.reloads.WithLabelValues("ok").Inc()

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"runtime/debug"
 	"strings"
 	"time"
 
@@ -92,7 +93,13 @@ func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() 
 			}
 			ctx, span := w.tracer.Start(ctx, full, trace.WithSpanKind(trace.SpanKindServer), attrs)
 			call := &Call{Span: span}
-			resp, err := func() (proto.Message, error) {
+			resp, err := func() (resp proto.Message, err error) {
+				defer func() { // a bug must cost one call (INTERNAL), never the server
+					if p := recover(); p != nil {
+						slog.Error("call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
+						resp, err = nil, fmt.Errorf("panic: %v", p)
+					}
+				}()
 				var raw rawRequest
 				if err := dec(&raw); err != nil {
 					return nil, err
