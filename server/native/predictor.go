@@ -8,6 +8,7 @@ import (
 	"runtime"
 	"sort"
 	"strings"
+	"sync"
 	"time"
 	"unsafe"
 
@@ -73,16 +74,62 @@ func (s *Service) packedField(req *pb.PredictRequest) string {
 	return "rows"
 }
 
-// score runs the trees; an infinity found by the native loop names its row.
 // cores admits as many native predicts at once as there are cores: more would only
 // time-slice one another (every call slower, the same total), fewer would leave a core idle.
 var cores = make(chan struct{}, runtime.GOMAXPROCS(0))
 
+// minChunkRows: a batch is split across idle cores only in chunks at least this big
+// (~0.4 ms of trees), far above the cost of handing a chunk to another goroutine.
+const minChunkRows = 256
+
+// predictOnCores scores on one core, plus whichever cores are idle when the batch is
+// large, and returns the first row holding an infinity (-1: none). Extra cores are only
+// taken if free, so calls never wait on each other for more than one.
+func predictOnCores(model *Model, x, out []float32) int {
+	rows, width := len(out), model.NFeatures
+	cores <- struct{}{}
+	n := 1
+extra:
+	for n < rows/minChunkRows {
+		select {
+		case cores <- struct{}{}:
+			n++
+		default:
+			break extra
+		}
+	}
+	chunk := (rows + n - 1) / n
+	bads := make([]int, n)
+	var wg sync.WaitGroup
+	for i := 1; i < n; i++ {
+		lo, hi := i*chunk, min((i+1)*chunk, rows)
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if b := model.Predict(x[lo*width:hi*width], out[lo:hi]); b >= 0 {
+				bads[i] = lo + b
+			} else {
+				bads[i] = -1
+			}
+		}()
+	}
+	bads[0] = model.Predict(x[:min(chunk, rows)*width], out[:min(chunk, rows)])
+	wg.Wait()
+	for range n {
+		<-cores
+	}
+	for _, b := range bads {
+		if b >= 0 {
+			return b // chunks are in row order: the first one found is the first row
+		}
+	}
+	return -1
+}
+
+// score runs the trees; an infinity found by the native loop names its row.
 func score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
-	cores <- struct{}{}
-	bad := model.Predict(x, out)
-	<-cores
+	bad := predictOnCores(model, x, out)
 	if bad >= 0 {
 		return nil, invalid("%s: row %d contains an infinite value", field, bad)
 	}
