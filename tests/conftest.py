@@ -158,16 +158,3 @@ class ServerProcess:
         )
         with urllib.request.urlopen(req, timeout=5) as r:
             return r.read().decode()
-
-
-@pytest.fixture(scope="module")
-def server(tmp_path_factory):
-    srv = ServerProcess(tmp_path_factory.mktemp("server")).start()
-    yield srv
-    assert srv.stop() == 0
-
-
-@pytest.fixture(scope="module")
-def channel(server):
-    with grpc.insecure_channel(server.address) as ch:
-        yield ch
