@@ -81,3 +81,28 @@ func TestTamperedLibraryIsRefused(t *testing.T) {
 		t.Fatalf("tampered library: got %v", err)
 	}
 }
+
+func TestModelConfigIsReadAsTOML(t *testing.T) {
+	dir := t.TempDir()
+	for text, want := range map[string]string{
+		"# comment\nartifact = \"xgb-v1\"\n":    "xgb-v1",
+		"artifact='baseline-rv60' # rollback\n": "baseline-rv60",
+	} {
+		path := filepath.Join(dir, "model.toml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if got, err := ActiveArtifact(path); err != nil || got != want {
+			t.Errorf("%q: got %q, %v; want %q", text, got, err, want)
+		}
+	}
+	for _, text := range []string{"", "artifact = \"\"\n", "artifact = [\n"} {
+		path := filepath.Join(dir, "bad.toml")
+		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		if _, err := ActiveArtifact(path); err == nil || !strings.Contains(err.Error(), path) {
+			t.Errorf("%q: want an error naming the file, got %v", text, err)
+		}
+	}
+}

@@ -5,13 +5,13 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
-	"regexp"
 	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	"github.com/BurntSushi/toml"
 	"google.golang.org/grpc/codes"
 )
 
@@ -137,19 +137,18 @@ func (r *Registry) load(name string) (*Model, error) {
 	return m, err
 }
 
-var artifactLine = regexp.MustCompile(`(?m)^artifact\s*=\s*"([^"]*)"\s*(#.*)?$`)
-
-// ActiveArtifact reads the artifact named by the model config file (artifact = "name").
+// ActiveArtifact reads the artifact named by the model config file (TOML: artifact = "name").
 func ActiveArtifact(path string) (string, error) {
-	text, err := os.ReadFile(path)
-	if err != nil {
-		return "", err
+	var cfg struct {
+		Artifact string `toml:"artifact"`
 	}
-	match := artifactLine.FindSubmatch(text)
-	if match == nil || len(match[1]) == 0 {
+	if _, err := toml.DecodeFile(path, &cfg); err != nil {
+		return "", fmt.Errorf("%s: %w", path, err)
+	}
+	if cfg.Artifact == "" {
 		return "", fmt.Errorf("%s: 'artifact' must name a compiled artifact", path)
 	}
-	return string(match[1]), nil
+	return cfg.Artifact, nil
 }
 
 // quoted spells names as ['a', 'b'], as the Python server does.
