@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
@@ -48,6 +49,7 @@ type App struct {
 // a model is warm.
 func NewApp(s Settings, tracer trace.Tracer) (*App, error) {
 	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) // CPU, memory, fds
 	metrics := NewMetrics(reg)
 	a := &App{settings: s, metrics: metrics, registry: NewRegistry(s.ModelsDir, metrics), draining: make(chan struct{})}
 	svc := &Service{
