@@ -63,7 +63,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         x = self._decode(request, model.n_features)
         call.rows = len(x)
         with self.child_span(call, "predict", {"volspike.rows": len(x)}):
-            probs = score(model, x, context)
+            probs = score(model, x, context, self.metrics)
         record_predictions(self.metrics, model, probs)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         raw = {

@@ -101,6 +101,11 @@ class ServerMetrics:
             ["method"],
             registry=registry,
         )
+        self.scoring = Gauge(
+            "volspike_rows_scoring",
+            "Rows being run through the trees right now.",
+            registry=registry,
+        )
         self.rows = Histogram(
             "volspike_rows_per_call",
             "Rows scored per call.",

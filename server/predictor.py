@@ -15,22 +15,42 @@ from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server import codec
 from server.config import Settings
-from server.errors import DeadlineExceeded, InvalidArgument
+from server.errors import Cancelled, DeadlineExceeded, InvalidArgument
 from server.metrics import ServerMetrics
 from server.registry import ModelRegistry
 from server.rpc import CallInfo, rpc
 
+STOP_CHECK_ROWS = 4096
+"""Rows scored between checks of the call's deadline and cancellation (~6 ms of trees),
+so an expired or abandoned call stops costing a core."""
 
-def score(model: CompiledModel, x: np.ndarray, context) -> np.ndarray:
+
+def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) -> np.ndarray:
     """The native call releases the GIL, so handler threads score in parallel."""
+    metrics.scoring.inc(len(x))
     try:
-        probs = model.predict(x)
-    except InvalidInput as exc:
+        if len(x) <= STOP_CHECK_ROWS:
+            probs = model.predict(x)
+        else:
+            probs = np.empty(len(x), np.float32)
+            for lo in range(0, len(x), STOP_CHECK_ROWS):
+                if lo:
+                    _raise_if_ended(context, len(x))
+                probs[lo : lo + STOP_CHECK_ROWS] = model.predict(x[lo : lo + STOP_CHECK_ROWS])
+    except InvalidInput as exc:  # codec rejects infinities first; this is a backstop
         raise InvalidArgument(str(exc)) from None
+    finally:
+        metrics.scoring.dec(len(x))
+    _raise_if_ended(context, len(x))
+    return probs
+
+
+def _raise_if_ended(context, rows: int) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
-        raise DeadlineExceeded(f"deadline exceeded while scoring {len(x)} rows")
-    return probs
+        raise DeadlineExceeded(f"deadline exceeded while scoring {rows} rows")
+    if not context.is_active():
+        raise Cancelled(f"the client cancelled the call while {rows} rows were being scored")
 
 
 def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
@@ -70,7 +90,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
         with self.child_span(
             call, "predict", {"volspike.rows": len(x), "volspike.artifact": model.name}
         ):
-            probs = score(model, x, context)
+            probs = score(model, x, context, self.metrics)
         with self.child_span(call, "encode"):
             response = codec.encode_predict(
                 probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0

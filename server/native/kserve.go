@@ -72,7 +72,7 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 	rows := len(x) / model.NFeatures
 	call.Rows = rows
 	_, end := s.childSpan(ctx, call, "predict")
-	probs, err := score(ctx, model, x, rows, field)
+	probs, err := s.score(ctx, model, x, rows, field)
 	end()
 	if err != nil {
 		return nil, err

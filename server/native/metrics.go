@@ -19,6 +19,7 @@ type Metrics struct {
 	requests    *prometheus.CounterVec
 	errors      *prometheus.CounterVec
 	inFlight    *prometheus.GaugeVec
+	scoring     prometheus.Gauge
 	rows        *prometheus.HistogramVec
 	predictions *prometheus.CounterVec
 	positives   *prometheus.CounterVec
@@ -40,6 +41,8 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 			Name: "volspike_rpc_errors_total", Help: "Failed RPCs, by method, gRPC code and error type."}, []string{"method", "code", "type"}),
 		inFlight: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "volspike_rpc_in_flight", Help: "RPCs being served right now, by method."}, []string{"method"}),
+		scoring: prometheus.NewGauge(prometheus.GaugeOpts{
+			Name: "volspike_rows_scoring", Help: "Rows being run through the trees right now."}),
 		rows: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name: "volspike_rows_per_call", Help: "Rows scored per call.", Buckets: rowBuckets}, []string{"method"}),
 		predictions: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -60,7 +63,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		serving: prometheus.NewGauge(prometheus.GaugeOpts{
 			Name: "volspike_serving", Help: "1 while health is SERVING, else 0."}),
 	}
-	reg.MustRegister(m.latency, m.requests, m.errors, m.inFlight, m.rows, m.predictions, m.positives,
+	reg.MustRegister(m.latency, m.requests, m.errors, m.inFlight, m.scoring, m.rows, m.predictions, m.positives,
 		m.probability, m.modelLoad, m.reloads, m.activeModel, m.serving)
 	return m
 }

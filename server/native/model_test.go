@@ -1,6 +1,7 @@
 package main
 
 import (
+	"context"
 	"math"
 	"os"
 	"path/filepath"
@@ -44,7 +45,7 @@ func TestSplitAcrossCoresEqualsOneCall(t *testing.T) {
 		t.Fatalf("unexpected infinite row %d", bad)
 	}
 	got := make([]float32, rows)
-	if bad := predictOnCores(m, x, got); bad != -1 {
+	if bad, stopped := predictOnCores(context.Background(), m, x, got); bad != -1 || stopped {
 		t.Fatalf("unexpected infinite row %d", bad)
 	}
 	for i := range want {
@@ -57,7 +58,7 @@ func TestSplitAcrossCoresEqualsOneCall(t *testing.T) {
 	}
 	x[(rows-3)*m.NFeatures+2] = float32(math.Inf(-1)) // in the last chunk
 	x[(rows-1)*m.NFeatures] = float32(math.Inf(1))
-	if bad := predictOnCores(m, x, got); bad != rows-3 {
+	if bad, _ := predictOnCores(context.Background(), m, x, got); bad != rows-3 {
 		t.Fatalf("first infinite row: got %d, want %d", bad, rows-3)
 	}
 }
@@ -104,5 +105,30 @@ func TestModelConfigIsReadAsTOML(t *testing.T) {
 		if _, err := ActiveArtifact(path); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%q: want an error naming the file, got %v", text, err)
 		}
+	}
+}
+
+func TestACancelledCallStopsScoring(t *testing.T) {
+	m, _ := loadBuilt(t, "xgb-v2")
+	rows := 40 * stopCheckRows
+	x := make([]float32, rows*m.NFeatures)
+	out := make([]float32, rows)
+	for i := range out {
+		out[i] = -1 // untouched rows keep -1
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	cancel()
+	bad, stopped := predictOnCores(ctx, m, x, out)
+	if bad != -1 || !stopped {
+		t.Fatalf("got bad %d stopped %v; want -1, true", bad, stopped)
+	}
+	scored := 0
+	for _, p := range out {
+		if p != -1 {
+			scored++
+		}
+	}
+	if scored == 0 || scored > cap(cores)*stopCheckRows {
+		t.Fatalf("%d of %d rows scored after cancellation; want at most one slice per core", scored, rows)
 	}
 }

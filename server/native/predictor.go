@@ -44,7 +44,7 @@ func (s *Service) Predict(ctx context.Context, call *Call, req *pb.PredictReques
 	rows := len(x) / model.NFeatures
 	call.Rows = rows
 	_, end = s.childSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
-	probs, err := score(ctx, model, x, rows, s.packedField(req))
+	probs, err := s.score(ctx, model, x, rows, s.packedField(req))
 	end()
 	if err != nil {
 		return nil, err
@@ -82,11 +82,16 @@ var cores = make(chan struct{}, runtime.GOMAXPROCS(0))
 // (~0.4 ms of trees), far above the cost of handing a chunk to another goroutine.
 const minChunkRows = 256
 
+// stopCheckRows: rows scored between checks of the call's deadline and cancellation
+// (~3 ms of trees), so an expired or abandoned call stops costing a core.
+const stopCheckRows = 2048
+
 // predictOnCores scores on one core, plus whichever cores are idle when the batch is
-// large, and returns the first row holding an infinity (-1: none). Extra cores are only
-// taken if free, so calls never wait on each other for more than one.
-func predictOnCores(model *Model, x, out []float32) int {
-	rows, width := len(out), model.NFeatures
+// large. It returns the first row holding an infinity (-1: none), or stopped when the
+// call's context ended first. Extra cores are only taken if free, so calls never wait on
+// each other for more than one.
+func predictOnCores(ctx context.Context, model *Model, x, out []float32) (bad int, stopped bool) {
+	rows := len(out)
 	cores <- struct{}{}
 	n := 1
 extra:
@@ -100,40 +105,59 @@ extra:
 	}
 	chunk := (rows + n - 1) / n
 	bads := make([]int, n)
+	stops := make([]bool, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
-		lo, hi := i*chunk, min((i+1)*chunk, rows)
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if b := model.Predict(x[lo*width:hi*width], out[lo:hi]); b >= 0 {
-				bads[i] = lo + b
-			} else {
-				bads[i] = -1
-			}
+			bads[i], stops[i] = predictRange(ctx, model, x, out, i*chunk, min((i+1)*chunk, rows))
 		}()
 	}
-	bads[0] = model.Predict(x[:min(chunk, rows)*width], out[:min(chunk, rows)])
+	bads[0], stops[0] = predictRange(ctx, model, x, out, 0, min(chunk, rows))
 	wg.Wait()
 	for range n {
 		<-cores
 	}
-	for _, b := range bads {
+	for i, b := range bads {
 		if b >= 0 {
-			return b // chunks are in row order: the first one found is the first row
+			return b, false // chunks are in row order: the first one found is the first row
+		}
+		if stops[i] {
+			stopped = true
 		}
 	}
-	return -1
+	return -1, stopped
+}
+
+// predictRange scores rows [lo, hi) in slices of stopCheckRows.
+func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi int) (int, bool) {
+	width := model.NFeatures
+	for start := lo; start < hi; start += stopCheckRows {
+		if start > lo && ctx.Err() != nil {
+			return -1, true
+		}
+		end := min(start+stopCheckRows, hi)
+		if b := model.Predict(x[start*width:end*width], out[start:end]); b >= 0 {
+			return start + b, false
+		}
+	}
+	return -1, false
 }
 
 // score runs the trees; an infinity found by the native loop names its row.
-func score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
+func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
-	bad := predictOnCores(model, x, out)
+	s.metrics.scoring.Add(float64(rows))
+	bad, stopped := predictOnCores(ctx, model, x, out)
+	s.metrics.scoring.Sub(float64(rows))
 	if bad >= 0 {
 		return nil, invalid("%s: row %d contains an infinite value", field, bad)
 	}
-	if ctx.Err() == context.DeadlineExceeded {
+	if stopped || ctx.Err() != nil {
+		if ctx.Err() == context.Canceled {
+			return nil, statusErr(grpccodes.Canceled, "Cancelled", fmt.Sprintf("the client cancelled the call while %d rows were being scored", rows))
+		}
 		return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", fmt.Sprintf("deadline exceeded while scoring %d rows", rows))
 	}
 	return out, nil

@@ -86,6 +86,7 @@ func TestCodeNamesMatchPython(t *testing.T) {
 	for code, want := range map[grpccodes.Code]string{
 		grpccodes.OK: "OK", grpccodes.InvalidArgument: "INVALID_ARGUMENT",
 		grpccodes.DeadlineExceeded: "DEADLINE_EXCEEDED", grpccodes.Unavailable: "UNAVAILABLE",
+		grpccodes.Canceled: "CANCELLED", grpccodes.ResourceExhausted: "RESOURCE_EXHAUSTED",
 	} {
 		if got := codeName(code); got != want {
 			t.Errorf("codeName(%v) = %q, want %q", code, got, want)

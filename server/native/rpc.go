@@ -172,6 +172,7 @@ var codeNames = func() [17]string {
 		}
 		names[c] = strings.ToUpper(b.String())
 	}
+	names[grpccodes.Canceled] = "CANCELLED" // grpc-go spells it Canceled
 	return names
 }()
 

@@ -71,6 +71,44 @@ def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path, impl):
     assert "draining" in srv.log.read_text()
 
 
+def gauge(srv: ServerProcess, name: str) -> float:
+    for line in srv.metrics_text().splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[-1])
+    raise AssertionError(f"{name} not in the scrape")
+
+
+def test_a_cancelled_call_stops_costing_a_core(tmp_path, impl):
+    env = {"VOLSPIKE_MAX_ROWS": "4000000", "VOLSPIKE_MAX_MESSAGE_BYTES": str(256 << 20)}
+    srv = ServerProcess(tmp_path, env=env, impl=impl).start()
+    x = np.random.default_rng(1).random((3_000_000, 11)).astype(np.float32)  # 2.5-4 s of trees
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    try:
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = pb_grpc.PredictorStub(ch)
+            call = stub.Predict.future(req, timeout=60)
+            deadline = time.monotonic() + 30
+            while gauge(srv, "volspike_rows_scoring") < len(x) and time.monotonic() < deadline:
+                time.sleep(0.01)
+            assert gauge(srv, "volspike_rows_scoring") == len(x)  # uploaded, being scored
+            time.sleep(0.2)
+            call.cancel()
+            cancelled_at = time.monotonic()
+            while in_flight(srv) > 0 and time.monotonic() - cancelled_at < 10:
+                time.sleep(0.01)
+            stopped_after = time.monotonic() - cancelled_at
+            assert stopped_after < 0.75, f"still scoring {stopped_after:.2f} s after the cancel"
+            assert gauge(srv, "volspike_rows_scoring") == 0
+            small = pb.PackedRows(float32_le=x[:2].tobytes(), num_features=11)
+            assert len(stub.Predict(pb.PredictRequest(packed=small), timeout=5).probabilities) == 2
+        counted = [
+            ln for ln in srv.metrics_text().splitlines() if ln.startswith("volspike_rpc_requests")
+        ]
+        assert 'volspike_rpc_requests_total{code="CANCELLED",method="Predict"} 1.0' in counted
+    finally:
+        assert srv.stop() == 0
+
+
 def test_new_calls_after_shutdown_are_refused(tmp_path, impl):
     srv = ServerProcess(tmp_path, impl=impl).start()
     assert srv.health("volatility.v1.Predictor") == "SERVING"
