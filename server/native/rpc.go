@@ -80,7 +80,6 @@ func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() 
 	full := "/" + service + "/" + method
 	typeName := string(newReq().ProtoReflect().Descriptor().FullName())
 	inFlight := w.metrics.inFlight.WithLabelValues(method)
-	rows := w.metrics.rows.WithLabelValues(method)
 	attrs := trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", method))
 	return grpc.MethodDesc{
 		MethodName: method,
@@ -92,70 +91,76 @@ func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() 
 				ctx = w.prop.Extract(ctx, traceHeaders{tp[0], metadata.ValueFromIncomingContext(ctx, "tracestate")})
 			}
 			ctx, span := w.tracer.Start(ctx, full, trace.WithSpanKind(trace.SpanKindServer), attrs)
+			defer span.End()
 			call := &Call{Span: span}
-			resp, err := func() (resp proto.Message, err error) {
-				defer func() { // a bug must cost one call (INTERNAL), never the server
-					if p := recover(); p != nil {
-						slog.Error("call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
-						resp, err = nil, fmt.Errorf("panic: %v", p)
-					}
-				}()
-				var raw rawRequest
-				if err := dec(&raw); err != nil {
-					return nil, err
-				}
-				req := newReq()
-				if err := proto.Unmarshal(raw.data, req); err != nil {
-					return nil, invalid("request is not a valid %s: %v", typeName, err)
-				}
-				switch ctx.Err() {
-				case context.DeadlineExceeded:
-					return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", "deadline expired before the call was served")
-				case context.Canceled:
-					return nil, statusErr(grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served")
-				}
-				return h(ctx, call, req)
-			}()
-			code := grpccodes.OK
-			if err != nil {
-				var se *ServiceError
-				if !errors.As(err, &se) {
-					if st, ok := status.FromError(err); ok {
-						se = &ServiceError{Code: st.Code(), Kind: "GrpcError", Msg: st.Message()}
-					} else {
-						slog.Error("call failed", "method", full, "error", err)
-						se = &ServiceError{Code: grpccodes.Internal, Kind: "Internal", Msg: "internal error (logged on the server)"}
-					}
-				}
-				code = se.Code
-				w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
-				span.SetStatus(codes.Error, se.Msg)
-				span.SetAttributes(attribute.String("error.type", se.Kind))
-				err = status.Error(se.Code, se.Msg)
-			}
-			elapsed := time.Since(t0).Seconds()
-			span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
-			if call.Artifact != "" {
-				span.SetAttributes(attribute.String("volspike.artifact", call.Artifact))
-			}
-			if call.Rows > 0 {
-				span.SetAttributes(attribute.Int("volspike.rows", call.Rows))
-				rows.Observe(float64(call.Rows))
-			}
-			obs := w.metrics.latency.WithLabelValues(method, call.Artifact, codeName(code))
-			if sc := span.SpanContext(); sc.IsSampled() {
-				obs.(prometheus.ExemplarObserver).ObserveWithExemplar(elapsed, prometheus.Labels{"trace_id": sc.TraceID().String()})
-			} else {
-				obs.Observe(elapsed)
-			}
-			w.metrics.requests.WithLabelValues(method, codeName(code)).Inc()
-			span.End()
-			if err != nil {
-				return nil, err
-			}
-			return resp, nil
+			resp, err := serve(ctx, call, dec, typeName, newReq, h, full)
+			return resp, w.finish(method, call, err, time.Since(t0).Seconds())
 		},
 	}
+}
+
+// serve decodes the request bytes, checks the call is still wanted and runs the handler.
+func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) error, typeName string,
+	newReq func() Req, h Handler[Req], full string) (resp proto.Message, err error) {
+	defer func() { // a bug must cost one call (INTERNAL), never the server
+		if p := recover(); p != nil {
+			slog.Error("call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
+			resp, err = nil, fmt.Errorf("panic: %v", p)
+		}
+	}()
+	var raw rawRequest
+	if err := dec(&raw); err != nil {
+		return nil, err
+	}
+	req := newReq()
+	if err := proto.Unmarshal(raw.data, req); err != nil {
+		return nil, invalid("request is not a valid %s: %v", typeName, err)
+	}
+	switch ctx.Err() {
+	case context.DeadlineExceeded:
+		return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", "deadline expired before the call was served")
+	case context.Canceled:
+		return nil, statusErr(grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served")
+	}
+	return h(ctx, call, req)
+}
+
+// finish maps the handler's error to a gRPC status and records the call: span attributes,
+// error and request counters, rows, and the latency with a trace-id exemplar when sampled.
+func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) error {
+	span, code := call.Span, grpccodes.OK
+	if err != nil {
+		var se *ServiceError
+		if !errors.As(err, &se) {
+			if st, ok := status.FromError(err); ok {
+				se = &ServiceError{Code: st.Code(), Kind: "GrpcError", Msg: st.Message()}
+			} else {
+				slog.Error("call failed", "method", method, "error", err)
+				se = &ServiceError{Code: grpccodes.Internal, Kind: "Internal", Msg: "internal error (logged on the server)"}
+			}
+		}
+		code = se.Code
+		w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
+		span.SetStatus(codes.Error, se.Msg)
+		span.SetAttributes(attribute.String("error.type", se.Kind))
+		err = status.Error(se.Code, se.Msg)
+	}
+	span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
+	if call.Artifact != "" {
+		span.SetAttributes(attribute.String("volspike.artifact", call.Artifact))
+	}
+	if call.Rows > 0 {
+		span.SetAttributes(attribute.Int("volspike.rows", call.Rows))
+		w.metrics.rows.WithLabelValues(method).Observe(float64(call.Rows))
+	}
+	obs := w.metrics.latency.WithLabelValues(method, call.Artifact, codeName(code))
+	if sc := span.SpanContext(); sc.IsSampled() {
+		obs.(prometheus.ExemplarObserver).ObserveWithExemplar(elapsed, prometheus.Labels{"trace_id": sc.TraceID().String()})
+	} else {
+		obs.Observe(elapsed)
+	}
+	w.metrics.requests.WithLabelValues(method, codeName(code)).Inc()
+	return err
 }
 
 // codeNames spell codes as Python's grpc.StatusCode names do (OK, INVALID_ARGUMENT).
