@@ -46,9 +46,13 @@ def serve(settings: Settings, worker_index: int) -> None:
         settings.metrics_port + max(worker_index, 0), settings.host, registry=registry
     )
     app.set_serving(False)
+    # Load before accepting: workers share the port, so a worker that listened before its
+    # model was warm would take connections only to answer UNAVAILABLE while its siblings
+    # already report SERVING. If the load fails, serve anyway so health says NOT_SERVING.
+    loaded = app.load_configured()
     app.server.start()
     logger.info("worker %d listening on %s:%d", worker_index, settings.host, app.port)
-    if not app.load_configured():
+    if not loaded:
         logger.error("no model could be loaded; serving health NOT_SERVING")
     stop = threading.Event()
     reload_now = threading.Event()
