@@ -41,15 +41,15 @@ def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) 
         raise InvalidArgument(str(exc)) from None
     finally:
         metrics.scoring.dec(len(x))
-    _raise_if_ended(context, len(x))
+    _raise_if_ended(context, len(x), cancelled=False)  # a whole answer: only a deadline voids it
     return probs
 
 
-def _raise_if_ended(context, rows: int) -> None:
+def _raise_if_ended(context, rows: int, cancelled: bool = True) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
         raise DeadlineExceeded(f"deadline exceeded while scoring {rows} rows")
-    if not context.is_active():
+    if cancelled and not context.is_active():
         raise Cancelled(f"the client cancelled the call while {rows} rows were being scored")
 
 

@@ -69,15 +69,11 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 	if err != nil {
 		return nil, err
 	}
-	rows := len(x) / model.NFeatures
-	call.Rows = rows
-	_, end := s.childSpan(ctx, call, "predict")
-	probs, err := s.score(ctx, model, x, rows, field)
-	end()
+	probs, err := s.predict(ctx, call, model, x, field)
 	if err != nil {
 		return nil, err
 	}
-	s.metrics.RecordPredictions(model, probs)
+	rows := len(probs)
 	wanted := outputOrder
 	if len(req.Outputs) > 0 {
 		wanted = nil

@@ -45,11 +45,9 @@ import "C"
 
 import (
 	"crypto/sha256"
-	"encoding/binary"
 	"encoding/hex"
 	"encoding/json"
 	"fmt"
-	"math"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -70,7 +68,8 @@ const (
 	referenceFile = "reference.f32" // little-endian float32 rows written by `make models`
 )
 
-// Manifest holds the fields the server uses; Raw keeps the whole document.
+// Manifest holds the fields the server uses; JSON is the whole document, compact with
+// sorted keys (ModelInfo's manifest_json).
 type Manifest struct {
 	Name              string   `json:"name"`
 	Description       string   `json:"description"`
@@ -79,7 +78,7 @@ type Manifest struct {
 	DecisionThreshold float64  `json:"decision_threshold"`
 	Library           string   `json:"library"`
 	LibrarySha256     string   `json:"library_sha256"`
-	Raw               string   `json:"-"`
+	JSON              string   `json:"-"`
 }
 
 // ArtifactError: the artifact on disk cannot be trusted or does not fit the schema.
@@ -115,7 +114,12 @@ func LoadModel(folder string) (*Model, error) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
 	}
-	m.Raw = string(raw)
+	var doc map[string]any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
+	}
+	compact, _ := json.Marshal(doc) // a decoded document always re-encodes; keys come out sorted
+	m.JSON = string(compact)
 	if !slices.Equal(m.FeatureNames, FeatureNames) {
 		return nil, artifactErr("artifact %s: feature schema %v does not match the expected %v",
 			m.Name, m.FeatureNames, FeatureNames)
@@ -205,10 +209,7 @@ func (m *Model) WarmUp(folder string) error {
 		return artifactErr("artifact %s: %s has %d bytes, not whole rows of %d float32",
 			m.Name, referenceFile, len(data), m.NFeatures)
 	}
-	x := make([]float32, len(data)/4)
-	for i := range x {
-		x[i] = math.Float32frombits(binary.LittleEndian.Uint32(data[4*i:]))
-	}
+	x := float32View(data)
 	out := make([]float32, len(data)/rowBytes)
 	if bad := m.Predict(x, out); bad >= 0 {
 		return artifactErr("artifact %s: warm-up row %d is infinite", m.Name, bad)

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"encoding/json"
 	"fmt"
 	"math"
 	"runtime"
@@ -35,22 +34,18 @@ func (s *Service) Predict(ctx context.Context, call *Call, req *pb.PredictReques
 	}
 	call.Artifact = model.Name
 	t0 := time.Now()
-	_, end := s.childSpan(ctx, call, "decode")
+	end := s.childSpan(ctx, call, "decode")
 	x, err := s.decodePredict(req, model)
 	end()
 	if err != nil {
 		return nil, err
 	}
-	rows := len(x) / model.NFeatures
-	call.Rows = rows
-	_, end = s.childSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
-	probs, err := s.score(ctx, model, x, rows, s.packedField(req))
-	end()
+	probs, err := s.predict(ctx, call, model, x, s.packedField(req))
 	if err != nil {
 		return nil, err
 	}
-	_, end = s.childSpan(ctx, call, "encode")
-	labels := make([]bool, rows)
+	end = s.childSpan(ctx, call, "encode")
+	labels := make([]bool, len(probs))
 	for i, p := range probs {
 		labels[i] = p >= model.Threshold
 	}
@@ -63,8 +58,21 @@ func (s *Service) Predict(ctx context.Context, call *Call, req *pb.PredictReques
 		ServerComputeSeconds: time.Since(t0).Seconds(),
 	}
 	end()
-	s.metrics.RecordPredictions(model, probs)
 	return resp, nil
+}
+
+// predict scores a decoded batch (in a "predict" child span) and counts the answers;
+// Predict and ModelInfer both go through it.
+func (s *Service) predict(ctx context.Context, call *Call, model *Model, x []float32, field string) ([]float32, error) {
+	rows := len(x) / model.NFeatures
+	call.Rows = rows
+	end := s.childSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
+	probs, err := s.score(ctx, model, x, rows, field)
+	end()
+	if err == nil {
+		s.metrics.RecordPredictions(model, probs)
+	}
+	return probs, err
 }
 
 func (s *Service) packedField(req *pb.PredictRequest) string {
@@ -87,10 +95,10 @@ const minChunkRows = 256
 const stopCheckRows = 2048
 
 // predictOnCores scores on one core, plus whichever cores are idle when the batch is
-// large. It returns the first row holding an infinity (-1: none), or stopped when the
-// call's context ended first. Extra cores are only taken if free, so calls never wait on
-// each other for more than one.
-func predictOnCores(ctx context.Context, model *Model, x, out []float32) (bad int, stopped bool) {
+// large, and returns the first row holding an infinity (-1: none). It stops early, leaving
+// rows unscored, once the call's context has ended. Extra cores are only taken if free, so
+// calls never wait on each other for more than one.
+func predictOnCores(ctx context.Context, model *Model, x, out []float32) int {
 	rows := len(out)
 	cores <- struct{}{}
 	n := 1
@@ -105,56 +113,49 @@ extra:
 	}
 	chunk := (rows + n - 1) / n
 	bads := make([]int, n)
-	stops := make([]bool, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bads[i], stops[i] = predictRange(ctx, model, x, out, i*chunk, min((i+1)*chunk, rows))
+			bads[i] = predictRange(ctx, model, x, out, i*chunk, min((i+1)*chunk, rows))
 		}()
 	}
-	bads[0], stops[0] = predictRange(ctx, model, x, out, 0, min(chunk, rows))
+	bads[0] = predictRange(ctx, model, x, out, 0, min(chunk, rows))
 	wg.Wait()
 	for range n {
 		<-cores
 	}
-	for i, b := range bads {
+	for _, b := range bads {
 		if b >= 0 {
-			return b, false // chunks are in row order: the first one found is the first row
-		}
-		if stops[i] {
-			stopped = true
+			return b // chunks are in row order: the first one found is the first row
 		}
 	}
-	return -1, stopped
+	return -1
 }
 
-// predictRange scores rows [lo, hi) in slices of stopCheckRows.
-func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi int) (int, bool) {
+// predictRange scores rows [lo, hi) in slices of stopCheckRows, stopping when ctx ends.
+func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi int) int {
 	width := model.NFeatures
-	for start := lo; start < hi; start += stopCheckRows {
-		if start > lo && ctx.Err() != nil {
-			return -1, true
-		}
+	for start := lo; start < hi && (start == lo || ctx.Err() == nil); start += stopCheckRows {
 		end := min(start+stopCheckRows, hi)
 		if b := model.Predict(x[start*width:end*width], out[start:end]); b >= 0 {
-			return start + b, false
+			return start + b
 		}
 	}
-	return -1, false
+	return -1
 }
 
 // score runs the trees; an infinity found by the native loop names its row.
 func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
 	s.metrics.scoring.Add(float64(rows))
-	bad, stopped := predictOnCores(ctx, model, x, out)
+	bad := predictOnCores(ctx, model, x, out)
 	s.metrics.scoring.Sub(float64(rows))
 	if bad >= 0 {
 		return nil, invalid("%s: row %d contains an infinite value", field, bad)
 	}
-	if stopped || ctx.Err() != nil {
+	if ctx.Err() != nil { // ended while scoring: rows may be missing, answer nothing
 		if ctx.Err() == context.Canceled {
 			return nil, statusErr(grpccodes.Canceled, "Cancelled", fmt.Sprintf("the client cancelled the call while %d rows were being scored", rows))
 		}
@@ -274,13 +275,6 @@ func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequ
 		return nil, err
 	}
 	call.Artifact = model.Name
-	var doc map[string]any
-	manifestJSON := model.Manifest.Raw
-	if json.Unmarshal([]byte(model.Manifest.Raw), &doc) == nil {
-		if b, err := json.Marshal(doc); err == nil { // keys sorted, compact
-			manifestJSON = string(b)
-		}
-	}
 	active := s.registry.active.Load()
 	m := model.Manifest
 	return &pb.ModelInfoResponse{
@@ -293,6 +287,6 @@ func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequ
 		LoadedAt:           timestamppb.New(model.LoadedAt),
 		Active:             active != nil && active.Name == model.Name,
 		AvailableArtifacts: s.registry.Available(),
-		ManifestJson:       manifestJSON,
+		ManifestJson:       model.Manifest.JSON,
 	}, nil
 }

@@ -3,8 +3,10 @@ package main
 import (
 	"fmt"
 	"log/slog"
+	"maps"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -32,17 +34,10 @@ func NewRegistry(dir string, metrics *Metrics) *Registry {
 	return r
 }
 
-// setOther replaces others with a copy where name maps to m (nil: removed). Callers hold mu.
-func (r *Registry) setOther(name string, m *Model) {
-	next := map[string]*Model{}
-	for k, v := range *r.others.Load() {
-		next[k] = v
-	}
-	if m == nil {
-		delete(next, name)
-	} else {
-		next[name] = m
-	}
+// updateOthers publishes a changed copy of others (readers never lock). Callers hold mu.
+func (r *Registry) updateOthers(change func(map[string]*Model)) {
+	next := maps.Clone(*r.others.Load())
+	change(next)
 	r.others.Store(&next)
 }
 
@@ -75,14 +70,14 @@ func (r *Registry) Get(name string) (*Model, error) {
 		return m, nil
 	}
 	available := r.Available()
-	if !contains(available, name) {
+	if !slices.Contains(available, name) {
 		return nil, statusErr(codes.NotFound, "NotFound", fmt.Sprintf("model '%s' not found; available: %s", name, quoted(available)))
 	}
 	m, err := r.load(name)
 	if err != nil {
 		return nil, statusErr(codes.Unavailable, "ArtifactError", err.Error())
 	}
-	r.setOther(name, m)
+	r.updateOthers(func(others map[string]*Model) { others[name] = m })
 	return m, nil
 }
 
@@ -97,10 +92,12 @@ func (r *Registry) Activate(name string) error {
 		return err
 	}
 	old := r.active.Swap(m)
-	r.setOther(name, nil)
-	if old != nil && old.Name != name {
-		r.setOther(old.Name, old) // stays warm for a quick switch back
-	}
+	r.updateOthers(func(others map[string]*Model) {
+		delete(others, name)
+		if old != nil && old.Name != name {
+			others[old.Name] = old // stays warm for a quick switch back
+		}
+	})
 	r.mu.Unlock()
 	r.metrics.reloads.WithLabelValues("ok").Inc()
 	r.metrics.SetActive(m.Name, m.Sha256)
@@ -158,13 +155,4 @@ func quoted(names []string) string {
 		parts[i] = "'" + n + "'"
 	}
 	return "[" + strings.Join(parts, ", ") + "]"
-}
-
-func contains(xs []string, x string) bool {
-	for _, v := range xs {
-		if v == x {
-			return true
-		}
-	}
-	return false
 }

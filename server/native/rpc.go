@@ -190,12 +190,12 @@ func codeName(c grpccodes.Code) string {
 
 // childSpan starts a child of the call's span only when the call is sampled: unrecorded
 // spans would cost more than the tree evaluation of one row.
-func (w *Wrapper) childSpan(ctx context.Context, call *Call, name string, kv ...attribute.KeyValue) (context.Context, func()) {
+func (w *Wrapper) childSpan(ctx context.Context, call *Call, name string, kv ...attribute.KeyValue) (end func()) {
 	if !call.Span.IsRecording() {
-		return ctx, func() {}
+		return func() {}
 	}
-	ctx, span := w.tracer.Start(ctx, name, trace.WithAttributes(kv...))
-	return ctx, func() { span.End() }
+	_, span := w.tracer.Start(ctx, name, trace.WithAttributes(kv...))
+	return func() { span.End() }
 }
 
 // traceHeaders carries the W3C headers of one call; reading just these two instead of
