@@ -38,6 +38,14 @@ def parse_args() -> argparse.Namespace:
 
 
 def serve(settings: Settings, worker_index: int) -> None:
+    # Signals first: a SIGHUP that arrives while the model loads must mean "reload", not
+    # the default "terminate" (it killed a worker during a rollback test).
+    stop = threading.Event()
+    reload_now = threading.Event()
+    signal.signal(signal.SIGTERM, lambda *_: stop.set())
+    signal.signal(signal.SIGINT, lambda *_: stop.set())
+    signal.signal(signal.SIGHUP, lambda *_: reload_now.set())
+    config_mtime = _mtime(settings.model_config)  # before the load: a later edit is seen
     registry = CollectorRegistry()
     metrics = ServerMetrics(registry)
     provider = make_tracer_provider()
@@ -54,13 +62,11 @@ def serve(settings: Settings, worker_index: int) -> None:
     logger.info("worker %d listening on %s:%d", worker_index, settings.host, app.port)
     if not loaded:
         logger.error("no model could be loaded; serving health NOT_SERVING")
-    stop = threading.Event()
-    reload_now = threading.Event()
-    signal.signal(signal.SIGTERM, lambda *_: stop.set())
-    signal.signal(signal.SIGINT, lambda *_: stop.set())
-    signal.signal(signal.SIGHUP, lambda *_: reload_now.set())
     watcher = threading.Thread(
-        target=watch_config, args=(app, reload_now, stop), daemon=True, name="config-watcher"
+        target=watch_config,
+        args=(app, reload_now, stop, config_mtime),
+        daemon=True,
+        name="config-watcher",
     )
     watcher.start()
     while not stop.wait(1.0):  # wake regularly so signals are handled promptly
@@ -76,10 +82,10 @@ def serve(settings: Settings, worker_index: int) -> None:
     logger.info("stopped")
 
 
-def watch_config(app: App, reload_now: threading.Event, stop: threading.Event) -> None:
-    """Reload on SIGHUP or when the model config file changes."""
+def watch_config(app: App, reload_now: threading.Event, stop: threading.Event, last: float) -> None:
+    """Reload on SIGHUP or when the model config file changes (``last``: its mtime when
+    the serving model was read)."""
     path = app.settings.model_config
-    last = _mtime(path)
     while not stop.is_set():
         reload_now.wait(app.settings.reload_poll_seconds)
         now = _mtime(path)
@@ -101,6 +107,10 @@ def supervise(settings: Settings) -> int:
     dies on its own (e.g. its metrics port is taken) stops the others: a half-sized server
     must not keep running unnoticed."""
     args = [a for a in sys.argv[1:] if a]
+    # Workers start with SIGHUP ignored (inherited) until serve() installs its reload
+    # handler: one relayed while a worker is still importing must not kill it. The change
+    # it announced is in the config file, which the worker reads when it loads.
+    signal.signal(signal.SIGHUP, signal.SIG_IGN)
     children = [
         subprocess.Popen([sys.executable, "-m", "server", *args, "--worker-index", str(i)])
         for i in range(settings.workers)

@@ -31,6 +31,9 @@ func run(s Settings) error {
 			return err
 		}
 	}
+	// Signals first: a SIGHUP during the first load must mean "reload", not "terminate".
+	signals := make(chan os.Signal, 4)
+	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	tp, err := NewTracerProvider(context.Background())
 	if err != nil {
 		return err
@@ -41,17 +44,15 @@ func run(s Settings) error {
 		return err
 	}
 	served := app.Start()
+	lastMtime := mtime(s.ModelConfig) // before the load: a later edit is seen
 	app.LoadConfigured()
 	if app.registry.active.Load() == nil {
 		slog.Error("no model could be loaded; serving health NOT_SERVING")
 	}
 
 	// Reload on SIGHUP or when the model config file changes; drain on SIGTERM/SIGINT.
-	signals := make(chan os.Signal, 4)
-	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
 	ticker := time.NewTicker(s.ReloadPoll)
 	defer ticker.Stop()
-	lastMtime := mtime(s.ModelConfig)
 	for {
 		select {
 		case err := <-served:
