@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
+from compiled_models.libcheck import LibraryError, check_elf, confined_path
 from compiled_models.manifest import Manifest, sha256_bytes
 from market.features import FEATURE_NAMES
 
@@ -41,18 +42,32 @@ class CompiledModel:
             raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
         self.manifest = manifest
         self.name = manifest.name
+        if self.name != folder.name:
+            raise ArtifactError(
+                f"artifact {folder.name}: manifest names it {self.name!r}; "
+                "an artifact's name is its folder's"
+            )
         if manifest.feature_names != tuple(expected_features):
             raise ArtifactError(
                 f"artifact {self.name}: feature schema {list(manifest.feature_names)} "
                 f"does not match the expected {list(expected_features)}"
             )
-        data = (folder / manifest.library).read_bytes()
+        try:
+            data = confined_path(folder, manifest.library).read_bytes()
+        except (OSError, LibraryError) as exc:
+            raise ArtifactError(f"artifact {self.name}: {exc}") from None
         digest = sha256_bytes(data)
         if digest != manifest.library_sha256:
             raise ArtifactError(
                 f"artifact {self.name}: {manifest.library} sha256 {digest} does not match "
                 f"manifest {manifest.library_sha256}; refusing to load it"
             )
+        try:
+            check_elf(data)
+        except LibraryError as exc:
+            raise ArtifactError(
+                f"artifact {self.name}: {manifest.library} is not a loadable library: {exc}"
+            ) from None
         self.sha256 = digest
         self._fd, self._lib = _dlopen_bytes(data, self.name)
         self.n_features = int(self._lib.vs_num_feature())

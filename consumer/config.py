@@ -36,6 +36,11 @@ class ConsumerSettings:
     """Cap of the exponential backoff between retries of UNAVAILABLE/DEADLINE_EXCEEDED."""
     commit_interval_ms: int = 200
     """How often acknowledged offsets are committed."""
+    max_future_ms: int = 5_000
+    """Ticks whose event time is further ahead of this consumer's clock are dead-lettered."""
+    dead_letter_max_bytes: int = 65_536
+    """A dead-lettered value larger than this is cut to it; headers say so and carry the
+    original size and sha256 (the DLQ must accept whatever arrives on the ticks topic)."""
     warmup_ms: int = 120_000
     """On assignment, feature state is rebuilt from this much event time before the
     committed offset (features look back at most 60 s, plus the lag price before that)."""

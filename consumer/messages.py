@@ -11,57 +11,105 @@ import orjson
 from market.ticks import Tick
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older event times are a unit mistake
-MAX_FUTURE_MS = 86_400_000  # more than a day ahead of the wall clock is absurd
+MAX_FUTURE_MS = 5_000
+"""How far ahead of the consumer's clock an event time may be (producers' clock skew).
+A tick from the future would hold its symbol's windows at that time (later ticks count
+as arriving then) and would end up in the commit metadata the warm-up starts from."""
+MAX_MESSAGE_BYTES = 16_384  # a tick is ~120 bytes; larger messages are not parsed
+MAX_PRICE = 1e9  # price, bid and ask: (0, MAX_PRICE]
+MAX_SIZE = 1e12  # size: [0, MAX_SIZE]
+"""Bounds that keep every feature finite in float32 (the server rejects infinities) and
+keep the float64 running sums of a symbol's window exact enough after such a tick leaves."""
+
+
+REASONS = (
+    "too_large",
+    "null",
+    "invalid_json",
+    "not_object",
+    "missing_field",
+    "wrong_type",
+    "symbol",
+    "event_time",
+    "future_time",
+    "price",
+    "size",
+    "bid_ask",
+)
+"""The closed set of ``reason`` label values of the dead-letter counter for bad ticks."""
 
 
 class BadTick(ValueError):
-    """A tick that cannot be scored; ``str()`` is the dead-letter reason."""
+    """A tick that cannot be scored; ``str()`` is the dead-letter reason, ``kind`` its
+    label (one of ``REASONS``)."""
+
+    def __init__(self, message: str, kind: str) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 def _number(obj: dict, name: str, optional: bool = False) -> float:
     if name not in obj or obj[name] is None:
         if optional:
             return math.nan
-        raise BadTick(f"missing field '{name}'")
+        raise BadTick(f"missing field '{name}'", "missing_field")
     v = obj[name]
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise BadTick(f"field '{name}' must be a number, got {type(v).__name__}")
+        raise BadTick(f"field '{name}' must be a number, got {type(v).__name__}", "wrong_type")
     return float(v)
 
 
-def decode_tick(raw: bytes | None, now_ms: int) -> Tick:
+def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> Tick:
     """Parse and validate one tick message; raises ``BadTick`` with the reason."""
     if raw is None:
-        raise BadTick("empty message (null value)")
+        raise BadTick("empty message (null value)", "null")
+    if len(raw) > MAX_MESSAGE_BYTES:
+        raise BadTick(
+            f"message is {len(raw)} bytes; a tick is at most {MAX_MESSAGE_BYTES}", "too_large"
+        )
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadTick(f"invalid JSON: {exc}") from None
+        raise BadTick(f"invalid JSON: {exc}", "invalid_json") from None
     if not isinstance(obj, dict):
-        raise BadTick(f"tick must be a JSON object, got {type(obj).__name__}")
+        raise BadTick(f"tick must be a JSON object, got {type(obj).__name__}", "not_object")
     symbol = obj.get("symbol")
     if not isinstance(symbol, str) or not symbol or len(symbol) > 32:
-        raise BadTick("field 'symbol' must be a non-empty string of at most 32 characters")
+        raise BadTick(
+            "field 'symbol' must be a non-empty string of at most 32 characters", "symbol"
+        )
     t = obj.get("event_time_ms")
     if t is None:
-        raise BadTick("missing field 'event_time_ms'")
+        raise BadTick("missing field 'event_time_ms'", "missing_field")
     if isinstance(t, bool) or not isinstance(t, int):
-        raise BadTick(f"field 'event_time_ms' must be an integer, got {type(t).__name__}")
-    if not MIN_TIME_MS <= t <= now_ms + MAX_FUTURE_MS:
-        raise BadTick(f"field 'event_time_ms' {t} is not a plausible epoch time in ms")
+        raise BadTick(
+            f"field 'event_time_ms' must be an integer, got {type(t).__name__}", "wrong_type"
+        )
+    if t < MIN_TIME_MS:
+        raise BadTick(
+            f"field 'event_time_ms' {t} is not a plausible epoch time in ms", "event_time"
+        )
+    if t > now_ms + max_future_ms:
+        raise BadTick(
+            f"field 'event_time_ms' {t} is {t - now_ms} ms ahead of the consumer's clock "
+            f"(at most {max_future_ms})",
+            "future_time",
+        )
     price = _number(obj, "price")
     size = _number(obj, "size")
     bid = _number(obj, "bid", optional=True)
     ask = _number(obj, "ask", optional=True)
-    if not (math.isfinite(price) and price > 0):
-        raise BadTick(f"field 'price' must be finite and > 0, got {price}")
-    if not (math.isfinite(size) and size >= 0):
-        raise BadTick(f"field 'size' must be finite and >= 0, got {size}")
+    if not 0 < price <= MAX_PRICE:  # NaN and inf fail too
+        raise BadTick(f"field 'price' must be > 0 and <= {MAX_PRICE:g}, got {price}", "price")
+    if not 0 <= size <= MAX_SIZE:
+        raise BadTick(f"field 'size' must be >= 0 and <= {MAX_SIZE:g}, got {size}", "size")
     for name, v in (("bid", bid), ("ask", ask)):
-        if not math.isnan(v) and not (math.isfinite(v) and v > 0):
-            raise BadTick(f"field '{name}' must be finite and > 0 or null, got {v}")
+        if not math.isnan(v) and not 0 < v <= MAX_PRICE:
+            raise BadTick(
+                f"field '{name}' must be > 0 and <= {MAX_PRICE:g} or null, got {v}", "bid_ask"
+            )
     if bid > ask:
-        raise BadTick(f"field 'bid' {bid} is above 'ask' {ask}")
+        raise BadTick(f"field 'bid' {bid} is above 'ask' {ask}", "bid_ask")
     return Tick(symbol, t, price, size, bid, ask)
 
 

@@ -16,6 +16,7 @@ that never stopped whenever the symbol traded in that span.
 from __future__ import annotations
 
 import functools
+import hashlib
 import logging
 import random
 import time
@@ -24,7 +25,14 @@ from dataclasses import dataclass, field
 
 import grpc
 import numpy as np
-from confluent_kafka import Consumer, KafkaError, Message, Producer, TopicPartition
+from confluent_kafka import (
+    Consumer,
+    KafkaError,
+    KafkaException,
+    Message,
+    Producer,
+    TopicPartition,
+)
 from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -34,13 +42,25 @@ from consumer.messages import BadTick, decode_tick, encode_prediction, encode_ti
 from consumer.messages import now_ms_wall as now_ms
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
-from market.features import N_FEATURES, FeatureState
+from market.features import FEATURE_NAMES, N_FEATURES, FeatureState
 from market.ticks import Tick
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 
 logger = logging.getLogger(__name__)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
+# Delivery errors worth producing again although librdkafka does not flag them retriable
+# (a broker restart, a topic still being created).
+_TRANSIENT = {
+    KafkaError._MSG_TIMED_OUT,
+    KafkaError._TRANSPORT,
+    KafkaError._ALL_BROKERS_DOWN,
+    KafkaError.UNKNOWN_TOPIC_OR_PART,
+    KafkaError.LEADER_NOT_AVAILABLE,
+    KafkaError.NOT_LEADER_FOR_PARTITION,
+    KafkaError.REQUEST_TIMED_OUT,
+    KafkaError.NOT_ENOUGH_REPLICAS,
+}
 
 
 @dataclass
@@ -145,20 +165,36 @@ class Pipeline:
                 continue
             acks.track(off)
             try:
-                tick = decode_tick(m.value(), now)
+                tick = decode_tick(m.value(), now, self.s.max_future_ms)
             except BadTick as exc:
-                self._dead_letter(m, str(exc))
+                self._dead_letter(m, str(exc), exc.kind)
                 continue
             st = self._state(p, tick.symbol)
             rows.append(st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask))
             meta.append((p, off, tick))
         self.metrics.consumed.inc(len(msgs))
         if rows:
-            self._submit(rows, meta)
+            x = np.array(rows, dtype=np.float32)
+            if np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
+                x, meta = self._drop_infinite(x, meta)
+            if len(x):
+                self._submit(x, meta)
+
+    def _drop_infinite(self, x: np.ndarray, meta: list) -> tuple[np.ndarray, list]:
+        """Dead-letter the ticks whose features overflow float32, so that one tick never
+        makes the server reject its neighbours' batch."""
+        bad = np.isinf(x).any(axis=1)
+        for i in np.flatnonzero(bad):
+            p, off, tick = meta[i]
+            col = FEATURE_NAMES[int(np.flatnonzero(np.isinf(x[i]))[0])]
+            reason = f"feature '{col}' of this tick overflows float32"
+            self._dead_letter_tick(p, off, tick, reason, "feature_overflow")
+        keep = ~bad
+        return np.ascontiguousarray(x[keep]), [m for m, k in zip(meta, keep, strict=True) if k]
 
     def _warm(self, p: int, raw: bytes | None, now: int) -> None:
         try:
-            tick = decode_tick(raw, now)
+            tick = decode_tick(raw, now, self.s.max_future_ms)
         except BadTick:
             return
         self._state(p, tick.symbol).update(
@@ -172,8 +208,8 @@ class Pipeline:
         return st
 
     # --- Predict ------------------------------------------------------------------
-    def _submit(self, rows: list[list[float]], meta: list[tuple[int, int, Tick]]) -> None:
-        x = np.array(rows, dtype=np.float32)
+    def _submit(self, x: np.ndarray, meta: list[tuple[int, int, Tick]]) -> None:
+        rows = x
         req = pb.PredictRequest(
             packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES)
         )
@@ -231,7 +267,7 @@ class Pipeline:
                 reason = f"Predict rejected the batch: {code.name}: {err.details()}"
                 logger.error(reason)
                 for p, off, tick in b.meta:
-                    self._dead_letter_tick(p, off, tick, reason)
+                    self._dead_letter_tick(p, off, tick, reason, "predict_rejected")
                 return None
             return self._retry(b, code)
 
@@ -270,7 +306,7 @@ class Pipeline:
 
     # --- output -------------------------------------------------------------------
     def _produce(
-        self, topic: str, key: str, value: bytes | None, headers, p: int, off: int, event_ms: int
+        self, topic: str, key, value: bytes | None, headers, p: int, off: int, event_ms: int
     ) -> None:
         cb = functools.partial(self._delivered, topic, key, value, headers, p, off, event_ms)
         while True:
@@ -279,12 +315,18 @@ class Pipeline:
                 return
             except BufferError:  # local queue full: let deliveries drain first
                 self.producer.poll(0.05)
+            except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE: never fatal
+                self._undeliverable(topic, key, value, headers, p, off, exc.args[0])
+                return
 
     def _delivered(self, topic, key, value, headers, p, off, event_ms, err, _msg) -> None:
         if err is not None:
             self.metrics.errors.labels("delivery").inc()
-            logger.warning("delivery to %s failed (%s); producing again", topic, err)
-            self.redeliver.append((topic, key, value, headers, p, off, event_ms))
+            if err.retriable() or err.code() in _TRANSIENT:
+                logger.warning("delivery to %s failed (%s); producing again", topic, err)
+                self.redeliver.append((topic, key, value, headers, p, off, event_ms))
+            else:
+                self._undeliverable(topic, key, value, headers, p, off, err)
             return
         acks = self.acks.get(p)
         if acks is not None:
@@ -293,26 +335,58 @@ class Pipeline:
         if topic == self.s.predictions_topic:
             self._predicted += 1
 
-    def _dead_letter(self, m: Message, reason: str) -> None:
-        self.metrics.dead_lettered.labels(reason.split(":")[0].split(" '")[0]).inc()
-        ts = m.timestamp()[1]
-        self._send_dead_letter(
-            m.partition(), m.offset(), m.key(), m.value(), reason, ts if ts > 0 else -1
+    def _undeliverable(self, topic, key, value, headers, p, off, err: KafkaError) -> None:
+        """Kafka refused this output for good. A prediction becomes a dead letter; a dead
+        letter becomes a minimal one (reason, source, no value). Its offset stays
+        uncommitted until one of them is acknowledged, so nothing is lost."""
+        self.metrics.errors.labels("undeliverable").inc()
+        logger.error("Kafka refused a message for %s (%s)", topic, err)
+        why = f"Kafka refused the output for {topic}: {err.str() if hasattr(err, 'str') else err}"
+        source = [h for h in headers or () if h[0].startswith("source_")] or [
+            ("source_topic", self.s.ticks_topic.encode()),
+            ("source_partition", str(p).encode()),
+            ("source_offset", str(off).encode()),
+        ]
+        minimal = value is None and any(h[0] == "dead_letter_error" for h in headers or ())
+        if minimal:  # even the minimal record was refused: keep trying, never ack
+            self.redeliver.append((topic, key, value, headers, p, off, -1))
+            return
+        reason = [h for h in headers or () if h[0] == "error"] or [("error", why.encode())]
+        extra = [("dead_letter_error", why.encode()[:1024])]
+        self.metrics.dead_lettered.labels("undeliverable").inc()
+        self.redeliver.append(
+            (self.s.dlq_topic, None, None, [*reason, *source, *extra], p, off, -1)
         )
 
-    def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str) -> None:
-        self.metrics.dead_lettered.labels("predict_rejected").inc()
+    def _dead_letter(self, m: Message, reason: str, kind: str) -> None:
+        """A message that is not a usable tick. Its Kafka timestamp is not trusted: -1
+        keeps it out of the commit metadata the warm-up starts from."""
+        self.metrics.dead_lettered.labels(kind).inc()
+        self._send_dead_letter(m.partition(), m.offset(), m.key(), m.value(), reason, -1)
+
+    def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str, kind: str) -> None:
+        self.metrics.dead_lettered.labels(kind).inc()
         self._send_dead_letter(p, off, tick.symbol, encode_tick(tick), reason, tick.event_time_ms)
 
     def _send_dead_letter(
         self, p: int, off: int, key, value: bytes | None, reason: str, event_ms: int
     ) -> None:
         headers = [
-            ("error", reason.encode()),
+            ("error", reason.encode()[:1024]),
             ("source_topic", self.s.ticks_topic.encode()),
             ("source_partition", str(p).encode()),
             ("source_offset", str(off).encode()),
         ]
+        limit = self.s.dead_letter_max_bytes
+        if value is not None and len(value) > limit:
+            headers += [
+                ("truncated", b"true"),
+                ("original_bytes", str(len(value)).encode()),
+                ("original_sha256", hashlib.sha256(value).hexdigest().encode()),
+            ]
+            value = value[:limit]
+        if key is not None and len(key) > 256:
+            key = key[:256]
         self._produce(self.s.dlq_topic, key, value, headers, p, off, event_ms)
 
     # --- offsets --------------------------------------------------------------------
@@ -338,7 +412,7 @@ class Pipeline:
 
     def _drain(self) -> None:
         self._complete(drain=True)
-        while self.redeliver or len(self.producer) > 0:
+        while (self.redeliver or len(self.producer) > 0) and not self.aborting:
             self.producer.flush(5)
             self._produce_again()
         self._fold_counts()
@@ -381,7 +455,8 @@ class Pipeline:
         for tp in committed:
             self.acks[tp.partition] = PartitionAcks()
             if tp.offset >= 0 and tp.metadata and tp.metadata.lstrip("-").isdigit():
-                start_ms = int(tp.metadata) - self.s.warmup_ms
+                # never trust a future time (older versions could commit one)
+                start_ms = min(int(tp.metadata), now_ms()) - self.s.warmup_ms
                 found = consumer.offsets_for_times(
                     [TopicPartition(tp.topic, tp.partition, max(start_ms, 0))], timeout=30
                 )[0]

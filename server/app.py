@@ -20,7 +20,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.volatility.v1 import predictor_pb2 as pb
-from server.config import Settings, active_artifact
+from server.config import Settings, read_model_config
 from server.kserve import InferenceService
 from server.metrics import ServerMetrics
 from server.predictor import PredictorService
@@ -55,11 +55,13 @@ class App:
         """Activate the artifact the config names; False on failure, in which case
         whatever was serving keeps serving. Runs off the request threads."""
         try:
-            name = active_artifact(self.settings.model_config)
-            active = self.registry.active
-            if active is not None and active.name == name:
-                return True
-            self.registry.activate(name)
+            config = read_model_config(self.settings.model_config)
+        except Exception:  # half-written or wrong: counted like a failed load
+            self.metrics.reloads.labels("failed").inc()
+            logger.exception("model config %s is unreadable", self.settings.model_config)
+            return False
+        try:
+            self.registry.configure(config.artifact, config.servable)
         except Exception:
             logger.exception("model switch from %s failed", self.settings.model_config)
             return False

@@ -35,12 +35,10 @@ def decode_rows(rows, feature_names: tuple[str, ...], max_rows: int) -> np.ndarr
     out = np.empty((n, width), np.float32)
     for i, row in enumerate(rows):
         feats = row.features
-        try:
-            if len(feats) != width:
-                raise KeyError
-            out[i] = [feats[name] for name in feature_names]
-        except KeyError:
-            raise InvalidArgument(_describe_row(i, feats, feature_names)) from None
+        # A protobuf map answers 0.0 for a missing key, so presence is checked first.
+        if len(feats) != width or not all(name in feats for name in feature_names):
+            raise InvalidArgument(_describe_row(i, feats, feature_names))
+        out[i] = [feats[name] for name in feature_names]
     _reject_infinite_named(out, feature_names)
     return out
 
@@ -83,15 +81,32 @@ def _reject_infinite_named(x: np.ndarray, feature_names: tuple[str, ...]) -> Non
         )
 
 
+NAMES_IN_ERROR = 5
+"""An error lists at most this many offending names (then a count), each cut to
+NAME_CHARS_IN_ERROR characters: a hostile request must not make a status message larger
+than clients accept."""
+NAME_CHARS_IN_ERROR = 32
+
+
 def _describe_row(i: int, feats, feature_names: tuple[str, ...]) -> str:
     unknown = sorted(set(feats) - set(feature_names))
     missing = [f for f in feature_names if f not in feats]
     parts = []
     if unknown:
-        parts.append(f"unknown feature(s) {', '.join(map(repr, unknown))}")
+        parts.append(f"unknown feature(s) {name_list(unknown)}")
     if missing:
-        parts.append(f"missing feature(s) {', '.join(map(repr, missing))} (use NaN if unknown)")
+        parts.append(f"missing feature(s) {name_list(missing)} (use NaN if unknown)")
     return f"rows[{i}].features: " + "; ".join(parts)
+
+
+def name_list(names: list[str]) -> str:
+    """'a', 'b' ... and N more: bounded, and spelled as the native server spells it."""
+    shown = [
+        "'" + (n if len(n) <= NAME_CHARS_IN_ERROR else n[:NAME_CHARS_IN_ERROR] + "...") + "'"
+        for n in names[:NAMES_IN_ERROR]
+    ]
+    more = len(names) - len(shown)
+    return ", ".join(shown) + (f" and {more} more" if more else "")
 
 
 def encode_predict(

@@ -62,10 +62,29 @@ def _coerce(name: str, value: object) -> object:
     return Path(str(value))
 
 
-def active_artifact(model_config: Path) -> str:
-    """The artifact named by the model config file."""
+@dataclass(frozen=True)
+class ModelConfig:
+    """The model config file (``config/model.toml``)."""
+
+    artifact: str
+    """The active artifact: what a call that names no model gets."""
+    servable: tuple[str, ...] = ()
+    """Further artifacts loaded (verified and warmed) beside the active one and answerable
+    by name. Nothing else is ever loaded because a client named it."""
+
+
+def read_model_config(model_config: Path) -> ModelConfig:
+    """Parse the model config; a half-written or wrong file raises ``ValueError``."""
     data = tomllib.loads(Path(model_config).read_text())
     name = data.get("artifact")
     if not isinstance(name, str) or not name:
         raise ValueError(f"{model_config}: 'artifact' must name a compiled artifact")
-    return name
+    servable = data.get("servable", [])
+    if not isinstance(servable, list) or not all(isinstance(s, str) and s for s in servable):
+        raise ValueError(f"{model_config}: 'servable' must be a list of artifact names")
+    return ModelConfig(name, tuple(dict.fromkeys(s for s in servable if s != name)))
+
+
+def active_artifact(model_config: Path) -> str:
+    """The artifact named by the model config file."""
+    return read_model_config(model_config).artifact

@@ -35,3 +35,11 @@ class DeadlineExceeded(ServiceError):
 
 class Cancelled(ServiceError):
     code = grpc.StatusCode.CANCELLED
+
+
+class NoModel(Unavailable):
+    """No artifact is active yet (start-up, or every load failed)."""
+
+
+class ArtifactUnavailable(Unavailable):
+    """A servable artifact that failed to load."""

@@ -12,43 +12,81 @@ import pandas as pd
 
 from compiled_models.manifest import MANIFEST_FILE, REFERENCE_FILE
 from compiled_models.runtime import ArtifactError, CompiledModel
-from server.errors import NotFound, Unavailable
+from server.errors import ArtifactUnavailable, NoModel, NotFound
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
 
 
 class ModelRegistry:
-    """Holds the active model. Readers take ``self.active`` (one attribute read, atomic
-    under the GIL) and keep using that object for the whole call, so a switch never
-    mixes two artifacts inside one response."""
+    """Holds the active model and the servable ones. Readers take ``self.active`` (one
+    attribute read, atomic under the GIL) and keep using that object for the whole call,
+    so a switch never mixes two artifacts inside one response.
+
+    Artifacts are loaded only by an operator action (start-up, a config change, SIGHUP):
+    a call that names an artifact gets it only if the config lists it as servable and it
+    loaded. A library is native code; loading one because a client asked would let any
+    client run whatever sits in the models folder."""
 
     def __init__(self, models_dir: Path, metrics: ServerMetrics) -> None:
         self.models_dir = Path(models_dir)
         self.metrics = metrics
         self.active: CompiledModel | None = None
         self.loaded_at: dict[str, float] = {}
-        self._others: dict[str, CompiledModel] = {}
+        self._others: dict[str, CompiledModel] = {}  # servable, loaded; replaced, never mutated
+        self._failed: dict[str, str] = {}  # servable whose load failed -> why
         self._lock = threading.Lock()
 
     def available(self) -> list[str]:
+        """Artifacts on disk an operator can switch to."""
         return sorted(p.parent.name for p in self.models_dir.glob(f"*/{MANIFEST_FILE}"))
 
+    def servable(self) -> list[str]:
+        active = self.active
+        return sorted({*self._others, *([active.name] if active is not None else [])})
+
     def get(self, name: str = "") -> CompiledModel:
-        """The active model for ``""``, else the named artifact (loaded on first use)."""
+        """The active model for ``""``, else the named servable artifact. Never loads."""
         active = self.active
         if not name or (active is not None and name == active.name):
             if active is None:
-                raise Unavailable("no model is loaded yet; retry when health is SERVING")
+                raise NoModel("no model is loaded yet; retry when health is SERVING")
             return active
         model = self._others.get(name)
-        if model is None:
-            if name not in self.available():
-                raise NotFound(f"model {name!r} not found; available: {self.available()}")
-            with self._lock:
-                model = self._others.get(name) or self._load(name)
-                self._others[name] = model
-        return model
+        if model is not None:
+            return model
+        failed = self._failed.get(name)
+        if failed is not None:
+            raise ArtifactUnavailable(f"model {name!r} is servable but failed to load: {failed}")
+        raise NotFound(f"model {_cut(name)!r} is not served; servable: {self.servable()}")
+
+    def configure(self, artifact: str, servable: tuple[str, ...]) -> None:
+        """Make ``artifact`` active (if it is not) and load the servable ones not loaded
+        yet; drop those no longer listed. A failed activation leaves the old model
+        active and raises after the servable set is settled."""
+        error: Exception | None = None
+        previous = active = self.active
+        if active is None or active.name != artifact:
+            try:
+                self.activate(artifact)
+            except Exception as exc:
+                error = exc
+        with self._lock:
+            active = self.active
+            keep = {n: m for n, m in self._others.items() if n in servable}
+            if previous is not None and previous is not active and previous.name in servable:
+                keep.setdefault(previous.name, previous)  # stays warm for a switch back
+            failed: dict[str, str] = {}
+            for name in servable:
+                if name in keep or (active is not None and name == active.name):
+                    continue
+                try:
+                    keep[name] = self._load(name)
+                except Exception as exc:
+                    failed[name] = str(exc)
+            self._others, self._failed = keep, failed
+        if error is not None:
+            raise error
 
     def activate(self, name: str) -> CompiledModel:
         """Verify, load and warm ``name``, then make it active. On any failure the old
@@ -59,11 +97,7 @@ class ModelRegistry:
             except Exception:
                 self.metrics.reloads.labels("failed").inc()
                 raise
-            old = self.active
             self.active = model
-            self._others.pop(name, None)
-            if old is not None and old.name != name:
-                self._others[old.name] = old  # stays warm for a quick switch back
         self.metrics.reloads.labels("ok").inc()
         self.metrics.set_active(model.name, model.sha256)
         logger.info("active model is now %s (sha256 %s)", model.name, model.sha256[:12])
@@ -73,6 +107,8 @@ class ModelRegistry:
         t0 = time.perf_counter()
         folder = self.models_dir / name
         try:
+            if "/" in name or name in ("", ".", ".."):
+                raise ArtifactError(f"artifact name {name!r} is not a folder name")
             if not (folder / MANIFEST_FILE).exists():
                 raise ArtifactError(f"artifact {name}: no manifest in {folder}")
             model = CompiledModel(folder)
@@ -92,3 +128,7 @@ def _warm_up(model: CompiledModel, folder: Path) -> None:
     probs = model.predict(np.ascontiguousarray(ref))
     if not np.all((probs >= 0.0) & (probs <= 1.0)):
         raise ArtifactError(f"artifact {model.name}: warm-up produced out-of-range output")
+
+
+def _cut(name: str, limit: int = 64) -> str:
+    return name if len(name) <= limit else name[:limit] + "..."

@@ -57,6 +57,7 @@ SERVER_IMPLS = ("native", "python")  # native (Go front end) is what `make serve
 class ServerProcess:
     workdir: Path
     artifact: str = "xgb-v2"
+    servable: tuple[str, ...] = ("xgb-v1", "baseline-rv60")  # answerable by name
     impl: str = "native"
     env: dict = field(default_factory=dict)
     workers: int = 1
@@ -83,7 +84,8 @@ class ServerProcess:
     def start(self, wait_serving: bool = True) -> ServerProcess:
         self.workdir.mkdir(parents=True, exist_ok=True)
         if not self.model_config.exists():
-            self.model_config.write_text(f'artifact = "{self.artifact}"\n')
+            names = ", ".join(f'"{n}"' for n in self.servable)
+            self.model_config.write_text(f'artifact = "{self.artifact}"\nservable = [{names}]\n')
         args = [
             "--port",
             str(self.port),

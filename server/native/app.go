@@ -135,19 +135,18 @@ func (a *App) SetServing(on bool) {
 // LoadConfigured activates the artifact the model config names; on failure whatever was
 // serving keeps serving. Runs off the request goroutines.
 func (a *App) LoadConfigured() {
-	name, err := ActiveArtifact(a.settings.ModelConfig)
-	if err != nil {
-		slog.Error("model switch failed", "config", a.settings.ModelConfig, "error", err)
+	cfg, err := ReadModelConfig(a.settings.ModelConfig)
+	if err != nil { // half-written or wrong: counted like a failed load
+		a.metrics.reloads.WithLabelValues("failed").Inc()
+		slog.Error("model config is unreadable", "config", a.settings.ModelConfig, "error", err)
 		return
 	}
-	if active := a.registry.active.Load(); active != nil && active.Name == name {
-		return
+	if err := a.registry.Configure(cfg.Artifact, cfg.Servable); err != nil {
+		slog.Error("model switch failed; the previous model keeps serving", "artifact", cfg.Artifact, "error", err)
 	}
-	if err := a.registry.Activate(name); err != nil {
-		slog.Error("model switch failed; the previous model keeps serving", "artifact", name, "error", err)
-		return
+	if a.registry.active.Load() != nil {
+		a.SetServing(true)
 	}
-	a.SetServing(true)
 }
 
 // Drain: NOT_SERVING, no new calls, in-flight calls finish (their answers fully sent)

@@ -120,11 +120,14 @@ func LoadModel(folder string) (*Model, error) {
 	}
 	compact, _ := json.Marshal(doc) // a decoded document always re-encodes; keys come out sorted
 	m.JSON = string(compact)
+	if m.Name != name {
+		return nil, artifactErr("artifact %s: manifest names it '%s'; an artifact's name is its folder's", name, m.Name)
+	}
 	if !slices.Equal(m.FeatureNames, FeatureNames) {
 		return nil, artifactErr("artifact %s: feature schema %v does not match the expected %v",
 			m.Name, m.FeatureNames, FeatureNames)
 	}
-	data, err := os.ReadFile(filepath.Join(folder, m.Library))
+	data, err := readLibrary(folder, m.Library)
 	if err != nil {
 		return nil, artifactErr("artifact %s: %v", m.Name, err)
 	}
@@ -133,6 +136,9 @@ func LoadModel(folder string) (*Model, error) {
 	if digest != m.LibrarySha256 {
 		return nil, artifactErr("artifact %s: %s sha256 %s does not match manifest %s; refusing to load it",
 			m.Name, m.Library, digest, m.LibrarySha256)
+	}
+	if err := checkELF(data); err != nil {
+		return nil, artifactErr("artifact %s: %s is not a loadable library: %v", m.Name, m.Library, err)
 	}
 	model := &Model{Manifest: m, Name: m.Name, Sha256: digest, Threshold: float32(m.DecisionThreshold)}
 	if err := model.open(data); err != nil {

@@ -65,7 +65,10 @@ func TestSplitAcrossCoresEqualsOneCall(t *testing.T) {
 
 func TestTamperedLibraryIsRefused(t *testing.T) {
 	_, folder := loadBuilt(t, "xgb-v1")
-	tmp := t.TempDir()
+	tmp := filepath.Join(t.TempDir(), "xgb-v1")
+	if err := os.Mkdir(tmp, 0o755); err != nil {
+		t.Fatal(err)
+	}
 	for _, f := range []string{manifestFile, "model.so", referenceFile} {
 		data, err := os.ReadFile(filepath.Join(folder, f))
 		if err != nil {

@@ -249,23 +249,46 @@ func describeRow(i int, feats map[string]float64, names []string) string {
 	var unknown, missing []string
 	for k := range feats {
 		if !known[k] {
-			unknown = append(unknown, "'"+k+"'")
+			unknown = append(unknown, k)
 		}
 	}
 	sort.Strings(unknown)
 	for _, n := range names {
 		if _, ok := feats[n]; !ok {
-			missing = append(missing, "'"+n+"'")
+			missing = append(missing, n)
 		}
 	}
 	var parts []string
 	if len(unknown) > 0 {
-		parts = append(parts, "unknown feature(s) "+strings.Join(unknown, ", "))
+		parts = append(parts, "unknown feature(s) "+nameList(unknown))
 	}
 	if len(missing) > 0 {
-		parts = append(parts, "missing feature(s) "+strings.Join(missing, ", ")+" (use NaN if unknown)")
+		parts = append(parts, "missing feature(s) "+nameList(missing)+" (use NaN if unknown)")
 	}
 	return fmt.Sprintf("rows[%d].features: %s", i, strings.Join(parts, "; "))
+}
+
+// An error lists at most namesInError offending names (then a count), each cut to
+// nameCharsInError characters: a hostile request must not make a status message larger
+// than clients accept. Spelled as the Python server spells it.
+const (
+	namesInError     = 5
+	nameCharsInError = 32
+)
+
+func nameList(names []string) string {
+	shown := make([]string, 0, namesInError)
+	for _, n := range names[:min(len(names), namesInError)] {
+		if r := []rune(n); len(r) > nameCharsInError {
+			n = string(r[:nameCharsInError]) + "..."
+		}
+		shown = append(shown, "'"+n+"'")
+	}
+	s := strings.Join(shown, ", ")
+	if more := len(names) - len(shown); more > 0 {
+		s += fmt.Sprintf(" and %d more", more)
+	}
+	return s
 }
 
 // ModelInfo describes the active artifact (or the named one).

@@ -17,31 +17,32 @@ import (
 	"google.golang.org/grpc/codes"
 )
 
-// Registry holds the active model. A call loads the pointer once and uses that model
-// for the whole call, so a switch never mixes two artifacts inside one response.
+// Registry holds the active model and the servable ones. A call loads the pointer once
+// and uses that model for the whole call, so a switch never mixes two artifacts inside
+// one response.
+//
+// Artifacts are loaded only by an operator action (start-up, a config change, SIGHUP): a
+// call that names an artifact gets it only if the config lists it as servable and it
+// loaded. A library is native code; loading one because a client asked would let any
+// client run whatever sits in the models folder.
 type Registry struct {
 	dir     string
 	metrics *Metrics
 	active  atomic.Pointer[Model]
 
 	mu     sync.Mutex                        // serialises loads and writers of others
-	others atomic.Pointer[map[string]*Model] // loaded, not active; copied on write
+	others atomic.Pointer[map[string]*Model] // servable, loaded, not active; copied on write
+	failed atomic.Pointer[map[string]string] // servable whose load failed -> why
 }
 
 func NewRegistry(dir string, metrics *Metrics) *Registry {
 	r := &Registry{dir: dir, metrics: metrics}
 	r.others.Store(&map[string]*Model{})
+	r.failed.Store(&map[string]string{})
 	return r
 }
 
-// updateOthers publishes a changed copy of others (readers never lock). Callers hold mu.
-func (r *Registry) updateOthers(change func(map[string]*Model)) {
-	next := maps.Clone(*r.others.Load())
-	change(next)
-	r.others.Store(&next)
-}
-
-// Available lists the artifacts this server can switch to.
+// Available lists the artifacts on disk an operator can switch to.
 func (r *Registry) Available() []string {
 	paths, _ := filepath.Glob(filepath.Join(r.dir, "*", manifestFile))
 	names := make([]string, 0, len(paths))
@@ -52,7 +53,17 @@ func (r *Registry) Available() []string {
 	return names
 }
 
-// Get returns the active model for "", else the named artifact (loaded on first use).
+// Servable lists the artifacts a call may name: the active one and the loaded servable.
+func (r *Registry) Servable() []string {
+	names := slices.Collect(maps.Keys(*r.others.Load()))
+	if a := r.active.Load(); a != nil && !slices.Contains(names, a.Name) {
+		names = append(names, a.Name)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Get returns the active model for "", else the named servable artifact. Never loads.
 func (r *Registry) Get(name string) (*Model, error) {
 	active := r.active.Load()
 	if name == "" || (active != nil && active.Name == name) {
@@ -64,21 +75,52 @@ func (r *Registry) Get(name string) (*Model, error) {
 	if m := (*r.others.Load())[name]; m != nil { // no lock on the hot path
 		return m, nil
 	}
+	if why, ok := (*r.failed.Load())[name]; ok {
+		return nil, statusErr(codes.Unavailable, "ArtifactUnavailable",
+			fmt.Sprintf("model '%s' is servable but failed to load: %s", name, why))
+	}
+	return nil, statusErr(codes.NotFound, "NotFound",
+		fmt.Sprintf("model '%s' is not served; servable: %s", cut(name, 64), quoted(r.Servable())))
+}
+
+// Configure makes artifact active (if it is not) and loads the servable ones not loaded
+// yet; those no longer listed are dropped. A failed activation leaves the old model
+// active; its error is returned after the servable set is settled.
+func (r *Registry) Configure(artifact string, servable []string) error {
+	var activateErr error
+	previous := r.active.Load()
+	if previous == nil || previous.Name != artifact {
+		activateErr = r.Activate(artifact)
+	}
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	if m := (*r.others.Load())[name]; m != nil {
-		return m, nil
+	active := r.active.Load()
+	keep := map[string]*Model{}
+	for name, m := range *r.others.Load() {
+		if slices.Contains(servable, name) {
+			keep[name] = m
+		}
 	}
-	available := r.Available()
-	if !slices.Contains(available, name) {
-		return nil, statusErr(codes.NotFound, "NotFound", fmt.Sprintf("model '%s' not found; available: %s", name, quoted(available)))
+	if previous != nil && previous != active && slices.Contains(servable, previous.Name) {
+		if _, ok := keep[previous.Name]; !ok {
+			keep[previous.Name] = previous // stays warm for a switch back
+		}
 	}
-	m, err := r.load(name)
-	if err != nil {
-		return nil, statusErr(codes.Unavailable, "ArtifactError", err.Error())
+	failed := map[string]string{}
+	for _, name := range servable {
+		if _, ok := keep[name]; ok || (active != nil && active.Name == name) {
+			continue
+		}
+		m, err := r.load(name)
+		if err != nil {
+			failed[name] = err.Error()
+			continue
+		}
+		keep[name] = m
 	}
-	r.updateOthers(func(others map[string]*Model) { others[name] = m })
-	return m, nil
+	r.others.Store(&keep)
+	r.failed.Store(&failed)
+	return activateErr
 }
 
 // Activate verifies, loads and warms name, then makes it active. On failure the old
@@ -91,13 +133,7 @@ func (r *Registry) Activate(name string) error {
 		r.metrics.reloads.WithLabelValues("failed").Inc()
 		return err
 	}
-	old := r.active.Swap(m)
-	r.updateOthers(func(others map[string]*Model) {
-		delete(others, name)
-		if old != nil && old.Name != name {
-			others[old.Name] = old // stays warm for a quick switch back
-		}
-	})
+	r.active.Store(m)
 	r.mu.Unlock()
 	r.metrics.reloads.WithLabelValues("ok").Inc()
 	r.metrics.SetActive(m.Name, m.Sha256)
@@ -109,6 +145,9 @@ func (r *Registry) load(name string) (*Model, error) {
 	t0 := time.Now()
 	folder := filepath.Join(r.dir, name)
 	m, err := func() (*Model, error) {
+		if strings.Contains(name, "/") || name == "" || name == "." || name == ".." {
+			return nil, artifactErr("artifact name '%s' is not a folder name", name)
+		}
 		if _, err := os.Stat(filepath.Join(folder, manifestFile)); err != nil {
 			return nil, artifactErr("artifact %s: no manifest in %s", name, folder)
 		}
@@ -134,18 +173,45 @@ func (r *Registry) load(name string) (*Model, error) {
 	return m, err
 }
 
-// ActiveArtifact reads the artifact named by the model config file (TOML: artifact = "name").
-func ActiveArtifact(path string) (string, error) {
-	var cfg struct {
-		Artifact string `toml:"artifact"`
-	}
+// ModelConfig is the model config file (config/model.toml).
+type ModelConfig struct {
+	Artifact string   `toml:"artifact"` // the active artifact
+	Servable []string `toml:"servable"` // further artifacts loaded and answerable by name
+}
+
+// ReadModelConfig parses the model config; a half-written or wrong file is an error.
+func ReadModelConfig(path string) (ModelConfig, error) {
+	var cfg ModelConfig
 	if _, err := toml.DecodeFile(path, &cfg); err != nil {
-		return "", fmt.Errorf("%s: %w", path, err)
+		return cfg, fmt.Errorf("%s: %w", path, err)
 	}
 	if cfg.Artifact == "" {
-		return "", fmt.Errorf("%s: 'artifact' must name a compiled artifact", path)
+		return cfg, fmt.Errorf("%s: 'artifact' must name a compiled artifact", path)
 	}
-	return cfg.Artifact, nil
+	var servable []string
+	for _, s := range cfg.Servable {
+		if s == "" {
+			return cfg, fmt.Errorf("%s: 'servable' must be a list of artifact names", path)
+		}
+		if s != cfg.Artifact && !slices.Contains(servable, s) {
+			servable = append(servable, s)
+		}
+	}
+	cfg.Servable = servable
+	return cfg, nil
+}
+
+// ActiveArtifact reads the artifact named by the model config file (TOML: artifact = "name").
+func ActiveArtifact(path string) (string, error) {
+	cfg, err := ReadModelConfig(path)
+	return cfg.Artifact, err
+}
+
+func cut(s string, limit int) string {
+	if r := []rune(s); len(r) > limit {
+		return string(r[:limit]) + "..."
+	}
+	return s
 }
 
 // quoted spells names as ['a', 'b'], as the Python server does.

@@ -1,0 +1,156 @@
+"""Hostile input on the real broker: one bad message gets a dead letter with its reason,
+never a crash, and never changes or loses its neighbours' answers.
+
+Proven by breaking the code: with `_produce` catching only BufferError the large-message
+test fails (the consumer dies with MSG_SIZE_TOO_LARGE); with the 1e12/1e9 bounds removed
+from `decode_tick` the poison test fails (the server rejects the symbol's batches); with
+MAX_FUTURE_MS back at 24 h the future-time test fails (answers differ, metadata in the
+future)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import numpy as np
+import pytest
+from confluent_kafka import Consumer, Producer, TopicPartition
+from confluent_kafka.admin import AdminClient, ConfigResource
+
+from consumer.messages import encode_row
+from market.synthetic import SyntheticTicks
+from tests.pipeline.conftest import (
+    ConsumerProcess,
+    Topics,
+    end_offsets,
+    expected_probabilities,
+    predictions_covering,
+    read_topic,
+)
+
+
+def good_ticks(n: int, seed: int, end_ms: int) -> list[bytes]:
+    """``n`` synthetic ticks of several symbols ending a little before ``end_ms``."""
+    frame = SyntheticTicks(seed=seed).frame(n)
+    t = frame["event_time_ms"].to_numpy(np.int64)
+    t = t - t[-1] + end_ms - 1_000
+    return [
+        encode_row(s, int(ti), p, z, b, a)
+        for s, ti, p, z, b, a in zip(
+            frame["symbol"],
+            t,
+            frame["price"],
+            frame["size"],
+            frame["bid"],
+            frame["ask"],
+            strict=True,
+        )
+    ]
+
+
+def produce(kafka: str, topic: str, values: list, timestamps: list | None = None) -> None:
+    p = Producer({"bootstrap.servers": kafka, "message.max.bytes": 8_000_000})
+    for i, v in enumerate(values):
+        ts = timestamps[i] if timestamps else 0
+        p.produce(topic, value=v, partition=0, **({"timestamp": ts} if ts else {}))
+        p.poll(0)
+    assert p.flush(30) == 0
+
+
+def dead_letters(kafka: str, topic: str, n: int) -> list[dict]:
+    out = []
+    for m in read_topic(kafka, topic, n, timeout=60):
+        h = {k: v.decode() for k, v in m.headers() or ()}
+        out.append({"value": m.value(), "headers": h, "offset": int(h["source_offset"])})
+    return sorted(out, key=lambda d: d["offset"])
+
+
+def check_neighbours(kafka, topics, n_total, atol=1e-6) -> None:
+    want = expected_probabilities(kafka, topics.ticks, n_total)
+    got = predictions_covering(kafka, topics.predictions, set(want), timeout=60)
+    missing = set(want) - set(got)
+    assert not missing, f"{len(missing)} good ticks without a prediction"
+    for key, preds in got.items():
+        for d in preds:
+            assert d["probability"] == pytest.approx(want[key], abs=atol), key
+
+
+def test_oversized_messages_are_dead_lettered_and_neighbours_answered(kafka, grpc_server, tmp_path):
+    topics = Topics.fresh(kafka, partitions=1)
+    admin = AdminClient({"bootstrap.servers": kafka})
+    res = ConfigResource("topic", topics.ticks, set_config={"max.message.bytes": "6000000"})
+    for f in admin.alter_configs([res]).values():
+        f.result(30)
+    now = int(time.time() * 1000)
+    before, after = good_ticks(300, 11, now - 5_000), good_ticks(300, 12, now)
+    garbage = [b"x" * 1_000_100, b"{" * 5_000_000]
+    produce(kafka, topics.ticks, before + garbage + after)
+    c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path).start()
+    try:
+        check_neighbours(kafka, topics, 602)
+        dl = dead_letters(kafka, topics.dlq, 2)
+        assert [d["offset"] for d in dl] == [300, 301]
+        for d, size in zip(dl, (1_000_100, 5_000_000), strict=True):
+            assert d["headers"]["truncated"] == "true"
+            assert d["headers"]["original_bytes"] == str(size)
+            assert len(d["value"]) == 65_536
+            assert f"message is {size} bytes" in d["headers"]["error"]
+        assert c.proc.poll() is None, c.log
+        assert c.metric('volspike_consumer_dead_lettered_total{reason="too_large"}') == 2
+        assert c.stop() == 0
+        committed, high = end_offsets(kafka, topics.ticks, topics.group, 1)
+        assert committed == high == [602]
+    finally:
+        c.stop()
+
+
+def test_one_poison_tick_changes_no_other_answer(kafka, grpc_server, tmp_path):
+    topics = Topics.fresh(kafka, partitions=1)
+    now = int(time.time() * 1000)
+    ticks = good_ticks(2_000, 13, now)
+    sym = json.loads(ticks[500])["symbol"]
+    t = json.loads(ticks[500])["event_time_ms"]
+    poison = [
+        encode_row(sym, t, 100.0, 1e300, float("nan"), float("nan")),
+        encode_row(sym, t, 1e39, 1.0, float("nan"), float("nan")),
+        encode_row(sym, t, 100.0, 1.0, 1e-3, 1e39),
+    ]
+    produce(kafka, topics.ticks, ticks[:501] + poison + ticks[501:])
+    c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path).start()
+    try:
+        check_neighbours(kafka, topics, 2_003)
+        dl = dead_letters(kafka, topics.dlq, 3)
+        assert [d["offset"] for d in dl] == [501, 502, 503]
+        assert "field 'size' must be >= 0 and <= 1e+12" in dl[0]["headers"]["error"]
+        assert "field 'price' must be > 0 and <= 1e+09" in dl[1]["headers"]["error"]
+        assert "field 'ask' must be > 0 and <= 1e+09" in dl[2]["headers"]["error"]
+        assert c.metric("volspike_consumer_dead_lettered_total") == 3
+    finally:
+        c.stop()
+
+
+def test_future_event_times_change_no_answer_and_no_commit(kafka, grpc_server, tmp_path):
+    topics = Topics.fresh(kafka, partitions=1)
+    now = int(time.time() * 1000)
+    ticks = good_ticks(1_500, 14, now)
+    sym = json.loads(ticks[400])["symbol"]
+    future = encode_row(sym, now + 23 * 3_600_000, 100.0, 1.0, float("nan"), float("nan"))
+    values = [*ticks[:401], future, b"not json", *ticks[401:]]
+    stamps = [0] * 401 + [0, now + 50 * 60_000] + [0] * 1_099
+    produce(kafka, topics.ticks, values, stamps)
+    c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path).start()
+    try:
+        check_neighbours(kafka, topics, 1_502)
+        dl = dead_letters(kafka, topics.dlq, 2)
+        assert "ahead of the consumer's clock" in dl[0]["headers"]["error"]
+        assert "invalid JSON" in dl[1]["headers"]["error"]
+        assert c.stop() == 0
+        cons = Consumer({"bootstrap.servers": kafka, "group.id": topics.group})
+        try:
+            [tp] = cons.committed([TopicPartition(topics.ticks, 0)], timeout=10)
+        finally:
+            cons.close()
+        assert tp.offset == 1_502
+        assert int(tp.metadata) <= int(time.time() * 1000), tp.metadata  # no future time
+    finally:
+        c.stop()
