@@ -58,5 +58,5 @@ def test_bad_shapes_and_types_name_the_field(client):
     inp.set_data_from_numpy(np.zeros((2, 11), np.float64))
     with pytest.raises(InferenceServerException, match="datatype is 'FP64'; expected 'FP32'"):
         client.infer("xgb-v2", [inp])
-    with pytest.raises(InferenceServerException, match="model 'nope' not found"):
+    with pytest.raises(InferenceServerException, match="model 'nope' is not served"):
         infer(client, np.zeros((1, 11), np.float32), model="nope")

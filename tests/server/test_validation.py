@@ -103,7 +103,7 @@ CASES = [
         "unknown model",
         pb.PredictRequest(model="nope", rows=[pb.Row(features=GOOD)]),
         C.NOT_FOUND,
-        "model 'nope' not found",
+        "model 'nope' is not served; servable: ",
     ),
 ]
 

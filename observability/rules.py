@@ -1,0 +1,251 @@
+"""Prometheus recording and alerting rules, generated from the one SLO file.
+
+The SLOs become multi-window, multi-burn-rate alerts (Google SRE workbook, ch. 5): page when
+the 1 h and 5 m burn rates both exceed 14.4 (2 % of a 30-day budget in an hour) or the 6 h and
+30 m both exceed 6; ticket when 1 d and 2 h exceed 3 or 3 d and 6 h exceed 1. Each pair is
+guarded by a minimum event rate over its long window, so an idle service neither pages nor
+burns its budget on a handful of calls.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from loadtest import slo
+
+RUNBOOK = "docs/runbook.md"
+PAGE = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
+TICKET = (("1d", "2h", 3.0), ("3d", "6h", 1.0))
+WINDOWS = ("5m", "30m", "1h", "2h", "6h", "1d", "3d")
+
+
+def le(x: float) -> str:
+    """A bucket bound as Prometheus 3 stores it (``1`` becomes ``1.0``): a rule selecting
+    ``le="1"`` would silently never match."""
+    return repr(float(x))
+
+
+@dataclass(frozen=True)
+class Sli:
+    name: str  # e.g. latency
+    title: str  # e.g. Predict latency
+    objective: float
+    errors: str  # PromQL ratio of bad events over [{w}]
+    events: str  # PromQL rate of all events over [{w}]
+    what: str  # one line for the alert description
+
+    @property
+    def budget(self) -> float:
+        return 1.0 - self.objective
+
+
+def slis(cfg: dict | None = None) -> list[Sli]:
+    cfg = cfg or slo.load()
+    p, s, a = cfg["predict"], cfg["service"], cfg["alerting"]
+    predict = 'method="Predict"'
+    calls = f"sum(rate(volspike_rpc_requests_total{{{predict}}}[{{w}}]))"
+    faults = "|".join(a["server_fault_codes"])
+    lag = "volspike_consumer_end_to_end_lag_seconds"
+    answered = f"sum(rate({lag}_count[{{w}}]))"
+    lat = "volspike_rpc_duration_seconds"
+    ok = f'{predict},code="OK"'
+    fast = f'{ok},le="{le(p["p95_ms"] / 1000)}"'
+    return [
+        Sli(
+            "latency",
+            "Predict latency",
+            a["latency_objective"],
+            f"1 - (sum(rate({lat}_bucket{{{fast}}}[{{w}}]))"
+            f" / sum(rate({lat}_count{{{ok}}}[{{w}}])))",
+            calls,
+            f"more than {a['latency_objective']:.0%} of Predict calls must finish within "
+            f"{p['p95_ms']:g} ms",
+        ),
+        Sli(
+            "availability",
+            "Predict availability",
+            s["availability"],
+            f'sum(rate(volspike_rpc_requests_total{{{predict},code=~"{faults}"}}[{{w}}]))'
+            f" / {calls}",
+            calls,
+            f"{s['availability']:.1%} of Predict calls must not fail through the server's fault",
+        ),
+        Sli(
+            "errors",
+            "Predict error ratio",
+            1.0 - p["max_error_ratio"],
+            f'sum(rate(volspike_rpc_requests_total{{{predict},code!="OK"}}[{{w}}])) / {calls}',
+            calls,
+            f"at most {p['max_error_ratio']:.1%} of Predict calls may fail (any non-OK code)",
+        ),
+        Sli(
+            "freshness",
+            "Prediction freshness",
+            s["lag_objective"],
+            f'1 - (sum(rate({lag}_bucket{{le="{le(s["max_lag_seconds"])}"}}[{{w}}])) / {answered})',
+            answered,
+            f"{s['lag_objective']:.0%} of predictions must be produced within "
+            f"{s['max_lag_seconds']:g} s of their tick's event time",
+        ),
+    ]
+
+
+def _record(sli: Sli) -> list[dict]:
+    out = []
+    for w in WINDOWS:
+        out.append({"record": f"volspike_slo:{sli.name}_errors:ratio_rate{w}",
+                    "expr": sli.errors.replace("{w}", w)})  # fmt: skip
+        out.append({"record": f"volspike_slo:{sli.name}_events:rate{w}",
+                    "expr": sli.events.replace("{w}", w)})  # fmt: skip
+    return out
+
+
+def _burn(sli: Sli, pairs, min_rate: float) -> str:
+    terms = []
+    for long, short, factor in pairs:
+        limit = f"{factor * sli.budget:.6g}"
+        terms.append(
+            f"(volspike_slo:{sli.name}_errors:ratio_rate{long} > {limit}"
+            f" and volspike_slo:{sli.name}_errors:ratio_rate{short} > {limit}"
+            f" and on() volspike_slo:{sli.name}_events:rate{long} > {min_rate:g})"
+        )
+    return "\n  or\n".join(terms)
+
+
+def alert(name: str, expr: str, severity: str, summary: str, description: str, for_="0s"):
+    return {
+        "alert": name,
+        "expr": expr,
+        "for": for_,
+        "labels": {"severity": severity},
+        "annotations": {
+            "summary": summary,
+            "description": description,
+            "runbook_url": f"{RUNBOOK}#{name.lower()}",
+        },
+    }
+
+
+def slo_groups(cfg: dict | None = None) -> list[dict]:
+    cfg = cfg or slo.load()
+    min_rate = cfg["alerting"]["min_calls_per_s"]
+    groups = []
+    for sli in slis(cfg):
+        title = sli.name.capitalize()
+        rules = _record(sli)
+        rules.append(
+            alert(
+                f"Volspike{title}BudgetBurnFast",
+                _burn(sli, PAGE, min_rate),
+                "page",
+                f"{sli.title}: error budget burning fast",
+                f"{sli.what} (objective {sli.objective:.4g}); at this rate the 30-day budget "
+                "is gone within 5 days. Error ratio now {{ $value | humanizePercentage }}.",
+            )
+        )
+        rules.append(
+            alert(
+                f"Volspike{title}BudgetBurnSlow",
+                _burn(sli, TICKET, min_rate),
+                "ticket",
+                f"{sli.title}: error budget burning",
+                f"{sli.what} (objective {sli.objective:.4g}); the budget is being spent "
+                "faster than it accrues. Error ratio now {{ $value | humanizePercentage }}.",
+            )
+        )
+        groups.append({"name": f"volspike-slo-{sli.name}", "rules": rules})
+    return groups
+
+
+def ops_group(cfg: dict | None = None) -> dict:
+    cfg = cfg or slo.load()
+    s, a = cfg["service"], cfg["alerting"]
+    answered = (
+        "(sum(rate(volspike_consumer_predictions_produced_total[5m]))"
+        " + (sum(rate(volspike_consumer_dead_lettered_total[5m])) or vector(0)))"
+    )
+    backlog = "sum(volspike_consumer_offset_lag) > 0"
+    rules = [
+        alert(
+            "VolspikeModelLoadFailed",
+            'increase(volspike_model_reloads_total{result="failed"}[10m]) > 0',
+            "ticket",
+            "A model load or switch failed; the previous model keeps serving",
+            "{{ $labels.instance }} refused an artifact or an unreadable model config in the "
+            "last 10 minutes (see the server log for why).",
+        ),
+        alert(
+            "VolspikeServerNotServing",
+            "volspike_serving == 0",
+            "page",
+            "A server reports NOT_SERVING",
+            "{{ $labels.instance }} has no model loaded or is draining.",
+            "1m",
+        ),
+        alert(
+            "VolspikeTargetDown",
+            'up{job=~"volspike-.*"} == 0',
+            "page",
+            "Prometheus cannot scrape {{ $labels.job }}",
+            "{{ $labels.instance }} ({{ $labels.job }}) is down or unreachable.",
+            "1m",
+        ),
+        alert(
+            "VolspikeServerMetricsAbsent",
+            'absent(volspike_serving{job="volspike-server"})',
+            "page",
+            "No server metrics at all",
+            "No volspike-server target has reported volspike_serving for 5 minutes.",
+            "5m",
+        ),
+        alert(
+            "VolspikeConsumerMetricsAbsent",
+            'absent(volspike_consumer_messages_consumed_total{job="volspike-consumer"})',
+            "page",
+            "No consumer metrics at all",
+            "No volspike-consumer target has reported for 5 minutes.",
+            "5m",
+        ),
+        alert(
+            "VolspikeDeadLetterRatioHigh",
+            "sum(rate(volspike_consumer_dead_lettered_total[5m]))"
+            " / sum(rate(volspike_consumer_messages_consumed_total[5m]))"
+            f" > {a['max_dead_letter_ratio']:g}",
+            "ticket",
+            "Many ticks are dead-lettered",
+            f"More than {a['max_dead_letter_ratio']:.0%} of consumed messages went to the "
+            "dead-letter topic over 5 minutes: {{ $value | humanizePercentage }}.",
+            "5m",
+        ),
+        alert(
+            "VolspikeConsumerStalled",
+            f"{answered} == 0 and on() {backlog}",
+            "page",
+            "The consumer has a backlog and answers nothing",
+            "Offsets lag behind the topic but no prediction or dead letter was produced "
+            "for 5 minutes.",
+            "5m",
+        ),
+        alert(
+            "VolspikeThroughputBelowFloor",
+            f"{answered} < {s['min_throughput_per_s']:g} and on() {backlog}",
+            "ticket",
+            "Consumer throughput below its floor while there is a backlog",
+            f"Fewer than {s['min_throughput_per_s']:g} answers/s for 10 minutes although "
+            "ticks are waiting.",
+            "10m",
+        ),
+        alert(
+            "VolspikeConsumerOffsetLagHigh",
+            f"sum(volspike_consumer_offset_lag) > {a['max_offset_lag']}",
+            "ticket",
+            "The consumer is far behind the ticks topic",
+            f"More than {a['max_offset_lag']} messages behind for 10 minutes: {{{{ $value }}}}.",
+            "10m",
+        ),
+    ]
+    return {"name": "volspike-ops", "rules": rules}
+
+
+def all_groups(cfg: dict | None = None) -> dict:
+    return {"groups": [*slo_groups(cfg), ops_group(cfg)]}
