@@ -35,7 +35,7 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native test lint proto proto-check serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native test lint proto proto-check go-tools observability dashboard-snapshot serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -86,8 +86,18 @@ proto-check: $(VENV)/.installed $(PROTOC_GEN_GO)
 	  diff -q $$tmp/gen/$$f server/native/gen/$$f >/dev/null || { echo "stale stub server/native/gen/$$f: run make proto"; rm -rf $$tmp; exit 1; }; \
 	done; rm -rf $$tmp; echo "proto stubs up to date"
 
-test: models native lint proto-check
+# Prometheus 3.16 + promtool and Jaeger v2, built once from the Go module proxy and cached
+# outside the repo (~/.cache/volspike-tools/<tool>-<version>): ~10 min of CPU the first time.
+go-tools:
+	tools/build_go_tools.sh all
+
+# Rules and dashboard are generated from loadtest/slo.toml; the tests fail when they are stale.
+observability: $(VENV)/.installed
+	$(PY) -m observability.generate
+
+test: models native lint proto-check go-tools
 	cd server/native && $(GO) test ./...
+	$(PY) -m observability.generate --check
 	$(PY) -m pytest -q
 
 SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)

@@ -66,7 +66,7 @@ def main() -> None:
     )
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry)
-    start_http_server(s.metrics_port, "127.0.0.1", registry=registry)
+    start_http_server(s.metrics_port, s.metrics_host, registry=registry)
     provider = make_tracer_provider("volspike-consumer")
     consumer, producer = kafka_clients(s)
     channel = grpc.insecure_channel(s.server, options=[("grpc.enable_retries", 0)])

@@ -24,6 +24,8 @@ class ConsumerSettings:
     """gRPC address of the Predict server."""
     metrics_port: int = 8001
     """Prometheus /metrics port."""
+    metrics_host: str = "127.0.0.1"
+    """Address the /metrics endpoint binds (0.0.0.0 in a container)."""
     max_rows: int = 1000
     """Most ticks per micro-batch (one Predict call)."""
     max_wait_ms: int = 20

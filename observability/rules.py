@@ -50,6 +50,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     lat = "volspike_rpc_duration_seconds"
     ok = f'{predict},code="OK"'
     fast = f'{ok},le="{le(p["p95_ms"] / 1000)}"'
+    # A healthy service has no failed-call series at all: "or vector(0)" makes its error
+    # ratio 0 instead of empty (empty panels, and burn rates that read as "no data").
     return [
         Sli(
             "latency",
@@ -65,8 +67,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "availability",
             "Predict availability",
             s["availability"],
-            f'sum(rate(volspike_rpc_requests_total{{{predict},code=~"{faults}"}}[{{w}}]))'
-            f" / {calls}",
+            f'(sum(rate(volspike_rpc_requests_total{{{predict},code=~"{faults}"}}[{{w}}]))'
+            f" or vector(0)) / {calls}",
             calls,
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault",
         ),
@@ -74,7 +76,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "errors",
             "Predict error ratio",
             1.0 - p["max_error_ratio"],
-            f'sum(rate(volspike_rpc_requests_total{{{predict},code!="OK"}}[{{w}}])) / {calls}',
+            f'(sum(rate(volspike_rpc_requests_total{{{predict},code!="OK"}}[{{w}}])) or vector(0))'
+            f" / {calls}",
             calls,
             f"at most {p['max_error_ratio']:.1%} of Predict calls may fail (any non-OK code)",
         ),

@@ -142,6 +142,8 @@ class ServerMetrics:
             ["result"],
             registry=registry,
         )
+        for result in ("ok", "failed"):  # present from the start: increase() sees the first
+            self.reloads.labels(result)
         self.active_model = Gauge(
             "volspike_active_model_info",
             "1 for the artifact currently served (labels carry name and sha256).",

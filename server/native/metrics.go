@@ -65,6 +65,9 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.latency, m.requests, m.errors, m.inFlight, m.scoring, m.rows, m.predictions, m.positives,
 		m.probability, m.modelLoad, m.reloads, m.activeModel, m.serving)
+	for _, result := range []string{"ok", "failed"} { // present from the start: increase() sees the first
+		m.reloads.WithLabelValues(result)
+	}
 	return m
 }
 

@@ -1,0 +1,158 @@
+"""The observability stack, live: real Kafka, the native server, the consumer, Prometheus 3
+(the pinned build, scraping every second with the project's config and rules) and Jaeger v2
+as the trace store. Every dashboard query and every recording rule returns data, an exemplar
+leads to its whole trace (consumer batch -> client Predict -> server span), and a failed
+rollback fires the model-load alert.
+
+Proven by breaking the code: a rule selecting le="30" (not "30.0") leaves the freshness
+recording rules empty; dropping `fallback_scrape_protocol` or the pre-initialised
+`result="failed"` counter keeps VolspikeModelLoadFailed silent (increase() of a series that
+appears at 1 is 0)."""
+
+from __future__ import annotations
+
+import json
+import time
+
+import pytest
+import yaml
+from confluent_kafka import Producer
+
+from observability import dashboard
+from observability.generate import RULES_FILE
+from server.rollback import set_artifact
+from tests.conftest import ServerProcess
+from tests.pipeline.conftest import ConsumerProcess, Topics, replay
+from tests.server.test_hostile import TRUNCATIONS, models_with
+from tools.obs_stack import Jaeger, Prometheus
+
+
+@pytest.fixture(scope="module")
+def stack(kafka, tmp_path_factory):
+    work = tmp_path_factory.mktemp("obs")
+    jaeger = Jaeger(work / "jaeger").start()
+    otel = {
+        "OTEL_EXPORTER_OTLP_ENDPOINT": jaeger.otlp_endpoint,
+        "OTEL_BSP_SCHEDULE_DELAY": "200",
+    }
+    models = models_with(work, ("xgb-broken", {"lib": TRUNCATIONS["half"]}))
+    srv = ServerProcess(
+        work / "server", env={**otel, "VOLSPIKE_MODELS_DIR": str(models)}, servable=()
+    ).start()
+    topics = Topics.fresh(kafka)
+    consumer = ConsumerProcess(
+        kafka,
+        srv.address,
+        topics,
+        work / "consumer",
+        extra_env={**otel, "OTEL_TRACES_SAMPLER": "always_on"},
+    ).start()
+    prom = Prometheus(work / "prom").start(
+        [f"127.0.0.1:{srv.metrics_port}"], [f"127.0.0.1:{consumer.metrics_port}"]
+    )
+    try:
+        p = Producer({"bootstrap.servers": kafka})
+        for bad in (b"not json", b'{"symbol": "X"}'):
+            p.produce(topics.ticks, bad, key=b"X")
+        p.flush(10)
+        replay(kafka, topics.ticks, "--source", "synthetic", "--count", "30000", "--rate", "3000")
+        time.sleep(5)  # a few more scrapes after the last answer
+        yield {"prom": prom, "jaeger": jaeger, "server": srv, "consumer": consumer}
+    finally:
+        consumer.stop()
+        srv.stop()
+        prom.stop()
+        jaeger.stop()
+
+
+def has_data(result: list) -> bool:
+    return any(
+        v != "NaN" for series in result for _, v in series.get("values", [series.get("value")])
+    )
+
+
+def test_every_dashboard_query_returns_data(stack):
+    prom: Prometheus = stack["prom"]
+    end = time.time()
+    empty = []
+    for spec in dashboard.panels():
+        for expr, _legend in spec.queries:
+            if not has_data(prom.query_range(expr, end - 120, end, 2)):
+                empty.append(f"{spec.title}: {expr}")
+    assert not empty, "\n".join(empty)
+
+
+def test_every_recording_rule_returns_data_and_every_rule_is_healthy(stack):
+    prom: Prometheus = stack["prom"]
+    groups = yaml.safe_load(RULES_FILE.read_text())["groups"]
+    records = [r for g in groups for r in g["rules"] if "record" in r]
+    empty = [r["record"] for r in records if not has_data(prom.query(r["expr"]))]
+    assert not empty, empty
+    loaded = prom.api("rules")["groups"]
+    bad = [
+        (r["name"], r.get("lastError")) for g in loaded for r in g["rules"] if r["health"] != "ok"
+    ]
+    assert not bad, bad
+    assert sum(len(g["rules"]) for g in loaded) == sum(len(g["rules"]) for g in groups)
+
+
+def test_an_exemplar_leads_to_the_whole_trace_in_jaeger(stack):
+    prom, jaeger = stack["prom"], stack["jaeger"]
+    end = time.time()
+    found = prom.api(
+        "query_exemplars",
+        query='volspike_rpc_duration_seconds_bucket{method="Predict"}',
+        start=end - 300,
+        end=end,
+    )
+    ids = [e["labels"]["trace_id"] for s in found for e in s["exemplars"]]
+    assert ids, "no exemplar on the Predict latency histogram"
+    deadline = time.monotonic() + 30
+    trace = None
+    while trace is None and time.monotonic() < deadline:
+        trace = jaeger.trace(ids[-1])
+        time.sleep(0.5)
+    assert trace is not None, f"trace {ids[-1]} never reached Jaeger"
+    spans = {s["spanID"]: s for s in trace["spans"]}
+    service = {k: p["serviceName"] for k, p in trace["processes"].items()}
+
+    def parent(span):
+        refs = [r for r in span["references"] if r["refType"] == "CHILD_OF"]
+        return spans.get(refs[0]["spanID"]) if refs else None
+
+    server = [
+        s
+        for s in spans.values()
+        if s["operationName"] == "/volatility.v1.Predictor/Predict"
+        and service[s["processID"]] == "volspike-server"
+    ]
+    assert server, json.dumps(trace)[:2000]
+    client = parent(server[0])
+    assert client is not None and service[client["processID"]] == "volspike-consumer"
+    assert client["operationName"] == "/volatility.v1.Predictor/Predict"
+    batch = parent(client)
+    assert batch is not None and batch["operationName"] == "consumer.batch"
+
+
+def test_a_failed_rollback_fires_the_model_load_alert(stack):
+    prom, srv = stack["prom"], stack["server"]
+    firing = [a for a in prom.api("alerts")["alerts"] if a["state"] == "firing"]
+    assert not [a for a in firing if a["labels"]["alertname"] == "VolspikeModelLoadFailed"]
+    set_artifact(srv.model_config, "xgb-broken")  # what `make rollback` does, then SIGHUP
+    srv.proc.send_signal(1)
+    deadline = time.monotonic() + 30
+    alert = None
+    while alert is None and time.monotonic() < deadline:
+        alerts = prom.api("alerts")["alerts"]
+        alert = next(
+            (
+                a
+                for a in alerts
+                if a["labels"]["alertname"] == "VolspikeModelLoadFailed" and a["state"] == "firing"
+            ),
+            None,
+        )
+        time.sleep(0.5)
+    assert alert is not None, prom.api("alerts")
+    assert alert["annotations"]["runbook_url"] == "docs/runbook.md#volspikemodelloadfailed"
+    assert srv.health() == "SERVING"  # the old model keeps serving

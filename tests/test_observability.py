@@ -1,0 +1,112 @@
+"""Offline checks of the observability files: generated files are fresh, Prometheus 3's own
+promtool accepts the config and rules and passes the rule unit tests (each alert fires and
+stays silent when it should), compose is valid and mounts only files that exist, and the
+dashboard uses only provisioned datasources."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from observability import dashboard, rules
+from tests.conftest import ROOT
+from tools.obs_stack import build
+
+OBS = ROOT / "observability"
+
+
+@pytest.fixture(scope="module")
+def promtool() -> Path:
+    return build("prometheus") / "promtool"
+
+
+def run(*cmd: str) -> subprocess.CompletedProcess:
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=120)
+
+
+def test_generated_files_are_fresh():
+    out = run(sys.executable, "-m", "observability.generate", "--check")
+    assert out.returncode == 0, out.stderr
+
+
+def test_promtool_accepts_config_and_rules(promtool):
+    out = run(str(promtool), "check", "config", str(OBS / "prometheus" / "prometheus.yml"))
+    assert out.returncode == 0, out.stdout + out.stderr
+    out = run(
+        str(promtool), "check", "rules", *map(str, (OBS / "prometheus" / "rules").glob("*.yml"))
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
+
+
+def test_promtool_rule_unit_tests_pass(promtool):
+    files = sorted((OBS / "prometheus" / "tests").glob("*.yml"))
+    out = run(str(promtool), "test", "rules", *map(str, files))
+    assert out.returncode == 0, out.stdout + out.stderr
+    assert out.stdout.count("SUCCESS") == len(files) == 2
+
+
+def test_every_alert_is_unit_tested_and_links_its_runbook():
+    groups = rules.all_groups()["groups"]
+    alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
+    tested = set()
+    for f in (OBS / "prometheus" / "tests").glob("*.yml"):
+        for t in yaml.safe_load(f.read_text())["tests"]:
+            tested |= {c["alertname"] for c in t.get("alert_rule_test", [])}
+    assert set(alerts) == tested, set(alerts) ^ tested
+    for name, r in alerts.items():
+        assert set(r["annotations"]) == {"summary", "description", "runbook_url"}, name
+        assert r["annotations"]["runbook_url"] == f"docs/runbook.md#{name.lower()}"
+        assert r["labels"]["severity"] in {"page", "ticket"}
+
+
+def test_slo_thresholds_exist_as_histogram_buckets():
+    from consumer.metrics import LAG_BUCKETS
+    from loadtest import slo
+    from server.metrics import LATENCY_BUCKETS
+
+    cfg = slo.load()
+    assert cfg["predict"]["p95_ms"] / 1000 in LATENCY_BUCKETS
+    assert cfg["service"]["max_lag_seconds"] in LAG_BUCKETS
+
+
+def test_compose_is_valid_and_mounts_only_existing_files():
+    out = run(
+        sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",
+        str(OBS / "compose.yaml"),
+    )  # fmt: skip
+    assert out.returncode == 0, out.stdout + out.stderr
+    compose = yaml.safe_load((OBS / "compose.yaml").read_text())
+    for name, svc in compose["services"].items():
+        for vol in svc.get("volumes", []):
+            src = vol.split(":")[0]
+            assert (OBS / src).resolve().exists(), f"{name} mounts {src}, which does not exist"
+        build_ctx = svc.get("build")
+        if build_ctx:
+            assert (OBS / build_ctx["context"] / build_ctx["dockerfile"]).exists()
+    images = {
+        s.get("image", "").split(":")[0]: s.get("image", "") for s in compose["services"].values()
+    }
+    assert images["prom/prometheus"] == "prom/prometheus:v3.16.0"  # what the tests build
+    pom = (ROOT / "kafka" / "pom.xml").read_text()
+    version = images["apache/kafka"].split(":")[1]
+    assert f"<kafka.version>{version}</kafka.version>" in pom
+
+
+def test_dashboard_uses_only_provisioned_datasources():
+    prov = yaml.safe_load(
+        (OBS / "grafana" / "provisioning" / "datasources" / "datasources.yml").read_text()
+    )
+    uids = {d["uid"] for d in prov["datasources"]}
+    dash = json.loads((OBS / "grafana" / "dashboards" / "volspike.json").read_text())
+    used = {p["datasource"]["uid"] for p in dash["panels"]}
+    used |= {t["datasource"]["uid"] for p in dash["panels"] for t in p["targets"]}
+    assert used <= uids, used - uids
+    prom = next(d for d in prov["datasources"] if d["uid"] == dashboard.PROMETHEUS_UID)
+    links = prom["jsonData"]["exemplarTraceIdDestinations"]
+    assert links == [{"name": "trace_id", "datasourceUid": dashboard.TEMPO_UID}]
+    assert len(dash["panels"]) == len(dashboard.panels()) >= 15
