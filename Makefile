@@ -112,9 +112,16 @@ endif
 rollback: $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
+PROMETHEUS_PORT ?= 9090
+DEMO_ARGS = --server $(SERVER) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
+  --consumer-metrics-port $(CONSUMER_METRICS_PORT) --kafka-port $(KAFKA_PORT) --prometheus-port $(PROMETHEUS_PORT)
 demo: models native
-	$(PY) -m tools.demo --server $(SERVER) --seconds $(DEMO_SECONDS) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \
-	  --consumer-metrics-port $(CONSUMER_METRICS_PORT) --kafka-port $(KAFKA_PORT) --rate $(DEMO_RATE)
+	$(PY) -m tools.demo $(DEMO_ARGS) --seconds $(DEMO_SECONDS) --rate $(DEMO_RATE)
+
+# A demo with one rollback half-way, rendered from the live Prometheus into docs/dashboard.png.
+SNAPSHOT ?= docs/dashboard.png
+dashboard-snapshot: models native go-tools
+	$(PY) -m tools.demo $(DEMO_ARGS) --seconds 150 --rate 2000 --rollback-at 75 --snapshot $(SNAPSHOT)
 
 # Kafka (KRaft, one node) from Maven Central jars; stopped by PID.
 kafka-up: $(VENV)/.installed

@@ -171,8 +171,10 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
     ]
 
 
-def _target(expr: str, legend: str, ref: str, exemplar: bool):
-    return (
+def _target(expr: str, legend: str, ref: str, exemplar: bool, instant: bool):
+    """A stat panel asks for the value now (an instant query): a range query would also
+    show the last value of a series that has since gone, e.g. the artifact rolled back from."""
+    q = (
         prometheus.Dataquery()
         .expr(expr)
         .legend_format(legend)
@@ -180,6 +182,7 @@ def _target(expr: str, legend: str, ref: str, exemplar: bool):
         .exemplar(exemplar)
         .datasource(dm.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID))
     )
+    return q.instant() if instant else q.range()
 
 
 def _panel(spec: PanelSpec, x: int, y: int):
@@ -191,7 +194,10 @@ def _panel(spec: PanelSpec, x: int, y: int):
         .datasource(dm.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID))
     )
     for i, (expr, legend) in enumerate(spec.queries):
-        builder = builder.with_target(_target(expr, legend, chr(ord("A") + i), spec.exemplars))
+        ref = chr(ord("A") + i)
+        builder = builder.with_target(
+            _target(expr, legend, ref, spec.exemplars, spec.kind == "stat")
+        )
     if spec.threshold is not None and spec.kind == "timeseries":
         steps = [
             dm.Threshold(value=None, color="green"),

@@ -10,14 +10,17 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import shutil
+import signal
 import threading
 import time
 from pathlib import Path
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
-from tools import kafka_broker, procs
+from server.rollback import set_artifact
+from tools import kafka_broker, obs_stack, procs
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
@@ -32,6 +35,10 @@ def main() -> None:
     p.add_argument("--metrics-port", type=int, default=8000)
     p.add_argument("--consumer-metrics-port", type=int, default=8001)
     p.add_argument("--kafka-port", type=int, default=9092)
+    p.add_argument("--prometheus-port", type=int, default=9090)
+    p.add_argument("--rollback-at", type=float, help="switch to --rollback-to after this many s")
+    p.add_argument("--rollback-to", default="xgb-v1")
+    p.add_argument("--snapshot", type=Path, help="render the dashboard into this PNG at the end")
     args = p.parse_args()
     bootstrap = f"127.0.0.1:{args.kafka_port}"
     data = kafka_broker.KAFKA_HOME / "broker"
@@ -39,7 +46,10 @@ def main() -> None:
     if started_kafka:  # our own broker: start from empty topics, no backlog to warm up from
         shutil.rmtree(data, ignore_errors=True)
     kafka_broker.up(args.kafka_port, args.kafka_port + 1, data, kafka_broker.TOPICS)
-    server = consumer = replay = sample = None
+    server = consumer = replay = sample = prom = None
+    model_config = RUN / "demo-model.toml"  # a copy: a demo rollback leaves config/ alone
+    RUN.mkdir(exist_ok=True)
+    shutil.copy(ROOT / "config" / "model.toml", model_config)
     try:
         server = procs.start_server(
             args.server,
@@ -49,6 +59,8 @@ def main() -> None:
             str(args.metrics_port),
             "--pid-file",
             str(RUN / "server.pid"),
+            "--model-config",
+            str(model_config),
             log=RUN / "demo-server.log",
         )
         procs.wait_serving(f"127.0.0.1:{args.port}", server)
@@ -86,18 +98,68 @@ def main() -> None:
             f" | consumer metrics :{args.consumer_metrics_port} | {history} s of history, then "
             f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
         )
+        send_bad_ticks(bootstrap)
+        prom = start_prometheus(args)
         sample = Sample(bootstrap)
         sample.start()
-        live(args, time.monotonic() + args.seconds + 3, sample)
+        t0 = time.monotonic()
+        if args.rollback_at is not None:
+            live(args, t0 + args.rollback_at, sample)
+            old = set_artifact(model_config, args.rollback_to)
+            os.kill(int((RUN / "server.pid").read_text()), signal.SIGHUP)
+            print(f"rollback: {old} -> {args.rollback_to} (config edited, SIGHUP sent)")
+        live(args, t0 + args.seconds + 3, sample)
+        if prom is not None and args.snapshot:
+            from tools.dashboard_snapshot import render
+
+            render(prom.url, args.snapshot, max(1.0, (time.monotonic() - t0) / 60))
+            print(f"dashboard picture: {args.snapshot}")
     finally:
         for proc in (replay, consumer, server):
             procs.stop(proc)
+        if prom is not None:
+            prom.stop()
         if sample is not None:
             sample.stop.set()
             sample.join(5)
         if started_kafka:
             kafka_broker.down(data)
     print("stopped: replay, consumer, server" + (", kafka" if started_kafka else ""))
+    if prom is not None:
+        print(
+            f"Prometheus ran at {prom.url} (data in .run/prometheus). For a dashboard picture: "
+            "make dashboard-snapshot (a demo with a rollback, rendered to docs/dashboard.png)"
+        )
+
+
+def send_bad_ticks(bootstrap: str) -> None:
+    """A few hostile messages, so the dead-letter path shows in the figures."""
+    from confluent_kafka import Producer
+
+    now = int(time.time() * 1000)
+    bad = [
+        b"not json",
+        json.dumps({"symbol": "BTC-USD", "event_time_ms": now, "price": 1e39, "size": 1}).encode(),
+        json.dumps(
+            {"symbol": "BTC-USD", "event_time_ms": now + 3_600_000, "price": 1, "size": 1}
+        ).encode(),
+    ]
+    p = Producer({"bootstrap.servers": bootstrap, "log_level": 0})
+    for value in bad:
+        p.produce("ticks", value, key=b"BTC-USD")
+    p.flush(10)
+    print(f"sent {len(bad)} malformed ticks: they go to ticks.dlq with their reason (dlq column)")
+
+
+def start_prometheus(args: argparse.Namespace) -> obs_stack.Prometheus | None:
+    """Prometheus beside the demo when it is built (`make go-tools`); the demo runs without."""
+    if not (obs_stack.PROMETHEUS_BIN / "prometheus").exists():
+        print("Prometheus is not built: `make go-tools` once (~10 min) to have it beside the demo")
+        return None
+    prom = obs_stack.Prometheus(RUN / "prometheus", port=args.prometheus_port, interval="2s")
+    prom.start([f"127.0.0.1:{args.metrics_port}"], [f"127.0.0.1:{args.consumer_metrics_port}"])
+    print(f"Prometheus {prom.url} scraping the server and the consumer every 2 s")
+    return prom
 
 
 class Sample(threading.Thread):

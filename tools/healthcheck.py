@@ -1,6 +1,6 @@
 """Exit 0 if the gRPC server at ADDRESS says SERVING (compose healthcheck, operators).
 
-    python -m tools.healthcheck 127.0.0.1:50051
+python -m tools.healthcheck 127.0.0.1:50051
 """
 
 from __future__ import annotations

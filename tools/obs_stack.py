@@ -61,6 +61,7 @@ class Prometheus:
     workdir: Path
     port: int = field(default_factory=free_port)
     interval: str = "1s"
+    pin: str | None = None  # taskset -c PIN (benchmarks)
     proc: subprocess.Popen | None = None
 
     @property
@@ -83,6 +84,7 @@ class Prometheus:
         log = (self.workdir / "prometheus.log").open("ab")
         self.proc = subprocess.Popen(
             [
+                *(["taskset", "-c", self.pin] if self.pin else []),
                 str(build("prometheus") / "prometheus"),
                 f"--config.file={conf / 'prometheus.yml'}",
                 f"--storage.tsdb.path={self.workdir / 'tsdb'}",
