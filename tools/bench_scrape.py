@@ -61,12 +61,14 @@ def main() -> None:
                 print(
                     f"round {r} scrape {arm:>3}: {res['rps']:9,.0f} calls/s p95 {res['p95']:.2f} ms"
                 )
-        scraped = prom.query(f'up{{instance="{target}"}}')
+        scraped = prom.query(f'count_over_time(up{{instance="{target}"}}[15m])')
         assert scraped, "Prometheus never scraped the server"
+        scrapes = int(float(scraped[0]["value"][1]))
         off, on = statistics.median(rps["off"]), statistics.median(rps["on"])
         print(
             f"median one-row Predict calls/s (c={args.concurrency}): no scrape {off:,.0f}, "
-            f"scraped every 1 s {on:,.0f}: {100 * (on - off) / off:+.1f} %"
+            f"scraped every 1 s {on:,.0f}: {100 * (on - off) / off:+.1f} % "
+            f"({scrapes} scrapes)"
         )
     finally:
         if prom is not None:
