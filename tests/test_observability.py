@@ -110,3 +110,25 @@ def test_dashboard_uses_only_provisioned_datasources():
     links = prom["jsonData"]["exemplarTraceIdDestinations"]
     assert links == [{"name": "trace_id", "datasourceUid": dashboard.TEMPO_UID}]
     assert len(dash["panels"]) == len(dashboard.panels()) >= 15
+
+
+def _runbook_sections() -> dict[str, str]:
+    text = (ROOT / "docs" / "runbook.md").read_text().split("\n# Procedures", 1)[0]
+    parts = text.split("\n## ")[1:]
+    return {p.split("\n", 1)[0].strip(): p for p in parts}
+
+
+def test_every_alert_has_a_runbook_section_and_every_section_an_alert():
+    alerts = {r["alert"] for g in rules.all_groups()["groups"] for r in g["rules"] if "alert" in r}
+    sections = _runbook_sections()
+    assert set(sections) == alerts, set(sections) ^ alerts
+    for name, body in sections.items():
+        for heading in ("**Meaning", "Impact", "Diagnosis", "Mitigation", "Verify recovery"):
+            assert heading in body, f"{name}: no {heading}"
+
+
+def runbook_promql() -> list[str]:
+    """Every line of every ```promql block in the runbook (run live by the observability test)."""
+    text = (ROOT / "docs" / "runbook.md").read_text()
+    blocks = text.split("```promql\n")[1:]
+    return [line for b in blocks for line in b.split("```", 1)[0].splitlines() if line.strip()]

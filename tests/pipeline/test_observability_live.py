@@ -156,3 +156,13 @@ def test_a_failed_rollback_fires_the_model_load_alert(stack):
     assert alert is not None, prom.api("alerts")
     assert alert["annotations"]["runbook_url"] == "docs/runbook.md#volspikemodelloadfailed"
     assert srv.health() == "SERVING"  # the old model keeps serving
+
+
+def test_every_runbook_query_runs(stack):
+    from tests.test_observability import runbook_promql
+
+    prom: Prometheus = stack["prom"]
+    queries = runbook_promql()
+    assert len(queries) >= 15
+    for q in queries:
+        prom.query(q)  # raises on a PromQL error
