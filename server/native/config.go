@@ -4,6 +4,7 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
 	"strconv"
 	"time"
 )
@@ -47,11 +48,12 @@ func loadSettings() Settings {
 		return v
 	}
 	var s Settings
+	root := repoRoot()
 	flag.StringVar(&s.Host, "host", env("HOST", "127.0.0.1"), "address the gRPC server binds")
 	flag.IntVar(&s.Port, "port", num("PORT", 50051), "gRPC port")
 	flag.IntVar(&s.MetricsPort, "metrics-port", num("METRICS_PORT", 8000), "Prometheus /metrics port")
-	flag.StringVar(&s.ModelsDir, "models-dir", env("MODELS_DIR", "compiled_models"), "folder of compiled artifacts")
-	flag.StringVar(&s.ModelConfig, "model-config", env("MODEL_CONFIG", "config/model.toml"), "TOML file naming the active artifact; watched")
+	flag.StringVar(&s.ModelsDir, "models-dir", env("MODELS_DIR", filepath.Join(root, "compiled_models")), "folder of compiled artifacts")
+	flag.StringVar(&s.ModelConfig, "model-config", env("MODEL_CONFIG", filepath.Join(root, "config", "model.toml")), "TOML file naming the active artifact; watched")
 	flag.IntVar(&s.MaxRows, "max-rows", num("MAX_ROWS", 100_000), "most rows per call")
 	flag.IntVar(&s.MaxMessageBytes, "max-message-bytes", num("MAX_MESSAGE_BYTES", 64*1024*1024), "largest request accepted")
 	poll := flag.Float64("reload-poll-seconds", secs("RELOAD_POLL_SECONDS", 1.0), "model config mtime check interval")
@@ -62,4 +64,18 @@ func loadSettings() Settings {
 	s.ReloadPoll = time.Duration(*poll * float64(time.Second))
 	s.Grace = time.Duration(*grace * float64(time.Second))
 	return s
+}
+
+// repoRoot is the checkout the binary was built in (server/native/volspike-server), so the
+// default models dir and model config do not depend on the working directory, as the
+// Python server's do not (they are relative to its package).
+func repoRoot() string {
+	exe, err := os.Executable()
+	if err != nil {
+		return "."
+	}
+	if real, err := filepath.EvalSymlinks(exe); err == nil {
+		exe = real
+	}
+	return filepath.Clean(filepath.Join(filepath.Dir(exe), "..", ".."))
 }
