@@ -237,3 +237,32 @@ def test_a_half_written_model_config_keeps_the_model_and_is_counted(tmp_path, im
         assert srv.health() == "SERVING"
     finally:
         assert srv.stop() == 0
+
+
+def test_defaults_do_not_depend_on_the_working_directory(tmp_path, impl):
+    """A tired operator starts the server from their home directory, with no flags but the
+    ports: it must find the models and the model config of its checkout. (Mutation: the
+    native defaults back to "compiled_models" relative to the cwd: NOT_SERVING forever.)"""
+    import os
+    import subprocess
+    import sys
+
+    from tests.conftest import _STARTED, NATIVE_SERVER, ROOT
+
+    srv = ServerProcess(tmp_path, impl=impl)
+    args = ["--port", str(srv.port), "--metrics-port", str(srv.metrics_port)]
+    cmd = (
+        [str(NATIVE_SERVER), *args] if impl == "native" else [sys.executable, "-m", "server", *args]
+    )
+    srv.proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env={**os.environ, "PYTHONPATH": str(ROOT)},
+        stdout=srv.log.open("ab"),
+        stderr=subprocess.STDOUT,
+    )
+    _STARTED.append(srv.proc)
+    try:
+        srv.wait_health("SERVING", timeout=30)
+    finally:
+        assert srv.stop() == 0
