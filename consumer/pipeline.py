@@ -93,6 +93,7 @@ class Pipeline:
         self.states: dict[tuple[int, str], FeatureState] = {}
         self.acks: dict[int, PartitionAcks] = {}
         self.warm_until: dict[int, int] = {}  # partition -> first offset to score
+        self.unsaved: dict[int, tuple[int, str]] = {}  # lost partition -> answered, uncommitted
         self.inflight: deque[Batch] = deque()
         self.backlog: list[Message] = []  # messages read while paused for retries
         self.redeliver: list[tuple] = []
@@ -409,6 +410,9 @@ class Pipeline:
         except Exception:
             self.metrics.errors.labels("commit").inc()
             logger.exception("commit failed")
+            if partitions is not None:  # giving them up: remember what was answered
+                for tp in offsets:
+                    self.unsaved[tp.partition] = (tp.offset, tp.metadata)
 
     def _drain(self) -> None:
         self._complete(drain=True)
@@ -451,7 +455,9 @@ class Pipeline:
 
     # --- rebalance ---------------------------------------------------------------------
     def _on_assign(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
-        committed = consumer.committed(partitions, timeout=30)
+        committed = [
+            self._restore_unsaved(consumer, tp) for tp in consumer.committed(partitions, timeout=30)
+        ]
         for tp in committed:
             self.acks[tp.partition] = PartitionAcks()
             if tp.offset >= 0 and tp.metadata and tp.metadata.lstrip("-").isdigit():
@@ -471,6 +477,26 @@ class Pipeline:
                     tp.offset = found.offset
         consumer.assign(committed)
         logger.info("assigned partitions %s", sorted(tp.partition for tp in committed))
+
+    def _restore_unsaved(self, consumer: Consumer, tp: TopicPartition) -> TopicPartition:
+        """A partition lost with a failed commit (the group session timed out while the
+        broker was away) and now ours again: every offset below what we remember was
+        answered and acknowledged by Kafka, so commit it instead of answering it twice.
+        If another member got further meanwhile, its commit stands."""
+        saved = self.unsaved.pop(tp.partition, None)
+        if saved is None or saved[0] <= tp.offset:
+            return tp
+        offset, metadata = saved
+        mine = TopicPartition(tp.topic, tp.partition, offset, metadata=metadata)
+        try:
+            consumer.commit(offsets=[mine], asynchronous=False)
+        except Exception:
+            logger.exception(
+                "committing the remembered offset of partition %d failed", tp.partition
+            )
+            return tp
+        logger.info("partition %d: committed remembered offset %d", tp.partition, offset)
+        return mine
 
     def _on_revoke(self, consumer: Consumer, partitions: list[TopicPartition]) -> None:
         revoked = [tp.partition for tp in partitions]

@@ -185,3 +185,56 @@ def test_dead_letters_can_be_inspected_and_redriven(kafka, grpc_server, tmp_path
         assert (0, 51) in preds  # the re-driven tick got its answer
     finally:
         c.stop()
+
+
+def test_a_broker_restart_mid_stream_loses_nothing(grpc_server, tmp_path):
+    """The broker is stopped (SIGTERM) while the consumer has work in flight and started
+    again 5 s later on the same data: every tick gets its prediction, the consumer never
+    exits. Its own broker, so the shared one stays up for the other tests."""
+    from tools import kafka_broker
+    from tools.procs import free_port
+
+    data = tmp_path / "broker"
+    port, controller = free_port(), free_port()
+    kafka_broker.up(port, controller, data, {})
+    bootstrap = f"127.0.0.1:{port}"
+    c = None
+    try:
+        topics = Topics.fresh(bootstrap, partitions=2)
+        n = 60_000
+        now = int(time.time() * 1000)
+        produce(bootstrap, topics.ticks, good_ticks(n, 16, now))
+        c = ConsumerProcess(
+            bootstrap, grpc_server.address, topics, tmp_path,
+            extra_env={"VOLSPIKE_CONSUMER_MAX_ROWS": "50"},  # slow enough to be cut mid-way
+        ).start()  # fmt: skip
+        deadline = time.monotonic() + 60
+        while True:
+            assert time.monotonic() < deadline, c.log
+            try:
+                if c.metric("volspike_consumer_predictions_produced_total") >= 2_000:
+                    break
+            except OSError:  # metrics endpoint not up yet
+                pass
+            time.sleep(0.1)
+        kafka_broker.down(data)
+        time.sleep(5)
+        assert c.proc.poll() is None, c.log
+        kafka_broker.up(port, controller, data, {})
+        check_neighbours(bootstrap, topics, n)
+        assert c.proc.poll() is None, c.log
+        # The group session timed out while the broker was away, so the partitions were
+        # lost with a failed commit; once they are ours again the answered offsets are
+        # committed, not answered a second time.
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:
+            committed, high = end_offsets(bootstrap, topics.ticks, topics.group, 2)
+            if [max(x, 0) for x in committed] == high:
+                break
+            time.sleep(1)
+        assert [max(x, 0) for x in committed] == high, (committed, high)
+        assert c.stop() == 0
+    finally:
+        if c is not None:
+            c.stop()
+        kafka_broker.down(data)
