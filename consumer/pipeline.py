@@ -37,9 +37,9 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from consumer.clock import SteadyWallClock
 from consumer.config import ConsumerSettings
 from consumer.messages import BadTick, decode_tick, encode_prediction, encode_tick
-from consumer.messages import now_ms_wall as now_ms
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
 from market.features import FEATURE_NAMES, N_FEATURES, FeatureState
@@ -93,6 +93,7 @@ class Pipeline:
         self.states: dict[tuple[int, str], FeatureState] = {}
         self.acks: dict[int, PartitionAcks] = {}
         self.warm_until: dict[int, int] = {}  # partition -> first offset to score
+        self.clock = SteadyWallClock()  # event times are judged against it
         self.unsaved: dict[int, tuple[int, str]] = {}  # lost partition -> answered, uncommitted
         self.inflight: deque[Batch] = deque()
         self.backlog: list[Message] = []  # messages read while paused for retries
@@ -144,7 +145,7 @@ class Pipeline:
 
     # --- input ------------------------------------------------------------------
     def _handle(self, msgs: list[Message]) -> None:
-        now = now_ms()
+        now = self.clock()
         rows: list[list[float]] = []
         meta: list[tuple[int, int, Tick]] = []
         for m in msgs:
@@ -242,7 +243,7 @@ class Pipeline:
             if resp is None:
                 head.span.end()
                 continue
-            now = now_ms()
+            now = self.clock()
             topic = self.s.predictions_topic
             artifact = resp.artifact
             for (p, off, tick), prob, label in zip(
@@ -462,7 +463,7 @@ class Pipeline:
             self.acks[tp.partition] = PartitionAcks()
             if tp.offset >= 0 and tp.metadata and tp.metadata.lstrip("-").isdigit():
                 # never trust a future time (older versions could commit one)
-                start_ms = min(int(tp.metadata), now_ms()) - self.s.warmup_ms
+                start_ms = min(int(tp.metadata), self.clock()) - self.s.warmup_ms
                 found = consumer.offsets_for_times(
                     [TopicPartition(tp.topic, tp.partition, max(start_ms, 0))], timeout=30
                 )[0]
