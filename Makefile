@@ -6,7 +6,7 @@ PY := $(VENV)/bin/python
 export PYTHONPATH := $(CURDIR)
 
 DATA := data/es_ticks.parquet
-MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py)
+MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py drift/bins.py)
 DEMO_SECONDS ?= 40
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 8000
@@ -35,7 +35,7 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native test lint proto proto-check go-tools observability dashboard-snapshot serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native test lint proto proto-check go-tools observability dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -95,7 +95,20 @@ go-tools:
 observability: $(VENV)/.installed
 	$(PY) -m observability.generate
 
-test: models native lint proto-check go-tools
+# The drift report's own environment: Evidently is ~1 GB and needs pandas < 3.
+DRIFT_VENV := .venv-drift
+$(DRIFT_VENV)/.installed: requirements-drift.txt
+	$(PYTHON) -m venv $(DRIFT_VENV)
+	$(DRIFT_VENV)/bin/pip install -q --upgrade pip
+	$(DRIFT_VENV)/bin/pip install -q -r requirements-drift.txt
+	touch $@
+
+# make drift [DRIFT_ARGS="--artifact xgb-v1 --live .run/live-sample"]: exit 1 above the gate
+DRIFT_ARGS ?=
+drift: models $(DRIFT_VENV)/.installed
+	$(DRIFT_VENV)/bin/python -m drift.report $(DRIFT_ARGS)
+
+test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed
 	cd server/native && $(GO) test ./...
 	$(PY) -m observability.generate --check
 	$(PY) -m pytest -q

@@ -27,6 +27,7 @@ from compiled_models.manifest import (
     Manifest,
     sha256_bytes,
 )
+from drift import bins
 from market.features import FEATURE_NAMES
 
 logger = logging.getLogger(__name__)
@@ -61,6 +62,12 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
         tmp / REFERENCE_FILE, index=False
     )
     (tmp / REFERENCE_RAW_FILE).write_bytes(ds.train.X[ref_idx].astype("<f4").tobytes())
+    ref_x = ds.train.X[ref_idx]
+    ref_p = trained.booster.inplace_predict(ref_x)
+    drift_bins = {
+        "features": {n: b.to_json() for n, b in bins.fit_all(ref_x, FEATURE_NAMES).items()},
+        "prediction": bins.fit(ref_p).to_json(),
+    }
     manifest = Manifest(
         name=spec.name,
         description=spec.description,
@@ -90,6 +97,7 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
             "uses": list(spec.uses),
             "train_tail": spec.train_tail,
         },
+        drift=drift_bins,
     )
     manifest.write(tmp)
     shutil.rmtree(folder, ignore_errors=True)

@@ -29,6 +29,9 @@ class Manifest:
     data_period: dict
     metrics: dict
     params: dict = field(default_factory=dict)
+    drift: dict = field(default_factory=dict)
+    """Reference bins for drift (drift/bins.py): {"features": {name: bins}, "prediction":
+    bins}, cut at the deciles of the reference sample and of its predictions."""
 
     def write(self, folder: Path) -> None:
         text = json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+from pathlib import Path
 
 import grpc
 from confluent_kafka import Consumer, Producer
@@ -65,7 +66,7 @@ def main() -> None:
         max_wait_ms=a.max_wait_ms,
     )
     registry = CollectorRegistry()
-    metrics = ConsumerMetrics(registry)
+    metrics = ConsumerMetrics(registry, Path(s.drift_report_metrics))
     start_http_server(s.metrics_port, s.metrics_host, registry=registry)
     provider = make_tracer_provider("volspike-consumer")
     consumer, producer = kafka_clients(s)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, fields, replace
+from pathlib import Path
 
 ENV_PREFIX = "VOLSPIKE_CONSUMER_"
 
@@ -43,6 +44,16 @@ class ConsumerSettings:
     dead_letter_max_bytes: int = 65_536
     """A dead-lettered value larger than this is cut to it; headers say so and carry the
     original size and sha256 (the DLQ must accept whatever arrives on the ticks topic)."""
+    live_sample_dir: str = str(Path(__file__).resolve().parent.parent / ".run" / "live-sample")
+    """Where the latest scored feature rows are written for the drift report (`make drift`)."""
+    live_sample_rows: int = 10_000
+    """Rows kept in the live sample (a ring: the most recent ones)."""
+    live_sample_flush_s: float = 30.0
+    """How often the live sample file is rewritten."""
+    drift_report_metrics: str = str(
+        Path(__file__).resolve().parent.parent / "reports" / "drift" / "metrics.json"
+    )
+    """The last drift report's summary, exported with this consumer's metrics."""
     warmup_ms: int = 120_000
     """On assignment, feature state is rebuilt from this much event time before the
     committed offset (features look back at most 60 s, plus the lag price before that)."""

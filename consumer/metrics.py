@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
+from consumer.drift import DriftCounter
 from consumer.messages import REASONS
 from server.metrics import BatchHistogram
 
@@ -11,8 +14,10 @@ LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30
 
 
 class ConsumerMetrics:
-    def __init__(self, registry: CollectorRegistry) -> None:
+    def __init__(self, registry: CollectorRegistry, drift_report: Path | None = None) -> None:
         self.registry = registry
+        self.drift = DriftCounter(drift_report)
+        registry.register(self.drift)
         self.consumed = Counter(
             "volspike_consumer_messages_consumed",
             "Tick messages read from Kafka.",

@@ -17,11 +17,15 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import json
 import logging
+import os
 import random
+import socket
 import time
 from collections import deque
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import grpc
 import numpy as np
@@ -39,6 +43,7 @@ from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from consumer.clock import SteadyWallClock
 from consumer.config import ConsumerSettings
+from consumer.drift import ArtifactBins, LiveSample
 from consumer.messages import BadTick, decode_tick, encode_prediction, encode_tick
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
@@ -94,6 +99,13 @@ class Pipeline:
         self.acks: dict[int, PartitionAcks] = {}
         self.warm_until: dict[int, int] = {}  # partition -> first offset to score
         self.clock = SteadyWallClock()  # event times are judged against it
+        self.sample = LiveSample(
+            Path(settings.live_sample_dir),
+            settings.live_sample_rows,
+            settings.live_sample_flush_s,
+            f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}",
+        )
+        self._drift_retry: dict[str, float] = {}
         self.unsaved: dict[int, tuple[int, str]] = {}  # lost partition -> answered, uncommitted
         self.inflight: deque[Batch] = deque()
         self.backlog: list[Message] = []  # messages read while paused for retries
@@ -125,6 +137,7 @@ class Pipeline:
         logger.info("stopping: finishing %d in-flight batches", len(self.inflight))
         self._drain()
         self._commit(sync=True)
+        self.sample.flush()
         self.consumer.close()
 
     def stop(self) -> None:
@@ -134,6 +147,7 @@ class Pipeline:
 
     def _service(self) -> None:
         self.producer.poll(0)
+        self.sample.maybe_flush()
         self._fold_counts()
         self._produce_again()
         t = time.monotonic()
@@ -246,6 +260,7 @@ class Pipeline:
             now = self.clock()
             topic = self.s.predictions_topic
             artifact = resp.artifact
+            self._observe_drift(head, resp)
             for (p, off, tick), prob, label in zip(
                 head.meta, resp.probabilities, resp.labels, strict=True
             ):
@@ -258,6 +273,34 @@ class Pipeline:
             self.metrics.processing.observe(time.monotonic() - head.started)
             head.span.end()
             self.producer.poll(0)
+
+    def _observe_drift(self, b: Batch, resp: pb.PredictResponse) -> None:
+        """Count this batch into the artifact's reference bins and the live sample."""
+        ab = self._artifact_bins(resp.artifact)
+        if ab is None:
+            return
+        x = np.frombuffer(b.request.packed.float32_le, np.float32).reshape(-1, N_FEATURES)
+        probs = np.asarray(resp.probabilities, np.float32)
+        ab.observe(x, probs)
+        self.sample.add(ab.artifact, ab.names, x, probs)
+
+    def _artifact_bins(self, artifact: str) -> ArtifactBins | None:
+        """The artifact's reference bins, asked from the server once (ModelInfo carries the
+        manifest); a failure is retried a minute later and costs no answer."""
+        ab = self.metrics.drift.by_artifact.get(artifact)
+        if ab is not None:
+            return ab
+        if time.monotonic() < self._drift_retry.get(artifact, 0.0):
+            return None
+        try:
+            info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
+            ab = ArtifactBins(artifact, json.loads(info.manifest_json))
+        except (grpc.RpcError, ValueError, KeyError) as exc:
+            logger.warning("no drift bins for %s (%s); retrying in 60 s", artifact, exc)
+            self._drift_retry[artifact] = time.monotonic() + 60
+            return None
+        self.metrics.drift.add(ab)
+        return ab
 
     def _response(self, b: Batch) -> pb.PredictResponse | None:
         try:

@@ -37,6 +37,8 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
     cfg = cfg or slo.load()
     p95 = cfg["predict"]["p95_ms"] / 1000
     lag = cfg["service"]["max_lag_seconds"]
+    d = cfg["drift"]
+    w = d["window"]
     hist = "volspike_rpc_duration_seconds_bucket"
     prob = "rate(volspike_predicted_probability_bucket[5m])"
     q = [
@@ -156,6 +158,17 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
                 for x, n in ((0.5, 50), (0.9, 90), (0.99, 99))
             ),
             "percentunit",
+        ),
+        PanelSpec(
+            f"Drift: PSI per feature and of the predictions ({w})",
+            ((f"volspike_drift:psi:{w}", "{{feature}}"),),
+            threshold=d["psi_threshold"],
+        ),
+        PanelSpec(
+            "Drift: share of features drifted",
+            ((f"volspike_drift:drifted_feature_share:{w}", "{{artifact}}"),),
+            "percentunit",
+            threshold=d["max_drifted_share"],
         ),
         PanelSpec(
             "Positive label share",

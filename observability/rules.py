@@ -250,5 +250,64 @@ def ops_group(cfg: dict | None = None) -> dict:
     return {"name": "volspike-ops", "rules": rules}
 
 
+def drift_group(cfg: dict | None = None) -> dict:
+    """Each feature's PSI (and the prediction's) over the live window against the active
+    artifact's reference bins, from the consumer's per-bin counters (consumer/drift.py)."""
+    cfg = cfg or slo.load()
+    d = cfg["drift"]
+    w, eps = d["window"], 1e-4
+    counts = f"sum by (artifact, feature, bin) (increase(volspike_consumer_feature_bin_total[{w}]))"
+    share = f"volspike_drift:bin_share:ratio_{w}"
+    live = f"clamp_min({share}, {eps:g})"
+    ref = f"clamp_min(max by (artifact, feature, bin) (volspike_drift_reference_share), {eps:g})"
+    psi = f"volspike_drift:psi:{w}"
+    features = f'{psi}{{feature!="prediction"}}'
+    rules = [
+        {
+            "record": share,
+            "expr": f"{counts}\n  / on (artifact, feature) group_left\n"
+            f"sum by (artifact, feature) (increase(volspike_consumer_feature_bin_total[{w}]))",
+        },
+        {
+            "record": psi,
+            "expr": f"sum by (artifact, feature) (\n"
+            f"  ({live} - on (artifact, feature, bin) {ref})\n"
+            f"  * ln({live} / on (artifact, feature, bin) {ref})\n)",
+        },
+        {
+            "record": f"volspike_drift:drifted_feature_share:{w}",
+            "expr": f"avg by (artifact) ({features} > bool {d['psi_threshold']:g})",
+        },
+        alert(
+            "VolspikeFeatureDrift",
+            f"volspike_drift:drifted_feature_share:{w} > {d['max_drifted_share']:g}",
+            "ticket",
+            "The live features have drifted from the model's reference",
+            "{{ $value | humanizePercentage }} of {{ $labels.artifact }}'s features have a "
+            f"PSI above {d['psi_threshold']:g} over the last {w}: the model scores data unlike "
+            "what it was trained on.",
+            "30m",
+        ),
+        alert(
+            "VolspikePredictionDrift",
+            f'{psi}{{feature="prediction"}} > {d["psi_threshold"]:g}',
+            "ticket",
+            "The predicted probabilities have drifted from the reference predictions",
+            f"PSI of {{{{ $labels.artifact }}}}'s predictions over the last {w}: "
+            "{{ $value | humanize }}.",
+            "30m",
+        ),
+        alert(
+            "VolspikeDriftReportStale",
+            "time() - max(volspike_drift_report_timestamp_seconds)"
+            f" > {d['report_max_age_hours'] * 3600:g}",
+            "ticket",
+            "The scheduled drift report has not run",
+            f"The last `make drift` report is older than {d['report_max_age_hours']} hours.",
+        ),
+    ]
+    return {"name": "volspike-drift", "rules": rules}
+
+
 def all_groups(cfg: dict | None = None) -> dict:
-    return {"groups": [*slo_groups(cfg), ops_group(cfg)]}
+    return {"groups": [*slo_groups(cfg), ops_group(cfg), drift_group(cfg)]}

@@ -71,6 +71,14 @@ def test_library_with_one_changed_byte_is_refused(tmp_path):
         runtime.load(dst)
 
 
+def test_an_artifact_cannot_claim_another_name(tmp_path):
+    """A copy of xgb-v1 in a folder called xgb-v2 would answer as xgb-v2 (mutation: drop
+    the name check in CompiledModel and this loads)."""
+    shutil.copytree(artifact_dir("xgb-v1"), tmp_path / "xgb-v2")
+    with pytest.raises(runtime.ArtifactError, match="manifest names it 'xgb-v1'"):
+        runtime.load(tmp_path / "xgb-v2")
+
+
 def test_feature_schema_mismatch_is_refused():
     with pytest.raises(runtime.ArtifactError, match="artifact baseline-rv60: feature schema"):
         runtime.CompiledModel(artifact_dir("baseline-rv60"), expected_features=("a", "b"))

@@ -47,7 +47,7 @@ def test_promtool_rule_unit_tests_pass(promtool):
     files = sorted((OBS / "prometheus" / "tests").glob("*.yml"))
     out = run(str(promtool), "test", "rules", *map(str, files))
     assert out.returncode == 0, out.stdout + out.stderr
-    assert out.stdout.count("SUCCESS") == len(files) == 2
+    assert out.stdout.count("SUCCESS") == len(files) >= 3
 
 
 def test_every_alert_is_unit_tested_and_links_its_runbook():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import signal
 import subprocess
 import time
 import urllib.parse
@@ -17,7 +16,7 @@ from pathlib import Path
 
 import yaml
 
-from tools.procs import ROOT, free_port
+from tools.procs import ROOT, free_port, stop
 
 CACHE = Path(os.environ.get("VOLSPIKE_TOOLS_CACHE", Path.home() / ".cache" / "volspike-tools"))
 PROMETHEUS_BIN = CACHE / "prometheus-v0.316.0" / "bin"
@@ -41,16 +40,6 @@ def get_json(url: str, params: dict | None = None, timeout: float = 10.0) -> dic
         url += "?" + urllib.parse.urlencode(params, doseq=True)
     with urllib.request.urlopen(url, timeout=timeout) as r:
         return json.loads(r.read())
-
-
-def _stop(proc: subprocess.Popen | None) -> None:
-    if proc is not None and proc.poll() is None:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
 
 
 @dataclass
@@ -127,7 +116,7 @@ class Prometheus:
         return self.api("query_range", query=expr, start=start, end=end, step=step)["result"]
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop(self.proc)
 
 
 @dataclass
@@ -185,4 +174,4 @@ class Jaeger:
         return data[0] if data else None
 
     def stop(self) -> None:
-        _stop(self.proc)
+        stop(self.proc)

@@ -59,6 +59,8 @@ class ConsumerProcess:
             "VOLSPIKE_CONSUMER_GROUP_ID": self.topics.group,
             "VOLSPIKE_CONSUMER_RETRY_MAX_BACKOFF_S": "0.5",
             "VOLSPIKE_CONSUMER_DEADLINE_S": "1.0",
+            "VOLSPIKE_CONSUMER_LIVE_SAMPLE_DIR": str(self.workdir / "live-sample"),
+            "VOLSPIKE_CONSUMER_DRIFT_REPORT_METRICS": str(self.workdir / "drift-metrics.json"),
             **self.extra_env,
         }
         self.workdir.mkdir(parents=True, exist_ok=True)

@@ -45,7 +45,12 @@ def stack(kafka, tmp_path_factory):
         srv.address,
         topics,
         work / "consumer",
-        extra_env={**otel, "OTEL_TRACES_SAMPLER": "always_on"},
+        extra_env={
+            **otel,
+            "OTEL_TRACES_SAMPLER": "always_on",
+            "VOLSPIKE_CONSUMER_LIVE_SAMPLE_FLUSH_S": "1",
+            "VOLSPIKE_CONSUMER_DRIFT_REPORT_METRICS": str(work / "drift" / "metrics.json"),
+        },
     ).start()
     prom = Prometheus(work / "prom").start(
         [f"127.0.0.1:{srv.metrics_port}"], [f"127.0.0.1:{consumer.metrics_port}"]
@@ -57,7 +62,13 @@ def stack(kafka, tmp_path_factory):
         p.flush(10)
         replay(kafka, topics.ticks, "--source", "synthetic", "--count", "30000", "--rate", "3000")
         time.sleep(5)  # a few more scrapes after the last answer
-        yield {"prom": prom, "jaeger": jaeger, "server": srv, "consumer": consumer}
+        yield {
+            "prom": prom,
+            "jaeger": jaeger,
+            "server": srv,
+            "consumer": consumer,
+            "work": work,
+        }
     finally:
         consumer.stop()
         srv.stop()
@@ -166,3 +177,33 @@ def test_every_runbook_query_runs(stack):
     assert len(queries) >= 15
     for q in queries:
         prom.query(q)  # raises on a PromQL error
+
+
+def test_make_drift_on_the_live_sample_reaches_prometheus(stack):
+    """The consumer's live sample (synthetic crypto ticks) against xgb-v2's ES reference:
+    the report finds the drift and exits 1; its summary, exported by the consumer, reaches
+    Prometheus with the report's time (what VolspikeDriftReportStale watches)."""
+    import subprocess
+
+    from tests.conftest import ROOT
+    from tests.test_drift import DRIFT_PY
+
+    prom, consumer, work = stack["prom"], stack["consumer"], stack["work"]
+    samples = list((consumer.workdir / "live-sample").glob("*.npz"))
+    assert samples, "the consumer wrote no live sample"
+    out = subprocess.run(
+        [str(DRIFT_PY), "-m", "drift.report", "--artifact", "xgb-v2", "--models-dir",
+         str(work / "models"), "--live", str(samples[0].parent), "--out", str(work / "drift")],
+        cwd=ROOT, capture_output=True, text=True, timeout=300,
+    )  # fmt: skip
+    assert out.returncode == 1, out.stdout + out.stderr
+    assert "spread_bps" in out.stdout and "DRIFT" in out.stdout
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        got = prom.query("volspike_drift_report_drifted_share")
+        if got:
+            break
+        time.sleep(0.5)
+    assert got and float(got[0]["value"][1]) > 0.5, got
+    age = prom.query("time() - max(volspike_drift_report_timestamp_seconds)")
+    assert 0 <= float(age[0]["value"][1]) < 60

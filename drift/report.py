@@ -1,0 +1,164 @@
+"""`make drift`: Evidently's data-drift report of the live sample against the active
+artifact's reference sample, as HTML and JSON in reports/drift/, a printed summary, and an
+exit code a scheduled job can gate on. Runs in its own environment (.venv-drift: Evidently is
+~1 GB and slow to import), never inside the server or the consumer.
+
+    .venv-drift/bin/python -m drift.report [--artifact xgb-v2] [--live .run/live-sample]
+
+The method is pinned: PSI with a 0.2 threshold for every numeric column (Evidently's default
+switches between Wasserstein distance and a K-S p-value at 1,000 rows, which flips what a
+"drift score" means). A feature with no value at all on one side (the ES data has no bid/ask)
+cannot go through Evidently; it is judged by the share of missing values with the same bins
+and PSI the continuous monitor uses (drift/bins.py), and says so.
+
+Exit codes: 0 no drift, 1 the share of drifted features is above --max-drifted-share,
+2 the inputs are unusable (missing, malformed, too small), with the reason.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+import tomllib
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from drift import bins as db
+
+ROOT = Path(__file__).resolve().parent.parent
+METHOD, THRESHOLD = "psi", 0.2
+
+
+class SampleError(ValueError):
+    """The samples cannot give a meaningful report; ``str()`` says why."""
+
+
+def load_live(path: Path, names: tuple[str, ...], artifact: str) -> pd.DataFrame:
+    """Every live-sample file (one per consumer) in ``path``, for this feature list."""
+    files = sorted(path.glob("*.npz")) if path.is_dir() else [path]
+    if not files or not files[0].exists():
+        raise SampleError(
+            f"no live sample in {path}: is a consumer running? (it writes every 30 s)"
+        )
+    frames = []
+    for f in files:
+        try:
+            with np.load(f, allow_pickle=False) as z:
+                x, file_names = z["x"], tuple(str(n) for n in z["names"])
+                file_artifact = str(z["artifact"])
+        except (OSError, KeyError, ValueError, zipfile.BadZipFile) as exc:
+            raise SampleError(f"live sample {f} is unreadable: {exc}") from None
+        if file_names != names:
+            raise SampleError(f"live sample {f} has features {list(file_names)}, not {list(names)}")
+        if x.ndim != 2 or x.shape[1] != len(names):
+            raise SampleError(f"live sample {f} has shape {x.shape}, not [rows, {len(names)}]")
+        if file_artifact != artifact:
+            print(f"note: {f.name} was scored by {file_artifact}, not {artifact}")
+        frames.append(pd.DataFrame(x.astype(np.float64), columns=list(names)))
+    return pd.concat(frames, ignore_index=True)
+
+
+def compare(
+    reference: pd.DataFrame, live: pd.DataFrame, min_rows: int, drift_share: float
+) -> tuple[dict, object | None]:
+    """Per-feature verdicts and Evidently's snapshot (None if no column could go through it)."""
+    for name, frame in (("reference", reference), ("live", live)):
+        if len(frame) < min_rows:
+            raise SampleError(
+                f"{name} sample has {len(frame)} rows; at least {min_rows} are needed for a "
+                "meaningful test"
+            )
+    names = list(reference.columns)
+    both = [c for c in names if reference[c].notna().any() and live[c].notna().any()]
+    verdicts: dict[str, dict] = {}
+    snapshot = None
+    if both:
+        from evidently import Report
+        from evidently.presets import DataDriftPreset
+
+        report = Report(
+            [DataDriftPreset(method=METHOD, threshold=THRESHOLD, drift_share=drift_share)]
+        )
+        snapshot = report.run(live[both], reference[both])
+        for m in snapshot.dict()["metrics"]:
+            col = m.get("config", {}).get("column")
+            if col in both and m.get("config", {}).get("type", "").endswith("ValueDrift"):
+                score = float(m["value"])
+                verdicts[col] = {"method": "evidently psi", "statistic": score,
+                                 "threshold": THRESHOLD, "drifted": score >= THRESHOLD}  # fmt: skip
+    for c in names:
+        if c in verdicts:
+            continue
+        b = db.fit(reference[c].to_numpy())  # presence on one side only: missing-share PSI
+        counts = db.count(b, live[c].to_numpy())
+        score = db.psi(b.shares, counts / counts.sum())
+        verdicts[c] = {"method": "missing-share psi (no values on one side)", "statistic": score,
+                       "threshold": THRESHOLD, "drifted": score >= THRESHOLD}  # fmt: skip
+    return {c: verdicts[c] for c in names}, snapshot
+
+
+def active_artifact() -> str:
+    cfg = tomllib.loads((ROOT / "config" / "model.toml").read_text())
+    return str(cfg["artifact"])
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--artifact", help="default: the active one in config/model.toml")
+    p.add_argument("--models-dir", type=Path, default=ROOT / "compiled_models")
+    p.add_argument("--live", type=Path, default=ROOT / ".run" / "live-sample")
+    p.add_argument("--reference", type=Path, help="default: the artifact's reference.parquet")
+    p.add_argument("--out", type=Path, default=ROOT / "reports" / "drift")
+    p.add_argument("--min-rows", type=int, default=200)
+    p.add_argument("--max-drifted-share", type=float, default=0.5)
+    args = p.parse_args()
+    artifact = args.artifact or active_artifact()
+    try:
+        ref_path = args.reference or args.models_dir / artifact / "reference.parquet"
+        try:
+            reference = pd.read_parquet(ref_path)
+        except (OSError, ValueError) as exc:
+            raise SampleError(f"reference sample {ref_path} is unreadable: {exc}") from None
+        live = load_live(args.live, tuple(reference.columns), artifact)
+        verdicts, snapshot = compare(reference, live, args.min_rows, args.max_drifted_share)
+    except SampleError as exc:
+        print(f"drift: {exc}", file=sys.stderr)
+        sys.exit(2)
+    share = sum(v["drifted"] for v in verdicts.values()) / len(verdicts)
+    args.out.mkdir(parents=True, exist_ok=True)
+    stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
+    summary = {
+        "artifact": artifact,
+        "timestamp": time.time(),
+        "reference_rows": len(reference),
+        "live_rows": len(live),
+        "drifted_share": share,
+        "max_drifted_share": args.max_drifted_share,
+        "features": verdicts,
+    }
+    if snapshot is not None:
+        snapshot.save_html(str(args.out / f"drift-{stamp}.html"))
+        snapshot.save_json(str(args.out / f"drift-{stamp}.evidently.json"))
+    (args.out / f"drift-{stamp}.json").write_text(json.dumps(summary, indent=2))
+    tmp = args.out / "metrics.json.tmp"
+    tmp.write_text(json.dumps(summary))
+    tmp.replace(args.out / "metrics.json")  # the consumer exports it (report age, share)
+    print(f"{artifact}: reference {len(reference):,} rows vs live {len(live):,} rows")
+    for name, v in verdicts.items():
+        verdict = "DRIFT" if v["drifted"] else "ok"
+        print(
+            f"  {name:<18} {v['statistic']:8.3f} >= {v['threshold']} ? {verdict:<5} ({v['method']})"
+        )
+    print(
+        f"drifted features: {share:.0%} (gate: {args.max_drifted_share:.0%}); report in {args.out}"
+    )
+    sys.exit(1 if share > args.max_drifted_share else 0)
+
+
+if __name__ == "__main__":
+    main()
