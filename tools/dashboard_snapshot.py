@@ -89,7 +89,7 @@ def render(prom: str, out: Path, minutes: float, dashboard: Path = DASHBOARD) ->
             ax.text(0.5, 0.45, text, color="#73bf69", ha="center", va="center", fontsize=15,
                     transform=ax.transAxes)  # fmt: skip
             continue
-        for name, pts in series[:8]:
+        for name, pts in series[:12]:
             ax.plot([(t - end) / 60 for t, _ in pts], [v * factor for _, v in pts], label=name,
                     linewidth=1.2)  # fmt: skip
         for step_ in panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", []):

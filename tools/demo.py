@@ -98,8 +98,8 @@ def main() -> None:
             f" | consumer metrics :{args.consumer_metrics_port} | {history} s of history, then "
             f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
         )
-        send_bad_ticks(bootstrap)
         prom = start_prometheus(args)
+        send_bad_ticks(bootstrap)  # after Prometheus has seen the dead-letter counters at 0
         sample = Sample(bootstrap)
         sample.start()
         t0 = time.monotonic()

@@ -57,11 +57,11 @@ class Prometheus:
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def start(self, server: list[str], consumer: list[str], drift: list[str] = ()) -> Prometheus:
+    def start(self, server: list[str], consumer: list[str]) -> Prometheus:
         conf = self.workdir / "prometheus"
         shutil.rmtree(conf, ignore_errors=True)
         shutil.copytree(OBS / "prometheus", conf, ignore=shutil.ignore_patterns("tests"))
-        for name, targets in (("server", server), ("consumer", consumer), ("drift", drift)):
+        for name, targets in (("server", server), ("consumer", consumer)):
             (conf / "targets" / f"{name}.json").write_text(
                 json.dumps([{"targets": list(targets)}] if targets else [])
             )
