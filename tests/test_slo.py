@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import re
 
+import pytest
+
 from loadtest import slo
 from tests.conftest import ROOT
 
@@ -36,3 +38,22 @@ def test_violations_name_the_slo_value_and_target():
 def test_overrides_win_over_the_file():
     s = slo.predict_slo(p95_ms=1.5, min_rps=None)
     assert s.p95_ms == 1.5 and s.min_rps == slo.load()["predict"]["min_rps"]
+
+
+def test_slo_document_states_what_the_generated_rules_compute():
+    """Each SLI row names the objective the rules use; each burn-rate alert exists."""
+    from observability import rules
+
+    doc = (ROOT / "docs" / "slo.md").read_text()
+    rows = dict(
+        re.findall(
+            r"^\| (latency|availability|errors|freshness) \| .+? \| ([0-9.]+) % \|", doc, re.M
+        )
+    )
+    names = {r.get("alert") for g in rules.all_groups()["groups"] for r in g["rules"]}
+    for sli in rules.slis():
+        assert float(rows[sli.name]) == pytest.approx(sli.objective * 100), sli.name
+        for kind in ("Fast", "Slow"):
+            assert f"Volspike{sli.name.capitalize()}BudgetBurn{kind}" in names
+    assert "14.4x" in doc and "6x" in doc
+    assert [p[2] for p in rules.PAGE] == [14.4, 6.0] and [t[2] for t in rules.TICKET] == [3.0, 1.0]
