@@ -99,7 +99,8 @@ def main() -> None:
             f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
         )
         prom = start_prometheus(args)
-        send_bad_ticks(bootstrap)  # after Prometheus has seen the dead-letter counters at 0
+        # a little later, so Prometheus has seen the dead-letter counters at 0 first
+        threading.Timer(min(20.0, args.seconds / 3), send_bad_ticks, (bootstrap,)).start()
         sample = Sample(bootstrap)
         sample.start()
         t0 = time.monotonic()
