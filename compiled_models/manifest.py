@@ -39,7 +39,11 @@ class Manifest:
 
     @classmethod
     def read(cls, folder: Path) -> Manifest:
-        raw = json.loads((folder / MANIFEST_FILE).read_text())
+        return cls.parse((folder / MANIFEST_FILE).read_text())
+
+    @classmethod
+    def parse(cls, text: str) -> Manifest:
+        raw = json.loads(text)
         raw["feature_names"] = tuple(raw["feature_names"])
         return cls(**raw)
 

@@ -16,7 +16,7 @@ import numpy as np
 
 from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
 from compiled_models.libcheck import LibraryError, check_elf, confined_path
-from compiled_models.manifest import Manifest, sha256_bytes
+from compiled_models.manifest import MANIFEST_FILE, Manifest, sha256_bytes
 from market.features import FEATURE_NAMES
 
 _F32 = np.dtype(np.float32)
@@ -37,7 +37,8 @@ class CompiledModel:
     def __init__(self, folder: Path, expected_features: tuple[str, ...] = FEATURE_NAMES):
         folder = Path(folder)
         try:
-            manifest = Manifest.read(folder)
+            self.manifest_json = (folder / MANIFEST_FILE).read_text()  # read once, as written
+            manifest = Manifest.parse(self.manifest_json)
         except (OSError, ValueError, TypeError) as exc:
             raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
         self.manifest = manifest

@@ -397,6 +397,7 @@ class Pipeline:
             self.redeliver.append((topic, key, value, headers, p, off, -1))
             return
         reason = [h for h in headers or () if h[0] == "error"] or [("error", why.encode())]
+        reason.append(("reason", b"undeliverable"))
         extra = [("dead_letter_error", why.encode()[:1024])]
         self.metrics.dead_lettered.labels("undeliverable").inc()
         self.redeliver.append(
@@ -407,17 +408,20 @@ class Pipeline:
         """A message that is not a usable tick. Its Kafka timestamp is not trusted: -1
         keeps it out of the commit metadata the warm-up starts from."""
         self.metrics.dead_lettered.labels(kind).inc()
-        self._send_dead_letter(m.partition(), m.offset(), m.key(), m.value(), reason, -1)
+        self._send_dead_letter(m.partition(), m.offset(), m.key(), m.value(), reason, kind, -1)
 
     def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str, kind: str) -> None:
         self.metrics.dead_lettered.labels(kind).inc()
-        self._send_dead_letter(p, off, tick.symbol, encode_tick(tick), reason, tick.event_time_ms)
+        self._send_dead_letter(
+            p, off, tick.symbol, encode_tick(tick), reason, kind, tick.event_time_ms
+        )
 
     def _send_dead_letter(
-        self, p: int, off: int, key, value: bytes | None, reason: str, event_ms: int
+        self, p: int, off: int, key, value: bytes | None, reason: str, kind: str, event_ms: int
     ) -> None:
         headers = [
             ("error", reason.encode()[:1024]),
+            ("reason", kind.encode()),  # the metric's label: one of a closed set
             ("source_topic", self.s.ticks_topic.encode()),
             ("source_partition", str(p).encode()),
             ("source_offset", str(off).encode()),

@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import contextlib
-import json
 import time
-from dataclasses import asdict
 
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
@@ -116,5 +114,5 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             loaded_at=loaded,
             active=active is not None and active.name == model.name,
             available_artifacts=self.registry.available(),
-            manifest_json=json.dumps(asdict(m), sort_keys=True),
+            manifest_json=model.manifest_json,
         )

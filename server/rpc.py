@@ -60,11 +60,18 @@ def tolerant_deserializer(message_cls) -> Callable[[bytes], object]:
 
 
 def generic_handler(servicer, service: ServiceDescriptor) -> grpc.GenericRpcHandler:
-    """Method handlers for every unary method of ``service`` with tolerant parsing."""
+    """Method handlers for every unary method of ``service`` with tolerant parsing. A proto
+    method without an ``@rpc`` handler refuses the start (the generated base class would
+    answer UNIMPLEMENTED for it forever), and every method's in-flight gauge exists from the
+    start, as on the native server."""
     handlers = {}
     for m in service.methods:
+        fn = getattr(servicer, m.name, None)
+        if not hasattr(fn, "__wrapped__"):
+            raise RuntimeError(f"{service.full_name}/{m.name} has no handler")
+        servicer.metrics.in_flight.labels(m.name)
         handlers[m.name] = grpc.unary_unary_rpc_method_handler(
-            getattr(servicer, m.name),
+            fn,
             request_deserializer=tolerant_deserializer(GetMessageClass(m.input_type)),
             response_serializer=GetMessageClass(m.output_type).SerializeToString,
         )

@@ -68,8 +68,8 @@ const (
 	referenceFile = "reference.f32" // little-endian float32 rows written by `make models`
 )
 
-// Manifest holds the fields the server uses; JSON is the whole document, compact with
-// sorted keys (ModelInfo's manifest_json).
+// Manifest holds the fields the server uses; JSON is the whole document as written
+// (ModelInfo's manifest_json).
 type Manifest struct {
 	Name              string   `json:"name"`
 	Description       string   `json:"description"`
@@ -114,12 +114,7 @@ func LoadModel(folder string) (*Model, error) {
 	if err := json.Unmarshal(raw, &m); err != nil {
 		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
 	}
-	var doc map[string]any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
-	}
-	compact, _ := json.Marshal(doc) // a decoded document always re-encodes; keys come out sorted
-	m.JSON = string(compact)
+	m.JSON = string(raw) // the manifest as `make models` wrote it, byte for byte (as the Python server)
 	if m.Name != name {
 		return nil, artifactErr("artifact %s: manifest names it '%s'; an artifact's name is its folder's", name, m.Name)
 	}

@@ -95,6 +95,7 @@ def test_oversized_messages_are_dead_lettered_and_neighbours_answered(kafka, grp
             assert d["headers"]["original_bytes"] == str(size)
             assert len(d["value"]) == 65_536
             assert f"message is {size} bytes" in d["headers"]["error"]
+            assert d["headers"]["reason"] == "too_large"  # the metric's label, as a header
         assert c.proc.poll() is None, c.log
         assert c.metric('volspike_consumer_dead_lettered_total{reason="too_large"}') == 2
         assert c.stop() == 0
