@@ -348,6 +348,9 @@ class Pipeline:
             self.producer.poll(0.02)
             # keep the group membership alive; anything fetched is kept for later
             self.backlog.extend(self.consumer.consume(self.s.max_rows, 0))
+            t = time.monotonic()
+            if t >= self._next_stats:  # lag and throughput stay true while we wait
+                self._stats(t, fresh=True)
 
     # --- output -------------------------------------------------------------------
     def _produce(
@@ -481,7 +484,9 @@ class Pipeline:
             for args in items:
                 self._produce(*args)
 
-    def _stats(self, t: float) -> None:
+    def _stats(self, t: float, fresh: bool = False) -> None:
+        """Throughput and offset lag every 2 s. ``fresh``: ask the broker for the high
+        watermarks (paused partitions fetch nothing, so the cached ones stand still)."""
         interval = 2.0
         if self._next_stats:
             done = self._answered - self._answered_at_stats
@@ -491,7 +496,7 @@ class Pipeline:
         for p in list(self.acks):
             try:
                 _, high = self.consumer.get_watermark_offsets(
-                    TopicPartition(self.s.ticks_topic, p), cached=True
+                    TopicPartition(self.s.ticks_topic, p), cached=not fresh, timeout=1
                 )
             except Exception:
                 continue
