@@ -15,7 +15,7 @@ from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.pipeline import Pipeline
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
-from server.tracing import make_tracer_provider
+from telemetry.tracing import make_tracer_provider
 
 logger = logging.getLogger("consumer")
 

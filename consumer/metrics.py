@@ -8,7 +8,7 @@ from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumer.drift import DriftCounter
 from consumer.messages import REASONS
-from server.metrics import BatchHistogram
+from telemetry.histogram import BatchHistogram
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
 
