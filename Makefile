@@ -35,7 +35,7 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native test lint proto proto-check go-tools observability dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native test test-fast lint proto proto-check go-tools observability dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 $(VENV)/.installed: requirements.txt
@@ -59,6 +59,7 @@ compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES) compiled_mod
 
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
+	$(PY) -m ruff format --check .
 	@test -z "$$(gofmt -l server/native)" || { gofmt -l server/native; echo "gofmt: run gofmt -w server/native"; exit 1; }
 	cd server/native && $(GO) vet ./...
 
@@ -107,6 +108,10 @@ $(DRIFT_VENV)/.installed: requirements-drift.txt
 DRIFT_ARGS ?=
 drift: models $(DRIFT_VENV)/.installed
 	$(DRIFT_VENV)/bin/python -m drift.report $(DRIFT_ARGS)
+
+# The unit-level tests only: no server, Kafka or Prometheus process (`-m "not slow"`).
+test-fast: models lint
+	$(PY) -m pytest -q -m "not slow"
 
 test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed
 	cd server/native && $(GO) test ./...

@@ -17,6 +17,13 @@ def artifact_dir(name: str) -> Path:
     return path
 
 
+def pytest_collection_modifyitems(items) -> None:
+    """Tests that start real processes are `slow`; `make test-fast` runs the rest."""
+    for item in items:
+        if {"server", "pipeline"} & set(Path(item.fspath).parts[-3:-1]):
+            item.add_marker(pytest.mark.slow)
+
+
 @pytest.fixture(scope="session")
 def real_dataset() -> dataset.Dataset:
     return dataset.build()

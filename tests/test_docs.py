@@ -146,6 +146,7 @@ def server(tmp_path_factory):
     srv.stop()
 
 
+@pytest.mark.slow
 def test_the_readme_grpcurl_commands_run_as_written(server):
     readme = shell_commands((ROOT / "README.md").read_text())
     cmds = [c for c in readme if c.startswith(".venv/bin/grpcurl")]
