@@ -358,14 +358,17 @@ def main() -> None:
         count = RATE * 3600
         s.replay = procs.start(
             "tools.replay", *s.replay_args("--source", "synthetic", "--rate", str(RATE),
-                                           "--count", str(count), "--history-seconds", "70"),
+                                           "--count", str(count)),
             log=work / "replay.log",
         )  # fmt: skip
         log(f"stack up in {work}: Kafka {kafka}, server {s.address}, Prometheus {s.prom.url}")
-        time.sleep(90)  # history drained, a steady state to break
+        time.sleep(90)  # a steady state to break (no back-dated history: it would burn freshness)
         chosen = [c for c in scenarios() if not args.only or any(o in c.name for o in args.only)]
         for sc in chosen:
             log(f"== {sc.name}: expecting {', '.join(sc.alerts)}")
+            before = s.firing() & set(sc.alerts)
+            if before:
+                log(f"   already firing before the fault: {sorted(before)}")
             handle = sc.inject(s)
             took = wait(lambda sc=sc: set(sc.alerts) <= s.firing(), sc.fire_timeout, 3)
             fired = s.firing() & set(sc.alerts)
