@@ -75,7 +75,7 @@ class ModelRegistry:
             active = self.active
             keep = {n: m for n, m in self._others.items() if n in servable}
             if previous is not None and previous is not active and previous.name in servable:
-                keep.setdefault(previous.name, previous)  # stays warm for a switch back
+                keep.setdefault(previous.name, previous)  # still answerable by name
             failed: dict[str, str] = {}
             for name in servable:
                 if name in keep or (active is not None and name == active.name):

@@ -103,7 +103,7 @@ func (r *Registry) Configure(artifact string, servable []string) error {
 	}
 	if previous != nil && previous != active && slices.Contains(servable, previous.Name) {
 		if _, ok := keep[previous.Name]; !ok {
-			keep[previous.Name] = previous // stays warm for a switch back
+			keep[previous.Name] = previous // still answerable by name (a switch back reloads from disk)
 		}
 	}
 	failed := map[string]string{}
