@@ -330,6 +330,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "alert-drill.txt")
     p.add_argument("--only", nargs="*", help="scenario names (substrings) to run")
+    p.add_argument("--rate", type=int, default=RATE, help="ticks/s of the steady stream")
     args = p.parse_args()
     work = Path(tempfile.mkdtemp(prefix="alert-drill-"))
     from tests.server.test_hostile import TRUNCATIONS, models_with  # the broken artifact
@@ -355,9 +356,9 @@ def main() -> None:
         procs.wait_serving(s.address, s.server)
         s.start_consumer()
         s.prom = Prometheus(work / "prom").start([f"127.0.0.1:{s.mport}"], [f"127.0.0.1:{s.cport}"])
-        count = RATE * 3600
+        count = args.rate * 3600
         s.replay = procs.start(
-            "tools.replay", *s.replay_args("--source", "synthetic", "--rate", str(RATE),
+            "tools.replay", *s.replay_args("--source", "synthetic", "--rate", str(args.rate),
                                            "--count", str(count)),
             log=work / "replay.log",
         )  # fmt: skip
