@@ -94,6 +94,7 @@ def run_report(tmp_path, ref, live, *extra) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
 
 
+@pytest.mark.slow  # Evidently's own environment in a subprocess
 def test_report_flags_overnight_vs_open_and_writes_its_files(real, tmp_path):
     rng = np.random.default_rng(1)
     ref_rows = real["quiet"][rng.choice(len(real["quiet"]), 5_000, replace=False)]
@@ -110,6 +111,7 @@ def test_report_flags_overnight_vs_open_and_writes_its_files(real, tmp_path):
     assert list((tmp_path / "out").glob("drift-*.html"))
 
 
+@pytest.mark.slow  # Evidently's own environment in a subprocess
 def test_report_on_two_halves_of_one_period_passes(real, tmp_path):
     ref, live = write_samples(tmp_path, real["half_a"], real["half_b"])
     out = run_report(tmp_path, ref, live)
@@ -118,6 +120,7 @@ def test_report_on_two_halves_of_one_period_passes(real, tmp_path):
     assert summary["drifted_share"] == 0.0, summary
 
 
+@pytest.mark.slow  # Evidently's own environment in a subprocess
 def test_report_refuses_missing_malformed_and_tiny_samples(real, tmp_path):
     ref, live = write_samples(tmp_path, real["half_a"], real["half_b"][:50])
     out = run_report(tmp_path, ref, live)
