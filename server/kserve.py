@@ -8,18 +8,22 @@ ModelInfer takes one FP32 input of shape [N, F] (in ``raw_input_contents`` or
 
 from __future__ import annotations
 
+import tomllib
+
 import numpy as np
 
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from server import codec
+from server.config import ROOT
 from server.errors import InvalidArgument, NotFound, Unavailable
 from server.predictor import Service, record_predictions, score
 from server.rpc import CallInfo, rpc
 
 OUTPUTS = {"probability": "FP32", "label": "BOOL"}
 SERVER_NAME = "volspike"
-SERVER_VERSION = "0.1.0"
+SERVER_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+"""The one version string (pyproject.toml), as the native server reads it."""
 
 
 class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):

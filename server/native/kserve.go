@@ -4,10 +4,12 @@ import (
 	"context"
 	"encoding/binary"
 	"math"
+	"path/filepath"
 	"sort"
 	"strconv"
 	"strings"
 
+	"github.com/BurntSushi/toml"
 	"google.golang.org/protobuf/proto"
 
 	v2 "volspike/server/native/gen/inferencepb"
@@ -17,8 +19,8 @@ import (
 // input of shape [N, F] (raw_input_contents or contents.fp32_contents) and returns
 // "probability" (FP32 [N]) and "label" (BOOL [N]) as raw output contents, as Triton does.
 const (
-	serverName    = "volspike"
-	serverVersion = "0.1.0"
+	serverName  = "volspike"
+	versionFile = "pyproject.toml" // [project] version: the one version string
 )
 
 var outputTypes = map[string]string{"probability": "FP32", "label": "BOOL"}
@@ -40,6 +42,20 @@ func (s *Service) ModelReady(_ context.Context, _ *Call, req *v2.ModelReadyReque
 func (s *Service) ServerMetadata(context.Context, *Call, *v2.ServerMetadataRequest) (proto.Message, error) {
 	return &v2.ServerMetadataResponse{Name: serverName, Version: serverVersion}, nil
 }
+
+// serverVersion is the project's version, read once from its pyproject.toml (the one
+// source both servers use); "unknown" when the checkout is not beside the binary.
+var serverVersion = func() string {
+	var p struct {
+		Project struct {
+			Version string `toml:"version"`
+		} `toml:"project"`
+	}
+	if _, err := toml.DecodeFile(filepath.Join(repoRoot(), versionFile), &p); err != nil || p.Project.Version == "" {
+		return "unknown"
+	}
+	return p.Project.Version
+}()
 
 func (s *Service) ModelMetadata(_ context.Context, call *Call, req *v2.ModelMetadataRequest) (proto.Message, error) {
 	model, err := s.registry.Get(req.Name)

@@ -175,3 +175,21 @@ def test_the_python_server_refuses_a_proto_method_without_a_handler():
 
     with pytest.raises(RuntimeError, match=r"volatility\.v1\.Predictor/Predict has no handler"):
         generic_handler(Incomplete(), pb.DESCRIPTOR.services_by_name["Predictor"])
+
+
+def test_both_report_the_one_version_string(servers):
+    """pyproject.toml's version, read by both (mutation: a literal in either server)."""
+    import tomllib
+
+    import tritonclient.grpc as tc
+
+    from tests.conftest import ROOT
+
+    want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
+    for srv in servers.values():
+        client = tc.InferenceServerClient(url=srv.address)
+        try:
+            meta = client.get_server_metadata(as_json=True)
+        finally:
+            client.close()
+        assert meta == {"name": "volspike", "version": want}, meta
