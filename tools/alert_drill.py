@@ -16,6 +16,7 @@ import json
 import os
 import signal
 import subprocess
+import sys
 import tempfile
 import threading
 import time
@@ -334,6 +335,7 @@ def main() -> None:
     p.add_argument("--only", nargs="*", help="scenario names (substrings) to run")
     p.add_argument("--rate", type=int, default=RATE, help="ticks/s of the steady stream")
     args = p.parse_args()
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop what we started
     work = Path(tempfile.mkdtemp(prefix="alert-drill-"))
     from tests.server.test_hostile import TRUNCATIONS, models_with  # the broken artifact
 
