@@ -148,6 +148,12 @@ class LiveSample:
         self._next = time.monotonic() + self.every_s
         if self.x is None or self.n == 0:
             return
+        try:
+            self._write()
+        except OSError:  # disk full, folder gone: the sample waits, the answers do not
+            logger.exception("writing the live sample %s failed", self.path)
+
+    def _write(self) -> None:
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(
