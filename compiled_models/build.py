@@ -1,7 +1,9 @@
-"""``python -m compiled_models.build``: train, compile and write every artifact.
+"""``python -m compiled_models.build``: evaluate, train, calibrate, compile and write
+every artifact, then ``docs/model.md`` from the manifests.
 
 Each artifact is a folder ``compiled_models/<name>/`` with the shared library, the
-XGBoost model it was compiled from, a manifest and a reference feature sample.
+XGBoost model it was compiled from, a manifest (with the walk-forward evaluation) and a
+reference feature sample.
 """
 
 from __future__ import annotations
@@ -16,9 +18,11 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import xgboost as xgb
 
 from compiled_models import compile as cc
-from compiled_models import dataset, train
+from compiled_models import dataset, report, train
+from compiled_models import evaluate as ev
 from compiled_models.manifest import (
     LIBRARY_FILE,
     REFERENCE_FILE,
@@ -28,12 +32,18 @@ from compiled_models.manifest import (
     sha256_bytes,
 )
 from drift import bins
-from market.features import FEATURE_NAMES
+from market.features import FEATURE_NAMES, WARMUP_MS
 
 logger = logging.getLogger(__name__)
 ROOT = Path(__file__).resolve().parent
 REFERENCE_ROWS = 5_000
 ANNOTATE_ROWS = 50_000
+EXTRA_SEEDS = (1, 2)  # the final fold is trained again with these seed offsets
+TRAINED_ON = {
+    "es": "real E-mini S&P 500 futures trades (2013-09-01..03, one instrument, no quotes)",
+    "synthetic": "the synthetic crypto-like stream of market/synthetic.py (generated, "
+    "never a real crypto market)",
+}
 
 
 def versions() -> dict:
@@ -47,23 +57,105 @@ def versions() -> dict:
     }
 
 
+def _fold_metrics(spec: train.ModelSpec, fold: dataset.Fold) -> tuple[dict, dict]:
+    """Train on the fold, calibrate and set the threshold on its validation block, score
+    its test block against the baselines. Returns (table row, what the artifact keeps)."""
+    booster = train.train(spec, fold.train)
+    raw_v = booster.inplace_predict(fold.valid.X)
+    raw_t = booster.inplace_predict(fold.test.X)
+    cal = ev.fit_calibration(raw_v, fold.valid.y)
+    p_v, p_t = ev.calibrate(raw_v, cal), ev.calibrate(raw_t, cal)
+    thr = ev.threshold_for_rate(p_v, train.ALERT_RATE)
+    te = fold.test
+    persistence = (te.baselines["rv_60s_rel"] > fold.label_threshold).astype(np.float64)
+    scores = {
+        "model": p_t,
+        "rv_60s": te.baselines["rv_60s"],
+        "rv_60s_rel": te.baselines["rv_60s_rel"],
+        "persistence": persistence,
+    }
+    row = {
+        "test_block": fold.test_block,
+        "train_period": fold.train.period,
+        "test_period": te.period,
+        "train_rows": len(fold.train),
+        "test_rows": len(te),
+        "test_positive_rate": round(float(te.y.mean()), 4),
+        "label_threshold": round(fold.label_threshold, 4),
+        "scores": ev.bootstrap(te.y, scores, te.t_ms, reference="rv_60s"),
+        "episodes": {
+            "model": ev.episodes(te.y, p_t >= thr, te.t_ms, te.symbol),
+            "persistence": ev.episodes(te.y, persistence > 0, te.t_ms, te.symbol),
+        },
+        "alert_rate_test": round(float((p_t >= thr).mean()), 4),
+    }
+    if te.stressed is not None:
+        flag = p_t >= thr
+        row["flagged_share"] = {
+            "stressed": round(float(flag[te.stressed].mean()), 4),
+            "calm": round(float(flag[~te.stressed].mean()), 4),
+        }
+    keep = {"booster": booster, "cal": cal, "thr": thr, "raw_v": raw_v, "raw_t": raw_t}
+    return row, keep
+
+
+def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dict]:
+    rows, keep = [], {}
+    for k in dataset.FOLD_TEST_BLOCKS:
+        row, keep = _fold_metrics(spec, ds.fold(k))
+        rows.append(row)
+        logger.info("%s fold %d: %s", spec.name, k, report.fold_line(row))
+    final = ds.final  # the last fold is the artifact's own split
+    y_t, y_v = final.test.y, final.valid.y
+    p_t = ev.calibrate(keep["raw_t"], keep["cal"])
+    p_v = ev.calibrate(keep["raw_v"], keep["cal"])
+    seeds = [ev._Ranked(y_t, keep["raw_t"]).metrics()[0]]
+    if spec.rounds > 1:
+        for off in EXTRA_SEEDS:
+            b = train.train(spec, final.train, seed=train.SEED + off)
+            seeds.append(ev._Ranked(y_t, b.inplace_predict(final.test.X)).metrics()[0])
+    metrics = {
+        "walk_forward": rows,
+        "seeds": {
+            "test_pr_auc": [round(s, 4) for s in seeds],
+            "note": "final fold trained with seeds SEED, SEED+1, SEED+2 (uncalibrated)",
+        },
+        "calibration": {
+            "fitted_on": "validation block",
+            "test_brier_trees": ev.brier(keep["raw_t"], y_t),
+            "test_brier_calibrated": ev.brier(p_t, y_t),
+            "test_brier_base_rate": ev.brier(np.full(len(y_t), y_v.mean()), y_t),
+            "reliability_trees": ev.reliability(keep["raw_t"], y_t),
+            "reliability_calibrated": ev.reliability(p_t, y_t),
+        },
+        "alert_rate": {
+            "target": train.ALERT_RATE,
+            "validation": round(float((p_v >= keep["thr"]).mean()), 4),
+            "test": round(float((p_t >= keep["thr"]).mean()), 4),
+        },
+        "train_rows": len(final.train),
+    }
+    return metrics, keep
+
+
 def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -> Manifest:
-    trained = train.train(spec, ds)
+    metrics, keep = evaluate_spec(spec, ds)
+    booster: xgb.Booster = keep["booster"]
+    final = ds.final
     folder = out_root / spec.name
     tmp = out_root / f".{spec.name}.partial"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
-    trained.booster.save_model(tmp / XGB_MODEL_FILE)
+    booster.save_model(tmp / XGB_MODEL_FILE)
     rng = np.random.default_rng(train.SEED)
-    ann = ds.train.X[rng.choice(len(ds.train.y), ANNOTATE_ROWS, replace=False)]
-    cc.compile_library(cc.to_treelite(trained.booster), tmp / LIBRARY_FILE, annotate_rows=ann)
-    ref_idx = np.sort(rng.choice(len(ds.train.y), REFERENCE_ROWS, replace=False))
-    pd.DataFrame(ds.train.X[ref_idx], columns=list(FEATURE_NAMES)).to_parquet(
-        tmp / REFERENCE_FILE, index=False
-    )
-    (tmp / REFERENCE_RAW_FILE).write_bytes(ds.train.X[ref_idx].astype("<f4").tobytes())
-    ref_x = ds.train.X[ref_idx]
-    ref_p = trained.booster.inplace_predict(ref_x)
+    n = len(final.train)
+    ann = final.train.X[rng.choice(n, min(ANNOTATE_ROWS, n), replace=False)]
+    cc.compile_library(cc.to_treelite(booster), tmp / LIBRARY_FILE, annotate_rows=ann)
+    ref_idx = np.sort(rng.choice(n, min(REFERENCE_ROWS, n), replace=False))
+    ref_x = final.train.X[ref_idx]
+    pd.DataFrame(ref_x, columns=list(FEATURE_NAMES)).to_parquet(tmp / REFERENCE_FILE, index=False)
+    (tmp / REFERENCE_RAW_FILE).write_bytes(ref_x.astype("<f4").tobytes())
+    ref_p = ev.calibrate(booster.inplace_predict(ref_x), keep["cal"])
     drift_bins = {
         "features": {n: b.to_json() for n, b in bins.fit_all(ref_x, FEATURE_NAMES).items()},
         "prediction": bins.fit(ref_p).to_json(),
@@ -73,24 +165,26 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
         description=spec.description,
         created=dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
         feature_names=FEATURE_NAMES,
-        decision_threshold=trained.threshold,
+        decision_threshold=keep["thr"],
         library=LIBRARY_FILE,
         library_sha256=sha256_bytes((tmp / LIBRARY_FILE).read_bytes()),
         versions=versions(),
         compile_options={**cc.DEFAULT_OPTIONS, "cflags": list(cc.CFLAGS)},
         label={
-            "definition": "realised volatility of the next 60 s above the threshold",
+            "definition": "realised volatility of the symbol's next 60 s, in units of its "
+            "own last-5-minute level scaled to 60 s, above the threshold",
             "horizon_ms": dataset.HORIZON_MS,
             "train_quantile": dataset.SPIKE_QUANTILE,
-            "rv_threshold": ds.rv_threshold,
+            "threshold": final.label_threshold,
+            "warm_up_ms": WARMUP_MS,
         },
         data_period={
-            "source": "mlfinpy==0.1.2 tick_data.csv (E-mini S&P 500 trades)",
-            "train": ds.train.period,
-            "validation": ds.valid.period,
-            "test": ds.test.period,
+            "source": ds.source,
+            "train": final.train.period,
+            "validation": final.valid.period,
+            "test": final.test.period,
         },
-        metrics=trained.metrics,
+        metrics=metrics,
         params={
             "xgboost": spec.params,
             "rounds": spec.rounds,
@@ -98,6 +192,8 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
             "train_tail": spec.train_tail,
         },
         drift=drift_bins,
+        calibration=keep["cal"],
+        trained_on=TRAINED_ON[spec.data],
     )
     manifest.write(tmp)
     shutil.rmtree(folder, ignore_errors=True)
@@ -109,22 +205,20 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--out", type=Path, default=ROOT, help="where artifact folders go")
     parser.add_argument("--only", nargs="*", help="build only these artifact names")
+    parser.add_argument("--doc", type=Path, default=report.DOC, help="model report to write")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    ds = dataset.build()
+    data: dict[str, dataset.Dataset] = {}
     for spec in train.SPECS:
         if args.only and spec.name not in args.only:
             continue
-        m = build_artifact(spec, ds, args.out)
-        t = m.metrics["test"]
-        logger.info(
-            "%s: test PR-AUC %.4f ROC-AUC %.4f threshold %.4f sha256 %s",
-            m.name,
-            t["pr_auc"],
-            t["roc_auc"],
-            m.decision_threshold,
-            m.library_sha256[:12],
-        )
+        if spec.data not in data:
+            data[spec.data] = dataset.build() if spec.data == "es" else dataset.synthetic()
+        m = build_artifact(spec, data[spec.data], args.out)
+        print(report.table(m), flush=True)
+    if args.out == ROOT and not args.only:
+        report.write(args.out, args.doc)
+        print(f"wrote {args.doc}")
 
 
 if __name__ == "__main__":

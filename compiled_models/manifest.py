@@ -32,6 +32,10 @@ class Manifest:
     drift: dict = field(default_factory=dict)
     """Reference bins for drift (drift/bins.py): {"features": {name: bins}, "prediction":
     bins}, cut at the deciles of the reference sample and of its predictions."""
+    calibration: dict = field(default_factory=dict)
+    """{} (the output is the trees' probability) or {"method": "isotonic", "x": [...],
+    "y": [...]}: both servers return float32(interp(float64(p_trees), x, y))."""
+    trained_on: str = ""
 
     def write(self, folder: Path) -> None:
         text = json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -6,6 +6,8 @@ import os
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
 
+from market.features import WARMUP_MS
+
 ENV_PREFIX = "VOLSPIKE_CONSUMER_"
 
 
@@ -54,9 +56,10 @@ class ConsumerSettings:
         Path(__file__).resolve().parent.parent / "reports" / "drift" / "metrics.json"
     )
     """The last drift report's summary, exported with this consumer's metrics."""
-    warmup_ms: int = 120_000
+    warmup_ms: int = WARMUP_MS + 10_000
     """On assignment, feature state is rebuilt from this much event time before the
-    committed offset (features look back at most 60 s, plus the lag price before that)."""
+    committed offset: the features' longest window (300 s) plus 10 s, so a symbol that
+    traded in those 10 s is as warm as if the consumer had never stopped."""
 
     @classmethod
     def load(cls, **overrides: object) -> ConsumerSettings:

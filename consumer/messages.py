@@ -138,17 +138,20 @@ def encode_prediction(
     tick: Tick,
     partition: int,
     offset: int,
-    probability: float,
-    label: bool,
-    artifact: str,
+    probability: float | None,
+    label: bool | None,
+    artifact: str | None,
     now_ms: int,
 ) -> bytes:
+    """A scored tick, or (probability, label and artifact None) a tick of a symbol that is
+    still warming up: too little history for its features to mean anything."""
     return orjson.dumps(
         {
             "symbol": tick.symbol,
             "event_time_ms": tick.event_time_ms,
             "source_partition": partition,
             "source_offset": offset,
+            "warming_up": probability is None,
             "probability": probability,
             "label": label,
             "artifact": artifact,

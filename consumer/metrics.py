@@ -25,7 +25,13 @@ class ConsumerMetrics:
         )
         self.predictions = Counter(
             "volspike_consumer_predictions_produced",
-            "Predictions acknowledged by Kafka.",
+            "Records on the predictions topic acknowledged by Kafka (warming-up records included).",
+            registry=registry,
+        )
+        self.warming_up = Counter(
+            "volspike_consumer_warming_up",
+            "Ticks answered with a warming-up record (no probability): their symbol has "
+            "less than 300 s of unbroken history.",
             registry=registry,
         )
         self.dead_lettered = Counter(

@@ -5,12 +5,16 @@ At-least-once: an input offset is committed only after its output (prediction or
 dead-letter) was acknowledged by Kafka, and every earlier offset's too. A crash replays
 from the last commit; the same tick then yields the same prediction again.
 
+Warm-up: a symbol is scored once it has 300 s of unbroken history
+(``market.features.WARMUP_MS``); until then, and again after a longer gap, each of its
+ticks is answered in order with a ``warming_up`` record that carries no probability.
+
 Feature state after an assignment (restart or rebalance): the consumer seeks back
 ``warmup_ms`` of event time before the committed offset (the commit's metadata carries
 the event time of the last committed tick; ``offsets_for_times`` finds the offset) and
-replays those ticks into the feature state without scoring them. Features look back 60 s
-(plus the last trade before that), so 120 s of warm-up reproduces the state of a consumer
-that never stopped whenever the symbol traded in that span.
+replays those ticks into the feature state without scoring them. Features look back
+300 s, so 310 s of replay reproduces the state of a consumer that never stopped
+whenever the symbol traded in the first 10 s of that span.
 """
 
 from __future__ import annotations
@@ -71,12 +75,14 @@ _TRANSIENT = {
 @dataclass
 class Batch:
     meta: list[tuple[int, int, Tick]]  # (partition, offset, tick) per row
-    request: pb.PredictRequest
-    future: grpc.Future
+    request: pb.PredictRequest | None
+    future: grpc.Future | None  # None: nothing to score (every tick is warming up)
     started: float
     span: trace.Span
     call_span: trace.Span
     metadata: tuple = field(default=())
+    warming: list[tuple[int, int, Tick]] = field(default_factory=list)
+    order: bytes = b""  # per tick in arrival order: 1 scored (meta), 0 warming up
 
 
 class Pipeline:
@@ -162,6 +168,8 @@ class Pipeline:
         now = self.clock()
         rows: list[list[float]] = []
         meta: list[tuple[int, int, Tick]] = []
+        warming: list[tuple[int, int, Tick]] = []
+        order = bytearray()
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -186,17 +194,32 @@ class Pipeline:
                 self._dead_letter(m, str(exc), exc.kind)
                 continue
             st = self._state(p, tick.symbol)
-            rows.append(st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask))
-            meta.append((p, off, tick))
+            row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
+            if st.ready:
+                rows.append(row)
+                meta.append((p, off, tick))
+                order.append(1)
+            else:
+                warming.append((p, off, tick))
+                order.append(0)
         self.metrics.consumed.inc(len(msgs))
         if rows:
             x = np.array(rows, dtype=np.float32)
             if np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
-                x, meta = self._drop_infinite(x, meta)
+                x, meta, order = self._drop_infinite(x, meta, order)
             if len(x):
-                self._submit(x, meta)
+                self._submit(x, meta, warming, bytes(order))
+                return
+        if warming:  # answered in order with the batches in flight, without a call
+            span = trace.INVALID_SPAN
+            order = bytearray(0 for _ in warming)
+            self.inflight.append(
+                Batch([], None, None, time.monotonic(), span, span, (), warming, bytes(order))
+            )
 
-    def _drop_infinite(self, x: np.ndarray, meta: list) -> tuple[np.ndarray, list]:
+    def _drop_infinite(
+        self, x: np.ndarray, meta: list, order: bytearray
+    ) -> tuple[np.ndarray, list, bytearray]:
         """Dead-letter the ticks whose features overflow float32, so that one tick never
         makes the server reject its neighbours' batch."""
         bad = np.isinf(x).any(axis=1)
@@ -206,7 +229,10 @@ class Pipeline:
             reason = f"feature '{col}' of this tick overflows float32"
             self._dead_letter_tick(p, off, tick, reason, "feature_overflow")
         keep = ~bad
-        return np.ascontiguousarray(x[keep]), [m for m, k in zip(meta, keep, strict=True) if k]
+        scored = iter(keep.tolist())  # drop the dead-lettered ticks from the order too
+        order = bytearray(o for o in order if not o or next(scored))
+        kept = [m for m, k in zip(meta, keep, strict=True) if k]
+        return np.ascontiguousarray(x[keep]), kept, order
 
     def _warm(self, p: int, raw: bytes | None, now: int) -> None:
         try:
@@ -224,7 +250,13 @@ class Pipeline:
         return st
 
     # --- Predict ------------------------------------------------------------------
-    def _submit(self, x: np.ndarray, meta: list[tuple[int, int, Tick]]) -> None:
+    def _submit(
+        self,
+        x: np.ndarray,
+        meta: list[tuple[int, int, Tick]],
+        warming: list[tuple[int, int, Tick]],
+        order: bytes,
+    ) -> None:
         rows = x
         req = pb.PredictRequest(
             packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES)
@@ -241,7 +273,9 @@ class Pipeline:
         inject(carrier, context=trace.set_span_in_context(call_span))
         md = tuple(carrier.items())
         fut = self.stub.Predict.future(req, timeout=self.s.deadline_s, metadata=md)
-        self.inflight.append(Batch(meta, req, fut, time.monotonic(), span, call_span, md))
+        self.inflight.append(
+            Batch(meta, req, fut, time.monotonic(), span, call_span, md, warming, order)
+        )
         self.metrics.batch_rows.observe(len(rows))
 
     def _complete(self, drain: bool = False) -> None:
@@ -249,23 +283,35 @@ class Pipeline:
         bound is reached (or when draining)."""
         while self.inflight:
             head = self.inflight[0]
-            if not (drain or head.future.done() or len(self.inflight) >= self.s.max_in_flight):
+            done = head.future is None or head.future.done()
+            if not (drain or done or len(self.inflight) >= self.s.max_in_flight):
                 return
             self.inflight.popleft()
-            resp = self._response(head)
+            resp = self._response(head) if head.future is not None else pb.PredictResponse()
             head.call_span.end()
             if resp is None:
                 head.span.end()
+                self._answer_warming(head.warming)  # the scored ticks are dead letters
                 continue
             now = self.clock()
             topic = self.s.predictions_topic
             artifact = resp.artifact
-            self._observe_drift(head, resp)
-            for (p, off, tick), prob, label in zip(
-                head.meta, resp.probabilities, resp.labels, strict=True
-            ):
-                value = encode_prediction(tick, p, off, prob, label, artifact, now)
+            if head.meta:
+                self._observe_drift(head, resp)
+            scored = zip(head.meta, resp.probabilities, resp.labels, strict=True)
+            warming = iter(head.warming)
+            for o in head.order:
+                if o:
+                    (p, off, tick), prob, label = next(scored)
+                    value = encode_prediction(tick, p, off, prob, label, artifact, now)
+                else:
+                    p, off, tick = next(warming)
+                    value = encode_prediction(tick, p, off, None, None, None, now)
                 self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+            self.metrics.warming_up.inc(len(head.warming))
+            if not head.meta:
+                head.span.end()
+                continue
             event_ms = np.fromiter(
                 (m[2].event_time_ms for m in head.meta), np.float64, len(head.meta)
             )
@@ -273,6 +319,15 @@ class Pipeline:
             self.metrics.processing.observe(time.monotonic() - head.started)
             head.span.end()
             self.producer.poll(0)
+
+    def _answer_warming(self, warming: list[tuple[int, int, Tick]]) -> None:
+        now = self.clock()
+        for p, off, tick in warming:
+            value = encode_prediction(tick, p, off, None, None, None, now)
+            self._produce(
+                self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms
+            )
+        self.metrics.warming_up.inc(len(warming))
 
     def _observe_drift(self, b: Batch, resp: pb.PredictResponse) -> None:
         """Count this batch into the artifact's reference bins and the live sample."""

@@ -1,13 +1,30 @@
-"""Per-tick features from one symbol's recent history.
+"""Per-tick, scale-free features from one symbol's recent history.
+
+Every feature is a ratio of the symbol's own quantities, so a model trained on one
+market reads another without knowing its price, volume or volatility level:
+
+- ``ret_W_z``: the log return over the last W seconds in units of the symbol's own
+  volatility over the last 5 minutes, scaled to W (``ret_W / sqrt(var_300s * W/300)``);
+- ``rv_ratio_30_60``: realised volatility of the last 30 s against the last 60 s, per unit
+  time (1 when steady, > 1 when it is rising right now);
+- ``rv_60s_rel``: realised volatility of the last 60 s against the last 5 minutes' level;
+- ``trades_rel_60s`` / ``volume_rel_60s``: trade count and volume per second over 60 s
+  against their 5-minute averages;
+- ``spread_bps_rel``: the quoted spread in bps against its 5-minute mean (NaN without quotes).
+
+A ratio whose denominator is zero (a flat 5 minutes) is NaN, XGBoost's "missing".
+
+Warm-up: a symbol is ``ready`` once it has ``WARMUP_MS`` (the longest window) of history;
+a gap longer than that starts its history again. Rows that are not ready are not scored
+by the consumer and not used in training.
 
 ``FeatureState`` is the streaming path (amortised O(1) per tick: each tick enters and
-leaves each window deque once). ``compute_frame`` is the vectorised path used for
-training. ``tests/test_features.py`` proves they agree on the real data.
+leaves each window once). ``compute_frame`` is the vectorised path used for training.
+``tests/test_features.py`` proves they agree on every real tick.
 
 Windows are right-closed, ``(t - W, t]``, like pandas' time-based ``rolling``. A tick's
-log return is taken against the symbol's previous tick (0 for its first tick).
-``ret_W`` compares the price now with the last trade at or before ``t - W``; it is NaN
-until the symbol has that much history.
+log return is taken against the symbol's previous tick (0 for the first tick of a
+history). ``ret_W`` compares the price now with the last trade at or before ``t - W``.
 """
 
 from __future__ import annotations
@@ -17,30 +34,34 @@ import math
 import numpy as np
 import pandas as pd
 
-RETURN_WINDOWS_MS = {"ret_1s": 1_000, "ret_5s": 5_000, "ret_30s": 30_000, "ret_60s": 60_000}
+LONG_MS = 300_000  # the level every ratio is taken against
+WARMUP_MS = LONG_MS  # history a symbol needs before it is scored; a longer gap resets it
+RETURN_WINDOWS_MS = {"ret_1s_z": 1_000, "ret_5s_z": 5_000, "ret_30s_z": 30_000, "ret_60s_z": 60_000}
 FEATURE_NAMES: tuple[str, ...] = (
-    "price",
-    "ret_1s",
-    "ret_5s",
-    "ret_30s",
-    "ret_60s",
-    "rv_30s",
-    "rv_60s",
-    "trades_per_s_60s",
-    "volume_per_s_60s",
-    "spread",
-    "spread_bps",
+    "ret_1s_z",
+    "ret_5s_z",
+    "ret_30s_z",
+    "ret_60s_z",
+    "rv_ratio_30_60",
+    "rv_60s_rel",
+    "trades_rel_60s",
+    "volume_rel_60s",
+    "spread_bps_rel",
 )
 N_FEATURES = len(FEATURE_NAMES)
 _NAN = float("nan")
+_SQRT2 = math.sqrt(2.0)
+_LONG_PER_60 = LONG_MS / 60_000  # 5: a 60 s quantity per second against a 300 s one
+_UNIT = {w: ms / LONG_MS for w, ms in RETURN_WINDOWS_MS.items()}  # var_300s -> var over W
 
 
 class FeatureState:
-    """One symbol's rolling state. ``update`` returns that tick's feature vector.
+    """One symbol's rolling state. ``update`` returns that tick's feature vector and sets
+    ``ready`` (the symbol has ``WARMUP_MS`` of unbroken history).
 
-    One buffer holds the ticks of the last 60 s; each window keeps the index of its
+    One buffer holds the ticks of the last 300 s; each window keeps the index of its
     oldest tick inside ``(t - W, t]`` and, where needed, running sums that add a tick on
-    arrival and subtract it on leaving. Each tick enters once and leaves each window once.
+    arrival and subtract it on leaving.
     """
 
     __slots__ = (
@@ -49,27 +70,42 @@ class FeatureState:
         "_h5",
         "_h30",
         "_h60",
+        "_h300",
         "_last_price",
         "_last_t",
         "_lo1",
         "_lo5",
         "_lo30",
         "_lo60",
+        "_n300",
         "_nz30",
         "_nz60",
+        "_nz300",
         "_r2_30",
         "_r2_60",
+        "_r2_300",
+        "_s300",
         "_size60",
+        "_size300",
+        "_start",
+        "ready",
     )
 
     def __init__(self) -> None:
-        self._buf: list[tuple[int, float, float, float]] = []  # (t, price, r^2, size)
-        self._h1 = self._h5 = self._h30 = self._h60 = 0
-        self._lo1 = self._lo5 = self._lo30 = self._lo60 = _NAN  # last trade <= t - W
-        self._r2_30 = self._r2_60 = self._size60 = 0.0
-        self._nz30 = self._nz60 = 0  # non-zero r^2 inside: a flat window reports exactly 0
-        self._last_price = _NAN
+        self._reset()
         self._last_t = -(2**62)
+        self.ready = False
+
+    def _reset(self) -> None:
+        self._buf: list[tuple[int, float, float, float, float]] = []  # (t, p, r^2, size, bps)
+        self._h1 = self._h5 = self._h30 = self._h60 = self._h300 = 0
+        self._lo1 = self._lo5 = self._lo30 = self._lo60 = _NAN  # last trade <= t - W
+        self._r2_30 = self._r2_60 = self._r2_300 = 0.0
+        self._size60 = self._size300 = self._s300 = 0.0
+        self._nz30 = self._nz60 = self._nz300 = 0  # non-zero r^2 inside: flat reads exactly 0
+        self._n300 = 0  # ticks with a spread inside 300 s
+        self._last_price = _NAN
+        self._start = 0
 
     def update(
         self, t_ms: int, price: float, size: float, bid: float = _NAN, ask: float = _NAN
@@ -80,16 +116,54 @@ class FeatureState:
         (late ticks cannot rewind the windows).
         """
         t = t_ms if t_ms > self._last_t else self._last_t
+        if t - self._last_t > WARMUP_MS:  # first tick, or a gap: history starts again
+            self._reset()
+            self._start = t
         last = self._last_price
         r = math.log(price / last) if last == last else 0.0
         r2 = r * r
         nz = r2 != 0.0
+        bps = (ask - bid) / ((ask + bid) * 0.5) * 1e4
+        has_bps = bps == bps
         buf = self._buf
-        buf.append((t, price, r2, size))
+        buf.append((t, price, r2, size, bps))
         self._last_price = price
         self._last_t = t
 
-        # 60 s: trade count, volume, sum of r^2, lag price
+        # 300 s: sum of r^2, trade count, volume, spread sum and count
+        v300, z300, n300, s300, q300, h = (
+            self._r2_300 + r2,
+            self._size300 + size,
+            self._nz300 + nz,
+            self._s300 + bps if has_bps else self._s300,
+            self._n300 + has_bps,
+            self._h300,
+        )
+        edge = t - LONG_MS
+        while buf[h][0] <= edge:
+            _, _p, a, z, b = buf[h]
+            v300 -= a
+            z300 -= z
+            n300 -= a != 0.0
+            if b == b:
+                s300 -= b
+                q300 -= 1
+            h += 1
+        if n300 == 0 or v300 < 0.0:
+            v300 = 0.0
+        if q300 == 0:
+            s300 = 0.0
+        self._r2_300, self._size300, self._nz300, self._s300, self._n300, self._h300 = (
+            v300,
+            z300,
+            n300,
+            s300,
+            q300,
+            h,
+        )
+        count300 = len(buf) - h
+
+        # 60 s: sum of r^2, trade count, volume, lag price
         s60, z60, n60, h, lo = (
             self._r2_60 + r2,
             self._size60 + size,
@@ -99,7 +173,7 @@ class FeatureState:
         )
         edge = t - 60_000
         while buf[h][0] <= edge:
-            _, lo, a, z = buf[h]
+            _, lo, a, z, _b = buf[h]
             s60 -= a
             z60 -= z
             n60 -= a != 0.0
@@ -114,7 +188,8 @@ class FeatureState:
         s30, n30, h, lo = self._r2_30 + r2, self._nz30 + nz, self._h30, self._lo30
         edge = t - 30_000
         while buf[h][0] <= edge:
-            _, lo, a, _z = buf[h]
+            lo = buf[h][1]
+            a = buf[h][2]
             s30 -= a
             n30 -= a != 0.0
             h += 1
@@ -137,72 +212,133 @@ class FeatureState:
         self._h1, self._lo1 = h, lo
         ret1 = math.log(price / lo) if lo == lo else _NAN
 
-        h60 = self._h60
-        if h60 > 1024 and h60 * 2 > len(buf):  # drop ticks every window has left
-            del buf[:h60]
-            self._h60 = 0
-            self._h30 -= h60
-            self._h5 -= h60
-            self._h1 -= h60
-        spread = ask - bid
+        h300 = self._h300
+        if h300 > 1024 and h300 * 2 > len(buf):  # drop ticks every window has left
+            del buf[:h300]
+            self._h300 = 0
+            self._h60 -= h300
+            self._h30 -= h300
+            self._h5 -= h300
+            self._h1 -= h300
+        self.ready = t - self._start >= WARMUP_MS
+        u = _UNIT
         return [
-            price,
-            ret1,
-            ret5,
-            ret30,
-            ret60,
-            math.sqrt(s30),
-            math.sqrt(s60),
-            count60 / 60.0,
-            z60 / 60.0,
-            spread,
-            spread / ((ask + bid) * 0.5) * 1e4,
+            ret1 / math.sqrt(v300 * u["ret_1s_z"]) if v300 > 0.0 else _NAN,
+            ret5 / math.sqrt(v300 * u["ret_5s_z"]) if v300 > 0.0 else _NAN,
+            ret30 / math.sqrt(v300 * u["ret_30s_z"]) if v300 > 0.0 else _NAN,
+            ret60 / math.sqrt(v300 * u["ret_60s_z"]) if v300 > 0.0 else _NAN,
+            _SQRT2 * math.sqrt(s30 / s60) if s60 > 0.0 else _NAN,
+            math.sqrt(_LONG_PER_60 * s60 / v300) if v300 > 0.0 else _NAN,
+            _LONG_PER_60 * count60 / count300,
+            _LONG_PER_60 * z60 / z300 if z300 > 0.0 else _NAN,
+            bps * q300 / s300 if has_bps and s300 > 0.0 else _NAN,
         ]
+
+
+def segments(t: np.ndarray) -> np.ndarray:
+    """Per tick of one symbol (times already non-decreasing), the index of its history:
+    a gap longer than ``WARMUP_MS`` starts a new one."""
+    return np.concatenate([[0], np.cumsum(np.diff(t) > WARMUP_MS)]) if len(t) else t
 
 
 def compute_frame(ticks: pd.DataFrame) -> pd.DataFrame:
     """Vectorised features for a time-ordered tick frame, rows aligned with ``ticks``."""
-    out = pd.DataFrame(index=ticks.index, columns=list(FEATURE_NAMES), dtype=np.float64)
-    for _, g in ticks.groupby("symbol", sort=False):
-        out.loc[g.index] = _symbol_features(g).to_numpy()
-    return out
+    return compute(ticks)[0]
 
 
-def _symbol_features(g: pd.DataFrame) -> pd.DataFrame:
-    t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
+def compute(ticks: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
+    """Features and the ``ready`` flag per tick (the streaming path's ``ready``)."""
+    out = np.full((len(ticks), N_FEATURES), np.nan)
+    ready = np.zeros(len(ticks), dtype=bool)
+    for _, gi in _symbol_positions(ticks):
+        g = ticks.iloc[gi]
+        t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
+        seg = segments(t)
+        for s in np.unique(seg):
+            m = seg == s
+            out[gi[m]], ready[gi[m]] = _segment_features(g[m], t[m])
+    return pd.DataFrame(out, index=ticks.index, columns=list(FEATURE_NAMES)), ready
+
+
+def _symbol_positions(ticks: pd.DataFrame):
+    codes, _ = pd.factorize(ticks["symbol"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    bounds = np.flatnonzero(np.diff(codes[order])) + 1
+    for gi in np.split(order, bounds):
+        if len(gi):
+            yield codes[gi[0]], gi
+
+
+def _rolling(values: np.ndarray, idx: pd.DatetimeIndex, window: str, how: str) -> np.ndarray:
+    s = pd.Series(values, index=idx).rolling(window)
+    return getattr(s, how)().to_numpy()
+
+
+def _segment_features(g: pd.DataFrame, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     p = g["price"].to_numpy(np.float64)
     logp = np.log(p)
     r = np.diff(logp, prepend=logp[0])
-    feats: dict[str, np.ndarray] = {"price": p}
-    for name, span in RETURN_WINDOWS_MS.items():
-        lag = np.searchsorted(t, t - span, side="right") - 1
-        lagged = np.where(lag >= 0, logp[np.maximum(lag, 0)], np.nan)
-        feats[name] = logp - lagged
     idx = pd.to_datetime(t, unit="ms")
-    r2 = pd.Series(r * r, index=idx)
-    size = pd.Series(g["size"].to_numpy(np.float64), index=idx)
-    feats["rv_30s"] = np.sqrt(r2.rolling("30s").sum().clip(lower=0).to_numpy())
-    feats["rv_60s"] = np.sqrt(r2.rolling("60s").sum().clip(lower=0).to_numpy())
-    feats["trades_per_s_60s"] = size.rolling("60s").count().to_numpy() / 60.0
-    feats["volume_per_s_60s"] = size.rolling("60s").sum().to_numpy() / 60.0
+    r2 = r * r
+    v300 = np.clip(_rolling(r2, idx, "300s", "sum"), 0, None)
+    s60 = np.clip(_rolling(r2, idx, "60s", "sum"), 0, None)
+    s30 = np.clip(_rolling(r2, idx, "30s", "sum"), 0, None)
+    size = g["size"].to_numpy(np.float64)
+    count60 = _rolling(size, idx, "60s", "count")
+    count300 = _rolling(size, idx, "300s", "count")
+    z60 = _rolling(size, idx, "60s", "sum")
+    z300 = _rolling(size, idx, "300s", "sum")
     bid = g["bid"].to_numpy(np.float64)
     ask = g["ask"].to_numpy(np.float64)
-    feats["spread"] = ask - bid
-    feats["spread_bps"] = (ask - bid) / ((ask + bid) * 0.5) * 1e4
-    return pd.DataFrame(feats, index=g.index)[list(FEATURE_NAMES)]
+    bps = (ask - bid) / ((ask + bid) * 0.5) * 1e4
+    bps_mean = _rolling(bps, idx, "300s", "mean")
+    with np.errstate(divide="ignore", invalid="ignore"):
+        cols = []
+        for name, span in RETURN_WINDOWS_MS.items():
+            lag = np.searchsorted(t, t - span, side="right") - 1
+            ret = np.where(lag >= 0, logp - logp[np.maximum(lag, 0)], np.nan)
+            cols.append(np.where(v300 > 0, ret / np.sqrt(v300 * _UNIT[name]), np.nan))
+        cols.append(np.where(s60 > 0, _SQRT2 * np.sqrt(s30 / s60), np.nan))
+        cols.append(np.where(v300 > 0, np.sqrt(_LONG_PER_60 * s60 / v300), np.nan))
+        cols.append(_LONG_PER_60 * count60 / count300)
+        cols.append(np.where(z300 > 0, _LONG_PER_60 * z60 / z300, np.nan))
+        cols.append(np.where(bps_mean > 0, bps / bps_mean, np.nan))
+    ready = t - t[0] >= WARMUP_MS
+    return np.column_stack(cols), ready
+
+
+def trailing_realised_vol(ticks: pd.DataFrame, window_ms: int) -> np.ndarray:
+    """Realised volatility over ``(t - window, t]`` per tick (per symbol history), the
+    raw-level quantity baselines and the label are built from."""
+    out = np.full(len(ticks), np.nan)
+    for _, gi in _symbol_positions(ticks):
+        g = ticks.iloc[gi]
+        t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
+        seg = segments(t)
+        for s in np.unique(seg):
+            m = seg == s
+            logp = np.log(g["price"].to_numpy(np.float64)[m])
+            r = np.diff(logp, prepend=logp[0])
+            idx = pd.to_datetime(t[m], unit="ms")
+            out[gi[m]] = np.sqrt(np.clip(_rolling(r * r, idx, f"{window_ms}ms", "sum"), 0, None))
+    return out
 
 
 def forward_realised_vol(ticks: pd.DataFrame, horizon_ms: int = 60_000) -> np.ndarray:
-    """Realised volatility over ``(t, t + horizon]`` per tick; NaN where the data ends
-    before the horizon does (those rows cannot be labelled)."""
+    """Realised volatility over ``(t, t + horizon]`` per tick; NaN where the symbol's
+    history ends (data end or a gap) before the horizon does."""
     out = np.full(len(ticks), np.nan)
-    for _, g in ticks.groupby("symbol", sort=False):
-        gi = ticks.index.get_indexer(g.index)
-        t = g["event_time_ms"].to_numpy(np.int64)
-        logp = np.log(g["price"].to_numpy(np.float64))
-        cs = np.concatenate([[0.0], np.cumsum(np.diff(logp, prepend=logp[0]) ** 2)])
-        end = np.searchsorted(t, t + horizon_ms, side="right")  # first tick after horizon
-        rv = np.sqrt(np.maximum(cs[end] - cs[np.arange(len(t)) + 1], 0.0))
-        rv[t + horizon_ms > t[-1]] = np.nan
-        out[gi] = rv
+    for _, gi in _symbol_positions(ticks):
+        g = ticks.iloc[gi]
+        t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
+        seg = segments(t)
+        for s in np.unique(seg):
+            m = seg == s
+            ts = t[m]
+            logp = np.log(g["price"].to_numpy(np.float64)[m])
+            cs = np.concatenate([[0.0], np.cumsum(np.diff(logp, prepend=logp[0]) ** 2)])
+            end = np.searchsorted(ts, ts + horizon_ms, side="right")
+            rv = np.sqrt(np.maximum(cs[end] - cs[np.arange(len(ts)) + 1], 0.0))
+            rv[ts + horizon_ms > ts[-1]] = np.nan
+            out[gi[m]] = rv
     return out

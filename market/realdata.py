@@ -22,6 +22,7 @@ logger = logging.getLogger(__name__)
 WHEEL_SPEC = "mlfinpy==0.1.2"
 CSV_MEMBER = "mlfinpy/dataset/data/tick_data.csv"
 SYMBOL = "ES"
+SOURCE = "mlfinpy==0.1.2 tick_data.csv (E-mini S&P 500 futures trades, 2013-09-01..03)"
 DEFAULT_CACHE = Path(__file__).resolve().parent.parent / "data" / "es_ticks.parquet"
 # The CSV's timestamps are exchange-local (US Central); we keep them as naive UTC-like
 # milliseconds because only differences matter to the features.
