@@ -57,11 +57,7 @@ import (
 	"unsafe"
 )
 
-// FeatureNames is the serving schema; an artifact listing other features is refused.
-var FeatureNames = []string{
-	"price", "ret_1s", "ret_5s", "ret_30s", "ret_60s", "rv_30s", "rv_60s",
-	"trades_per_s_60s", "volume_per_s_60s", "spread", "spread_bps",
-}
+// FeatureNames (the serving schema) is generated from Python: schema_gen.go.
 
 const (
 	manifestFile  = "manifest.json"
