@@ -75,5 +75,5 @@ def test_a_calibrated_artifact_returns_calibrated_probabilities(tmp_path, real_d
 
 def test_an_artifact_with_a_bad_calibration_is_refused(tmp_path):
     folder = copy_with(tmp_path, "badcal", calibration={**ISO, "x": [0, 1], "y": [1, 0]})
-    with pytest.raises(runtime.ArtifactError, match="^artifact badcal: calibration y must be"):
+    with pytest.raises(runtime.ArtifactError, match=r"^artifact badcal: calibration y must be"):
         runtime.load(folder)
