@@ -29,7 +29,8 @@ PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.pr
 SERVER ?= native
 GO ?= go
 NATIVE := server/native/volspike-server
-NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) server/native/go.mod server/native/go.sum
+SCHEMA_GO := server/native/schema_gen.go
+NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(SCHEMA_GO) server/native/go.mod server/native/go.sum
 PROTOC_GEN_GO := .tools/bin/protoc-gen-go
 GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
@@ -67,6 +68,11 @@ lint: $(VENV)/.installed
 native: $(NATIVE)
 $(NATIVE): $(NATIVE_SOURCES)
 	cd server/native && $(GO) build -buildvcs=false -trimpath -o volspike-server .
+
+# The Go feature schema is generated from market.features.FEATURE_NAMES (checked in;
+# `make test` fails when it is stale).
+$(SCHEMA_GO): market/features.py tools/gen_schema.py | $(VENV)/.installed
+	$(PY) -m tools.gen_schema
 
 $(PROTOC_GEN_GO):
 	GOBIN=$(CURDIR)/.tools/bin $(GO) install google.golang.org/protobuf/cmd/protoc-gen-go@v1.36.12
@@ -116,6 +122,7 @@ test-fast: models lint
 test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed
 	cd server/native && $(GO) test ./...
 	$(PY) -m observability.generate --check
+	$(PY) -m tools.gen_schema --check
 	$(PY) -m pytest -q
 
 SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)

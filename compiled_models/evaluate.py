@@ -10,6 +10,8 @@ from __future__ import annotations
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
+from compiled_models import calibration
+
 BOOT_BLOCK_MS = 300_000
 BOOT_REPS = 200
 BOOT_SEED = 5
@@ -136,14 +138,17 @@ def fit_calibration(p_raw: np.ndarray, y: np.ndarray) -> dict:
     iso.fit(p_raw.astype(np.float64), y.astype(np.float64))
     x, v = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
     keep = np.concatenate([[True], np.diff(x) > 0])  # strictly increasing knots
-    return {"method": "isotonic", "x": x[keep].tolist(), "y": v[keep].tolist()}
+    if keep.sum() < 2:  # one distinct score: nothing to map
+        return {}
+    doc = {"method": "isotonic", "x": x[keep].tolist(), "y": v[keep].tolist()}
+    calibration.parse(doc)  # what the servers will accept
+    return doc
 
 
 def calibrate(p_raw: np.ndarray, cal: dict) -> np.ndarray:
-    """The servers' formula: float32(interp(float64(p), x, y))."""
-    if not cal:
-        return p_raw.astype(np.float32)
-    return np.interp(p_raw.astype(np.float64), cal["x"], cal["y"]).astype(np.float32)
+    """What both servers apply after the trees (compiled_models/calibration.py)."""
+    iso = calibration.parse(cal)
+    return p_raw.astype(np.float32) if iso is None else iso.apply(p_raw.astype(np.float32))
 
 
 def reliability(p: np.ndarray, y: np.ndarray, bins: int = 10) -> list[dict]:

@@ -33,9 +33,10 @@ class Manifest:
     """Reference bins for drift (drift/bins.py): {"features": {name: bins}, "prediction":
     bins}, cut at the deciles of the reference sample and of its predictions."""
     calibration: dict = field(default_factory=dict)
-    """{} (the output is the trees' probability) or {"method": "isotonic", "x": [...],
-    "y": [...]}: both servers return float32(interp(float64(p_trees), x, y))."""
+    """{} (output is the raw tree probability) or {"method": "isotonic", "x": [...], "y":
+    [...]}: compiled_models/calibration.py. decision_threshold is on the calibrated scale."""
     trained_on: str = ""
+    """One sentence saying what the artifact was trained on."""
 
     def write(self, folder: Path) -> None:
         text = json.dumps(asdict(self), indent=2, sort_keys=True)

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
+from compiled_models.calibration import parse as parse_calibration
 from compiled_models.libcheck import LibraryError, check_elf, confined_path
 from compiled_models.manifest import MANIFEST_FILE, Manifest, sha256_bytes
 from market.features import FEATURE_NAMES
@@ -48,6 +49,12 @@ class CompiledModel:
                 f"artifact {folder.name}: manifest names it {self.name!r}; "
                 "an artifact's name is its folder's"
             )
+        try:
+            self.calibration = parse_calibration(manifest.calibration)
+        except ValueError as exc:
+            raise ArtifactError(f"artifact {self.name}: {exc}") from None
+        if not isinstance(manifest.trained_on, str):
+            raise ArtifactError(f"artifact {self.name}: trained_on must be a string")
         if manifest.feature_names != tuple(expected_features):
             raise ArtifactError(
                 f"artifact {self.name}: feature schema {list(manifest.feature_names)} "
@@ -89,10 +96,16 @@ class CompiledModel:
             os.close(self._fd)
 
     def predict(self, x: np.ndarray) -> np.ndarray:
-        """Probabilities for a C-contiguous float32 ``[rows, n_features]`` array.
+        """Calibrated probabilities (the scale of ``threshold``) for a C-contiguous float32
+        ``[rows, n_features]`` array; without a calibration, the raw tree output.
 
         NaN means "missing" (as in XGBoost); infinities are rejected.
         """
+        out = self.predict_raw(x)
+        return out if self.calibration is None else self.calibration.apply(out)
+
+    def predict_raw(self, x: np.ndarray) -> np.ndarray:
+        """The compiled trees' probabilities, before any calibration (as XGBoost's)."""
         if type(x) is not np.ndarray or x.dtype != _F32 or x.ndim != 2:
             raise InvalidInput(self._describe_bad(x))
         rows, cols = x.shape

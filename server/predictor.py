@@ -115,4 +115,6 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             active=active is not None and active.name == model.name,
             available_artifacts=self.registry.available(),
             manifest_json=model.manifest_json,
+            calibrated=model.calibration is not None,
+            trained_on=m.trained_on,
         )

@@ -22,7 +22,7 @@ def test_compiled_equals_xgboost_on_every_held_out_row(name, real_dataset):
     ref = booster(name)
     held_out = np.concatenate([real_dataset.valid.X, real_dataset.test.X])
     assert np.isnan(held_out).any(axis=1).all()  # every real row lacks a quote
-    got = model.predict(held_out)
+    got = model.predict_raw(held_out)
     want = ref.inplace_predict(held_out)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-6)
     assert got.std() > 0.01  # a real model, not a constant
@@ -34,7 +34,7 @@ def test_nan_anywhere_matches_xgboost_missing(name, real_dataset):
     x = real_dataset.test.X[rng.choice(len(real_dataset.test.y), 5_000)].copy()
     x[rng.random(x.shape) < 0.3] = np.nan
     x[:10] = np.nan  # whole rows missing
-    got = runtime.load(artifact_dir(name)).predict(x)
+    got = runtime.load(artifact_dir(name)).predict_raw(x)
     np.testing.assert_allclose(got, booster(name).inplace_predict(x), rtol=0, atol=1e-6)
 
 

@@ -48,7 +48,7 @@ def test_artifacts_loaded_side_by_side_keep_their_own_code(real_dataset):
     again = runtime.load(artifact_dir(ARTIFACTS[0]))  # reload while the others are alive
     for name, m in models.items():
         ref = xgb.Booster(model_file=str(artifact_dir(name) / "model.json"))
-        np.testing.assert_allclose(m.predict(x), ref.inplace_predict(x), atol=1e-6)
+        np.testing.assert_allclose(m.predict_raw(x), ref.inplace_predict(x), atol=1e-6)
     np.testing.assert_array_equal(again.predict(x), models[ARTIFACTS[0]].predict(x))
 
 
@@ -94,4 +94,4 @@ def test_infinity_is_rejected_with_its_row(model, real_dataset, value):
 def test_all_missing_row_matches_xgboost(model):
     x = np.full((1, 11), np.nan, np.float32)
     ref = xgb.Booster(model_file=str(artifact_dir("xgb-v2") / "model.json"))
-    assert model.predict(x)[0] == pytest.approx(float(ref.inplace_predict(x)[0]), abs=1e-6)
+    assert model.predict_raw(x)[0] == pytest.approx(float(ref.inplace_predict(x)[0]), abs=1e-6)

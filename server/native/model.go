@@ -57,11 +57,7 @@ import (
 	"unsafe"
 )
 
-// FeatureNames is the serving schema; an artifact listing other features is refused.
-var FeatureNames = []string{
-	"price", "ret_1s", "ret_5s", "ret_30s", "ret_60s", "rv_30s", "rv_60s",
-	"trades_per_s_60s", "volume_per_s_60s", "spread", "spread_bps",
-}
+// FeatureNames (the serving schema) is generated from Python: schema_gen.go.
 
 const (
 	manifestFile  = "manifest.json"
@@ -78,7 +74,11 @@ type Manifest struct {
 	DecisionThreshold float64  `json:"decision_threshold"`
 	Library           string   `json:"library"`
 	LibrarySha256     string   `json:"library_sha256"`
-	JSON              string   `json:"-"`
+	// {} or absent: identity; else an isotonic map (calibration.go).
+	CalibrationJSON json.RawMessage `json:"calibration"`
+	// One sentence saying what the artifact was trained on.
+	TrainedOn string `json:"trained_on"`
+	JSON      string `json:"-"`
 }
 
 // ArtifactError: the artifact on disk cannot be trusted or does not fit the schema.
@@ -93,9 +93,11 @@ type Model struct {
 	Manifest  Manifest
 	Name      string
 	Sha256    string
-	Threshold float32
-	NFeatures int
-	LoadedAt  time.Time
+	Threshold float32 // on the calibrated scale
+	// Calibration maps the trees' output before it is returned; nil: identity.
+	Calibration *Calibration
+	NFeatures   int
+	LoadedAt    time.Time
 
 	mu     sync.RWMutex // Predict holds it shared; Close takes it exclusively
 	handle unsafe.Pointer
@@ -118,6 +120,10 @@ func LoadModel(folder string) (*Model, error) {
 	if m.Name != name {
 		return nil, artifactErr("artifact %s: manifest names it '%s'; an artifact's name is its folder's", name, m.Name)
 	}
+	cal, err := parseCalibration(m.CalibrationJSON)
+	if err != nil {
+		return nil, artifactErr("artifact %s: %v", m.Name, err)
+	}
 	if !slices.Equal(m.FeatureNames, FeatureNames) {
 		return nil, artifactErr("artifact %s: feature schema %v does not match the expected %v",
 			m.Name, m.FeatureNames, FeatureNames)
@@ -135,7 +141,8 @@ func LoadModel(folder string) (*Model, error) {
 	if err := checkELF(data); err != nil {
 		return nil, artifactErr("artifact %s: %s is not a loadable library: %v", m.Name, m.Library, err)
 	}
-	model := &Model{Manifest: m, Name: m.Name, Sha256: digest, Threshold: float32(m.DecisionThreshold)}
+	model := &Model{Manifest: m, Name: m.Name, Sha256: digest, Threshold: float32(m.DecisionThreshold),
+		Calibration: cal}
 	if err := model.open(data); err != nil {
 		return nil, err
 	}
@@ -182,9 +189,19 @@ func (m *Model) Close() {
 	}
 }
 
-// Predict scores row-major rows of NFeatures float32 into out. NaN means missing; it
-// returns the index of the first row holding an infinity, or -1.
+// Predict scores row-major rows of NFeatures float32 into out, calibrated (the scale of
+// Threshold). NaN means missing; it returns the index of the first row holding an
+// infinity, or -1.
 func (m *Model) Predict(x []float32, out []float32) int {
+	bad := m.PredictRaw(x, out)
+	if bad < 0 && m.Calibration != nil {
+		m.Calibration.Apply(out)
+	}
+	return bad
+}
+
+// PredictRaw is Predict before calibration: the compiled trees' probabilities.
+func (m *Model) PredictRaw(x []float32, out []float32) int {
 	rows := len(out)
 	if rows == 0 || len(x) != rows*m.NFeatures {
 		panic(fmt.Sprintf("%s: %d values for %d rows of %d features", m.Name, len(x), rows, m.NFeatures))

@@ -311,5 +311,7 @@ func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequ
 		Active:             active != nil && active.Name == model.Name,
 		AvailableArtifacts: s.registry.Available(),
 		ManifestJson:       model.Manifest.JSON,
+		Calibrated:         model.Calibration != nil,
+		TrainedOn:          m.TrainedOn,
 	}, nil
 }

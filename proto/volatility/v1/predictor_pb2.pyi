@@ -63,7 +63,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json")
+    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json", "calibrated", "trained_on")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -74,6 +74,8 @@ class ModelInfoResponse(_message.Message):
     ACTIVE_FIELD_NUMBER: _ClassVar[int]
     AVAILABLE_ARTIFACTS_FIELD_NUMBER: _ClassVar[int]
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
+    CALIBRATED_FIELD_NUMBER: _ClassVar[int]
+    TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     artifact_sha256: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -84,4 +86,6 @@ class ModelInfoResponse(_message.Message):
     active: bool
     available_artifacts: _containers.RepeatedScalarFieldContainer[str]
     manifest_json: str
-    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ...) -> None: ...
+    calibrated: bool
+    trained_on: str
+    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ..., calibrated: _Optional[bool] = ..., trained_on: _Optional[str] = ...) -> None: ...

@@ -332,7 +332,12 @@ type ModelInfoResponse struct {
 	// Artifacts this server can switch to.
 	AvailableArtifacts []string `protobuf:"bytes,9,rep,name=available_artifacts,json=availableArtifacts,proto3" json:"available_artifacts,omitempty"`
 	// The artifact's whole manifest (versions, metrics, data period) as JSON.
-	ManifestJson  string `protobuf:"bytes,10,opt,name=manifest_json,json=manifestJson,proto3" json:"manifest_json,omitempty"`
+	ManifestJson string `protobuf:"bytes,10,opt,name=manifest_json,json=manifestJson,proto3" json:"manifest_json,omitempty"`
+	// True when the manifest carries a calibration: probabilities are the trees' output
+	// mapped through it, and decision_threshold is on that calibrated scale.
+	Calibrated bool `protobuf:"varint,11,opt,name=calibrated,proto3" json:"calibrated,omitempty"`
+	// One sentence from the manifest saying what the artifact was trained on ("" if unset).
+	TrainedOn     string `protobuf:"bytes,12,opt,name=trained_on,json=trainedOn,proto3" json:"trained_on,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -437,6 +442,20 @@ func (x *ModelInfoResponse) GetManifestJson() string {
 	return ""
 }
 
+func (x *ModelInfoResponse) GetCalibrated() bool {
+	if x != nil {
+		return x.Calibrated
+	}
+	return false
+}
+
+func (x *ModelInfoResponse) GetTrainedOn() string {
+	if x != nil {
+		return x.TrainedOn
+	}
+	return ""
+}
+
 var File_proto_volatility_v1_predictor_proto protoreflect.FileDescriptor
 
 const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
@@ -464,7 +483,7 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"\x12decision_threshold\x18\x05 \x01(\x02R\x11decisionThreshold\x124\n" +
 	"\x16server_compute_seconds\x18\x06 \x01(\x01R\x14serverComputeSeconds\"(\n" +
 	"\x10ModelInfoRequest\x12\x14\n" +
-	"\x05model\x18\x01 \x01(\tR\x05model\"\x8f\x03\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\xce\x03\n" +
 	"\x11ModelInfoResponse\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12#\n" +
@@ -476,7 +495,12 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"\x06active\x18\b \x01(\bR\x06active\x12/\n" +
 	"\x13available_artifacts\x18\t \x03(\tR\x12availableArtifacts\x12#\n" +
 	"\rmanifest_json\x18\n" +
-	" \x01(\tR\fmanifestJson2\xa5\x01\n" +
+	" \x01(\tR\fmanifestJson\x12\x1e\n" +
+	"\n" +
+	"calibrated\x18\v \x01(\bR\n" +
+	"calibrated\x12\x1d\n" +
+	"\n" +
+	"trained_on\x18\f \x01(\tR\ttrainedOn2\xa5\x01\n" +
 	"\tPredictor\x12H\n" +
 	"\aPredict\x12\x1d.volatility.v1.PredictRequest\x1a\x1e.volatility.v1.PredictResponse\x12N\n" +
 	"\tModelInfo\x12\x1f.volatility.v1.ModelInfoRequest\x1a .volatility.v1.ModelInfoResponseb\x06proto3"
