@@ -53,6 +53,7 @@ _NAN = float("nan")
 _SQRT2 = math.sqrt(2.0)
 _LONG_PER_60 = LONG_MS / 60_000  # 5: a 60 s quantity per second against a 300 s one
 _UNIT = {w: ms / LONG_MS for w, ms in RETURN_WINDOWS_MS.items()}  # var_300s -> var over W
+_K1, _K5, _K30, _K60 = (1.0 / math.sqrt(_UNIT[w]) for w in RETURN_WINDOWS_MS)
 
 
 class FeatureState:
@@ -188,8 +189,7 @@ class FeatureState:
         s30, n30, h, lo = self._r2_30 + r2, self._nz30 + nz, self._h30, self._lo30
         edge = t - 30_000
         while buf[h][0] <= edge:
-            lo = buf[h][1]
-            a = buf[h][2]
+            _, lo, a, _z, _b = buf[h]
             s30 -= a
             n30 -= a != 0.0
             h += 1
@@ -221,14 +221,24 @@ class FeatureState:
             self._h5 -= h300
             self._h1 -= h300
         self.ready = t - self._start >= WARMUP_MS
-        u = _UNIT
+        if v300 > 0.0:
+            iv = 1.0 / math.sqrt(v300)
+            x1, x5, x30, x60 = (
+                ret1 * iv * _K1,
+                ret5 * iv * _K5,
+                ret30 * iv * _K30,
+                ret60 * iv * _K60,
+            )
+            rel60 = math.sqrt(_LONG_PER_60 * s60) * iv
+        else:
+            x1 = x5 = x30 = x60 = rel60 = _NAN
         return [
-            ret1 / math.sqrt(v300 * u["ret_1s_z"]) if v300 > 0.0 else _NAN,
-            ret5 / math.sqrt(v300 * u["ret_5s_z"]) if v300 > 0.0 else _NAN,
-            ret30 / math.sqrt(v300 * u["ret_30s_z"]) if v300 > 0.0 else _NAN,
-            ret60 / math.sqrt(v300 * u["ret_60s_z"]) if v300 > 0.0 else _NAN,
+            x1,
+            x5,
+            x30,
+            x60,
             _SQRT2 * math.sqrt(s30 / s60) if s60 > 0.0 else _NAN,
-            math.sqrt(_LONG_PER_60 * s60 / v300) if v300 > 0.0 else _NAN,
+            rel60,
             _LONG_PER_60 * count60 / count300,
             _LONG_PER_60 * z60 / z300 if z300 > 0.0 else _NAN,
             bps * q300 / s300 if has_bps and s300 > 0.0 else _NAN,

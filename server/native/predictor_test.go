@@ -30,7 +30,7 @@ func TestDecodeNamesTheField(t *testing.T) {
 	bad.Features["oops"] = 1
 	delete(bad.Features, "spread")
 	inf := goodRow()
-	inf.Features["rv_60s"] = 1e300
+	inf.Features["rv_60s_rel"] = 1e300
 	cases := []struct {
 		req  *pb.PredictRequest
 		code grpccodes.Code
@@ -40,13 +40,13 @@ func TestDecodeNamesTheField(t *testing.T) {
 		{&pb.PredictRequest{Rows: []*pb.Row{goodRow(), bad}}, grpccodes.InvalidArgument,
 			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'spread' (use NaN if unknown)"},
 		{&pb.PredictRequest{Rows: []*pb.Row{inf}}, grpccodes.InvalidArgument,
-			"rows[0].features['rv_60s'] is infinite or overflows float32"},
-		{&pb.PredictRequest{Packed: &pb.PackedRows{NumFeatures: 11}}, grpccodes.InvalidArgument, "packed.float32_le is empty"},
-		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 45), NumFeatures: 11}}, grpccodes.InvalidArgument,
-			"packed.float32_le has 45 bytes, not a whole number of rows of 11 float32"},
-		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 44), NumFeatures: 10}}, grpccodes.InvalidArgument,
-			"packed.num_features is 10; the model expects 11"},
-		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 44*101), NumFeatures: 11}}, grpccodes.ResourceExhausted,
+			"rows[0].features['rv_60s_rel'] is infinite or overflows float32"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{NumFeatures: 9}}, grpccodes.InvalidArgument, "packed.float32_le is empty"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 45), NumFeatures: 9}}, grpccodes.InvalidArgument,
+			"packed.float32_le has 45 bytes, not a whole number of rows of 9 float32"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 32), NumFeatures: 8}}, grpccodes.InvalidArgument,
+			"packed.num_features is 8; the model expects 9"},
+		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 36*101), NumFeatures: 9}}, grpccodes.ResourceExhausted,
 			"packed.float32_le: 101 rows exceed the limit of 100 per call"},
 		{&pb.PredictRequest{Rows: []*pb.Row{goodRow()}, Packed: &pb.PackedRows{}}, grpccodes.InvalidArgument,
 			"set either rows or packed, not both"},
@@ -66,15 +66,15 @@ func TestNamedRowsKeepFeatureOrder(t *testing.T) {
 	for i, n := range FeatureNames {
 		row.Features[n] = float64(i)
 	}
-	row.Features["ret_60s"] = math.NaN()
+	row.Features["ret_60s_z"] = math.NaN()
 	x, err := s.decodePredict(&pb.PredictRequest{Rows: []*pb.Row{row}}, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range x {
-		if FeatureNames[i] == "ret_60s" {
+		if FeatureNames[i] == "ret_60s_z" {
 			if !math.IsNaN(float64(v)) {
-				t.Errorf("ret_60s: want NaN, got %v", v)
+				t.Errorf("ret_60s_z: want NaN, got %v", v)
 			}
 		} else if v != float32(i) {
 			t.Errorf("%s: want %d, got %v", FeatureNames[i], i, v)

@@ -4,15 +4,13 @@ package main
 
 // FeatureNames is the serving schema; an artifact listing other features is refused.
 var FeatureNames = []string{
-	"price",
-	"ret_1s",
-	"ret_5s",
-	"ret_30s",
-	"ret_60s",
-	"rv_30s",
-	"rv_60s",
-	"trades_per_s_60s",
-	"volume_per_s_60s",
-	"spread",
-	"spread_bps",
+	"ret_1s_z",
+	"ret_5s_z",
+	"ret_30s_z",
+	"ret_60s_z",
+	"rv_ratio_30_60",
+	"rv_60s_rel",
+	"trades_rel_60s",
+	"volume_rel_60s",
+	"spread_bps_rel",
 }

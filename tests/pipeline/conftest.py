@@ -156,13 +156,15 @@ def _add(by: dict, m) -> None:
 
 def expected_probabilities(
     kafka: str, topic: str, count: int, artifact: str = "xgb-v2"
-) -> dict[tuple[int, int], float]:
+) -> dict[tuple[int, int], float | None]:
     """Independent reference: read the input topic back, compute features per symbol in
-    partition order with market.features, score with the compiled model directly."""
+    partition order with market.features, score with the compiled model directly. None:
+    the tick's symbol is still warming up (no probability is due)."""
     from consumer.messages import BadTick, decode_tick
 
     msgs = sorted(read_topic(kafka, topic, count), key=lambda m: (m.partition(), m.offset()))
     states: dict[tuple[int, str], FeatureState] = {}
+    want: dict[tuple[int, int], float | None] = {}
     keys, rows = [], []
     for m in msgs:
         try:
@@ -170,10 +172,25 @@ def expected_probabilities(
         except BadTick:
             continue
         st = states.setdefault((m.partition(), t.symbol), FeatureState())
-        rows.append(st.update(t.event_time_ms, t.price, t.size, t.bid, t.ask))
-        keys.append((m.partition(), m.offset()))
-    probs = runtime.load(artifact_dir(artifact)).predict(np.array(rows, np.float32))
-    return dict(zip(keys, probs.tolist(), strict=True))
+        row = st.update(t.event_time_ms, t.price, t.size, t.bid, t.ask)
+        if st.ready:
+            rows.append(row)
+            keys.append((m.partition(), m.offset()))
+        else:
+            want[(m.partition(), m.offset())] = None
+    if rows:
+        probs = runtime.load(artifact_dir(artifact)).predict(np.array(rows, np.float32))
+        want.update(zip(keys, probs.tolist(), strict=True))
+    return want
+
+
+def assert_answer(d: dict, want: float | None, atol: float = 1e-6) -> None:
+    """A prediction record equals the reference: the probability, or warming up."""
+    if want is None:
+        assert d["warming_up"] is True and d["probability"] is None, d
+    else:
+        assert d["warming_up"] is False, d
+        assert d["probability"] == pytest.approx(want, abs=atol), d
 
 
 def end_offsets(kafka: str, topic: str, group: str, partitions: int) -> tuple[list, list]:

@@ -45,7 +45,7 @@ def corpus() -> list[tuple[str, str, object]]:
         ("infinite", "Predict", pb.PredictRequest(packed=packed(inf))),
         ("empty request", "Predict", pb.PredictRequest()),
         ("empty packed", "Predict", pb.PredictRequest(packed=pb.PackedRows(num_features=W))),
-        ("wrong width", "Predict", pb.PredictRequest(packed=packed(ref[:, :10], 10))),
+        ("wrong width", "Predict", pb.PredictRequest(packed=packed(ref[:, : W - 1], W - 1))),
         ("ragged bytes", "Predict",
          pb.PredictRequest(packed=pb.PackedRows(float32_le=b"\0" * 45, num_features=W))),
         ("both rows and packed", "Predict",
@@ -58,7 +58,7 @@ def corpus() -> list[tuple[str, str, object]]:
         ("1,000 unknown names", "Predict", pb.PredictRequest(
             rows=[pb.Row(features={**GOOD, **{f"u{i:04d}{'z' * 40}": 1.0 for i in range(1000)}})])),
         ("named overflow", "Predict",
-         pb.PredictRequest(rows=[pb.Row(features={**GOOD, "rv_60s": 1e300})])),
+         pb.PredictRequest(rows=[pb.Row(features={**GOOD, "rv_60s_rel": 1e300})])),
         ("named inf", "Predict",
          pb.PredictRequest(rows=[pb.Row(features={**GOOD, "ret_1s": math.inf})])),
         ("unknown model", "Predict", pb.PredictRequest(model="nope", packed=packed(ref))),

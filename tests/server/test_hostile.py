@@ -31,6 +31,8 @@ from tests.conftest import ServerProcess, artifact_dir
 C = grpc.StatusCode
 GOOD = dict.fromkeys(FEATURE_NAMES, 0.001)
 
+W = len(FEATURE_NAMES)  # the serving schema's width
+
 
 def error_of(fn, req) -> grpc.RpcError:
     with pytest.raises(grpc.RpcError) as err:
@@ -38,9 +40,9 @@ def error_of(fn, req) -> grpc.RpcError:
     return err.value
 
 
-@pytest.mark.parametrize("wrong", ["RV_60S", "prïce", ""])
+@pytest.mark.parametrize("wrong", ["RV_60S_REL", "prïce", ""])
 def test_a_misspelled_feature_name_is_rejected_not_scored_as_zero(channel, wrong):
-    feats = {wrong if k == "rv_60s" else k: v for k, v in GOOD.items()}
+    feats = {wrong if k == "rv_60s_rel" else k: v for k, v in GOOD.items()}
     assert len(feats) == len(FEATURE_NAMES)
     err = error_of(
         pb_grpc.PredictorStub(channel).Predict, pb.PredictRequest(rows=[pb.Row(features=feats)])
@@ -48,7 +50,7 @@ def test_a_misspelled_feature_name_is_rejected_not_scored_as_zero(channel, wrong
     assert err.code() == C.INVALID_ARGUMENT
     assert err.details() == (
         f"rows[0].features: unknown feature(s) '{wrong}'; "
-        "missing feature(s) 'rv_60s' (use NaN if unknown)"
+        "missing feature(s) 'rv_60s_rel' (use NaN if unknown)"
     )
 
 
@@ -112,7 +114,7 @@ def named_calls(srv: ServerProcess, name: str) -> tuple[grpc.RpcError, bool, str
     must still answer afterwards."""
     with grpc.insecure_channel(srv.address) as ch:
         stub = pb_grpc.PredictorStub(ch)
-        packed = pb.PackedRows(float32_le=x_rows().tobytes(), num_features=11)
+        packed = pb.PackedRows(float32_le=x_rows().tobytes(), num_features=W)
         predict = error_of(stub.Predict, pb.PredictRequest(model=name, packed=packed))
         assert stub.Predict(pb.PredictRequest(packed=packed), timeout=5).artifact == "xgb-v2"
     kserve = tc.InferenceServerClient(url=srv.address)
@@ -172,7 +174,7 @@ def test_a_name_that_is_not_servable_is_never_loaded(tmp_path, impl):
         assert "other" not in srv.metrics_text().split("volspike_model_load_seconds", 1)[-1]
         with grpc.insecure_channel(srv.address) as ch:
             req = pb.PredictRequest(
-                model="listed", packed=pb.PackedRows(float32_le=x_rows().tobytes(), num_features=11)
+                model="listed", packed=pb.PackedRows(float32_le=x_rows().tobytes(), num_features=W)
             )
             assert pb_grpc.PredictorStub(ch).Predict(req, timeout=5).artifact == "listed"
     finally:

@@ -8,6 +8,7 @@ import tritonclient.grpc as tc
 from tritonclient.utils import InferenceServerException
 
 from compiled_models import runtime
+from market.features import N_FEATURES
 from tests.conftest import artifact_dir
 
 
@@ -30,7 +31,7 @@ def test_server_and_model_readiness(client):
     assert client.is_model_ready("xgb-v2") and client.is_model_ready("baseline-rv60")
     assert not client.is_model_ready("no-such-model")
     meta = client.get_model_metadata("xgb-v2", as_json=True)
-    assert meta["inputs"][0]["shape"] == ["-1", "11"]
+    assert meta["inputs"][0]["shape"] == ["-1", str(N_FEATURES)]
     assert {o["name"] for o in meta["outputs"]} == {"probability", "label"}
 
 
@@ -52,11 +53,12 @@ def test_requested_output_only(client, real_dataset):
 
 
 def test_bad_shapes_and_types_name_the_field(client):
-    with pytest.raises(InferenceServerException, match=r"shape is \[2, 10\]; expected"):
-        infer(client, np.zeros((2, 10), np.float32))
-    inp = tc.InferInput("features", [2, 11], "FP64")
-    inp.set_data_from_numpy(np.zeros((2, 11), np.float64))
+    bad_shape = rf"shape is \[2, {N_FEATURES - 1}\]; expected"
+    with pytest.raises(InferenceServerException, match=bad_shape):
+        infer(client, np.zeros((2, N_FEATURES - 1), np.float32))
+    inp = tc.InferInput("features", [2, N_FEATURES], "FP64")
+    inp.set_data_from_numpy(np.zeros((2, N_FEATURES), np.float64))
     with pytest.raises(InferenceServerException, match="datatype is 'FP64'; expected 'FP32'"):
         client.infer("xgb-v2", [inp])
     with pytest.raises(InferenceServerException, match="model 'nope' is not served"):
-        infer(client, np.zeros((1, 11), np.float32), model="nope")
+        infer(client, np.zeros((1, N_FEATURES), np.float32), model="nope")

@@ -11,6 +11,7 @@ import grpc
 import numpy as np
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 
+from market.features import N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from tests.conftest import ServerProcess
@@ -25,8 +26,8 @@ def in_flight(srv: ServerProcess) -> float:
 
 def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path, impl):
     srv = ServerProcess(tmp_path, env={"VOLSPIKE_MAX_ROWS": "1000000"}, impl=impl).start()
-    x = np.random.default_rng(0).random((800_000, 11)).astype(np.float32)  # ~1 s of work
-    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    x = np.random.default_rng(0).random((800_000, N_FEATURES)).astype(np.float32)  # ~1 s of work
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES))
     results: list[object] = []
     lock = threading.Lock()
     statuses: list[str] = []
@@ -81,8 +82,8 @@ def gauge(srv: ServerProcess, name: str) -> float:
 def test_a_cancelled_call_stops_costing_a_core(tmp_path, impl):
     env = {"VOLSPIKE_MAX_ROWS": "4000000", "VOLSPIKE_MAX_MESSAGE_BYTES": str(256 << 20)}
     srv = ServerProcess(tmp_path, env=env, impl=impl).start()
-    x = np.random.default_rng(1).random((3_000_000, 11)).astype(np.float32)  # 2.5-4 s of trees
-    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    x = np.random.default_rng(1).random((3_000_000, N_FEATURES)).astype(np.float32)  # 2.5-4 s
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES))
     try:
         with grpc.insecure_channel(srv.address) as ch:
             stub = pb_grpc.PredictorStub(ch)
@@ -99,7 +100,7 @@ def test_a_cancelled_call_stops_costing_a_core(tmp_path, impl):
             stopped_after = time.monotonic() - cancelled_at
             assert stopped_after < 0.75, f"still scoring {stopped_after:.2f} s after the cancel"
             assert gauge(srv, "volspike_rows_scoring") == 0
-            small = pb.PackedRows(float32_le=x[:2].tobytes(), num_features=11)
+            small = pb.PackedRows(float32_le=x[:2].tobytes(), num_features=N_FEATURES)
             assert len(stub.Predict(pb.PredictRequest(packed=small), timeout=5).probabilities) == 2
         counted = [
             ln for ln in srv.metrics_text().splitlines() if ln.startswith("volspike_rpc_requests")

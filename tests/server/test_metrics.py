@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 from prometheus_client.openmetrics.parser import text_string_to_metric_families
 
+from market.features import N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 
@@ -31,7 +32,7 @@ def test_scrape_shows_latency_counters_rows_and_exemplar(server, channel, real_d
     stub = pb_grpc.PredictorStub(channel)
     before = samples(server.metrics_text())
     x = real_dataset.test.X[:250]
-    packed = pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=11)
+    packed = pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=N_FEATURES)
     for _ in range(3):
         stub.Predict(pb.PredictRequest(packed=packed))
     with contextlib.suppress(grpc.RpcError):

@@ -13,6 +13,7 @@ import grpc
 import numpy as np
 
 from compiled_models import runtime
+from market.features import N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.rollback import set_artifact
@@ -24,7 +25,7 @@ def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
     srv = ServerProcess(tmp_path, artifact="xgb-v1", workers=workers, impl=impl).start()
     x = np.ascontiguousarray(real_dataset.test.X[:64])
     want = {n: runtime.load(artifact_dir(n)).predict(x) for n in ("xgb-v1", "xgb-v2")}
-    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=11))
+    req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES))
     stop = threading.Event()
     seen: dict[str, int] = {}
     failures: list[str] = []
@@ -92,7 +93,7 @@ def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset, impl):
             resp = pb_grpc.PredictorStub(ch).Predict(
                 pb.PredictRequest(
                     packed=pb.PackedRows(
-                        float32_le=real_dataset.test.X[:2].tobytes(), num_features=11
+                        float32_le=real_dataset.test.X[:2].tobytes(), num_features=N_FEATURES
                     )
                 ),
                 timeout=5,

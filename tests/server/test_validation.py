@@ -19,6 +19,8 @@ from tests.conftest import ServerProcess
 GOOD = dict.fromkeys(FEATURE_NAMES, 0.001)
 C = grpc.StatusCode
 
+W = len(FEATURE_NAMES)  # the serving schema's width
+
 
 @pytest.fixture(scope="module")
 def stub(channel):
@@ -52,9 +54,9 @@ CASES = [
     ),
     (
         "infinite named value",
-        pb.PredictRequest(rows=[pb.Row(features={**GOOD, "rv_60s": math.inf})]),
+        pb.PredictRequest(rows=[pb.Row(features={**GOOD, "rv_60s_rel": math.inf})]),
         C.INVALID_ARGUMENT,
-        "rows[0].features['rv_60s'] is infinite",
+        "rows[0].features['rv_60s_rel'] is infinite",
     ),
     (
         "float32 overflow",
@@ -64,38 +66,38 @@ CASES = [
     ),
     (
         "wrong packed width",
-        pb.PredictRequest(packed=packed(np.zeros((2, 10)))),
+        pb.PredictRequest(packed=packed(np.zeros((2, W - 1)))),
         C.INVALID_ARGUMENT,
-        "packed.num_features is 10; the model expects 11",
+        f"packed.num_features is {W - 1}; the model expects {W}",
     ),
     (
         "ragged packed bytes",
-        pb.PredictRequest(packed=pb.PackedRows(float32_le=b"\0" * 45, num_features=11)),
+        pb.PredictRequest(packed=pb.PackedRows(float32_le=b"\0" * 45, num_features=W)),
         C.INVALID_ARGUMENT,
         "packed.float32_le has 45 bytes, not a whole number of rows",
     ),
     (
         "infinite packed value",
-        pb.PredictRequest(packed=packed(np.array([[0.0] * 11, [0.0] * 10 + [-np.inf]]))),
+        pb.PredictRequest(packed=packed(np.array([[0.0] * W, [0.0] * (W - 1) + [-np.inf]]))),
         C.INVALID_ARGUMENT,
         "packed.float32_le: row 1 contains an infinite value",
     ),
     ("empty request", pb.PredictRequest(), C.INVALID_ARGUMENT, "request has no rows"),
     (
         "empty packed",
-        pb.PredictRequest(packed=pb.PackedRows(num_features=11)),
+        pb.PredictRequest(packed=pb.PackedRows(num_features=W)),
         C.INVALID_ARGUMENT,
         "packed.float32_le is empty",
     ),
     (
         "rows and packed",
-        pb.PredictRequest(rows=[pb.Row(features=GOOD)], packed=packed(np.zeros((1, 11)))),
+        pb.PredictRequest(rows=[pb.Row(features=GOOD)], packed=packed(np.zeros((1, W)))),
         C.INVALID_ARGUMENT,
         "set either rows or packed, not both",
     ),
     (
         "too many rows",
-        pb.PredictRequest(packed=packed(np.zeros((100_001, 11)))),
+        pb.PredictRequest(packed=packed(np.zeros((100_001, W)))),
         C.RESOURCE_EXHAUSTED,
         "packed.float32_le: 100001 rows exceed the limit of 100000",
     ),
@@ -117,14 +119,14 @@ def test_bad_input_gets_its_code_and_names_the_field(stub, name, req, code, mess
 
 def test_oversize_message_is_resource_exhausted(stub):
     big = pb.PredictRequest(
-        packed=pb.PackedRows(float32_le=b"\0" * (65 * 1024 * 1024), num_features=11)
+        packed=pb.PackedRows(float32_le=b"\0" * (65 * 1024 * 1024), num_features=W)
     )
     err = call_error(stub, big, timeout=30)
     assert err.code() == C.RESOURCE_EXHAUSTED
 
 
 def test_deadline_is_honoured(stub, impl):
-    x = np.random.default_rng(0).random((100_000, 11)).astype(np.float32)
+    x = np.random.default_rng(0).random((100_000, W)).astype(np.float32)
     err = call_error(stub, pb.PredictRequest(packed=packed(x)), timeout=0.005)
     if impl == "native" and err.code() == C.CANCELLED:
         # grpc-go resets the stream (RST_STREAM CANCEL) the moment the deadline passes; a
