@@ -145,11 +145,38 @@ def test_synthetic_stream_is_seeded_and_realistic():
     assert (a["bid"] < a["ask"]).all() and (a["size"] > 0).all()
     chunks = list(SyntheticTicks(seed=11).frames(25_000, chunk=10_000))
     assert [len(c) for c in chunks] == [10_000, 10_000, 5_000]
+    # chunk by chunk: the concatenated chunks are the one big frame, row for row
+    pd.testing.assert_frame_equal(pd.concat(chunks, ignore_index=True), a.iloc[:25_000])
+    odd = list(SyntheticTicks(seed=11).frames(30_000, chunk=7_777))
+    pd.testing.assert_frame_equal(pd.concat(odd, ignore_index=True), a)
+
+
+def test_synthetic_regimes_are_in_event_time():
+    rate = 20.0
+    gen = SyntheticTicks(seed=5, rate_per_s=rate, calm_s=60, stressed_s=20)
+    ticks = gen.frame(400_000)
+    t = ticks["event_time_ms"].to_numpy()
+    seconds = (t[-1] - t[0]) / 1000
+    stressed = ticks["stressed"].to_numpy()
+    # stressed trades arrive stress_rate (2x) faster: ~ a third of the ticks in ~ a quarter
+    # of the time; the mean calm rate is rate_per_s whatever the regime lengths
+    calm_s = seconds * (1 - stressed.mean()) / (1 - stressed.mean() + stressed.mean() / 2)
+    assert (~stressed).sum() / calm_s == pytest.approx(rate, rel=0.05)
+    assert 0.2 < stressed.mean() < 0.5
+    # regime runs last seconds of event time (geometric, means 60 s and 20 s)
+    flips = np.flatnonzero(np.diff(stressed.astype(np.int8))) + 1
+    starts, ends = t[np.r_[0, flips]], t[np.r_[flips - 1, len(t) - 1]]
+    runs_s = (ends - starts)[1:-1] / 1000
+    was_stressed = stressed[np.r_[0, flips]][1:-1]
+    assert np.mean(runs_s[~was_stressed]) == pytest.approx(60, rel=0.25)
+    assert np.mean(runs_s[was_stressed]) == pytest.approx(20, rel=0.25)
 
 
 def test_synthetic_regimes_switch_volatility():
-    ticks = SyntheticTicks(seed=5, calm_run=5_000, stress_run=2_000).frame(200_000)
+    ticks = SyntheticTicks(seed=5, calm_s=100, stressed_s=40).frame(200_000)
     rv = features.trailing_realised_vol(ticks, 60_000)
     btc = (ticks["symbol"] == "BTC-USD").to_numpy()
     lo, hi = np.quantile(rv[btc], [0.1, 0.9])
     assert hi > 2.5 * lo  # calm and stressed stretches both occur
+    stressed = ticks["stressed"].to_numpy()[btc]
+    assert np.median(rv[btc][stressed]) > 1.5 * np.median(rv[btc][~stressed])

@@ -27,6 +27,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from market.synthetic import STRESS_RATE
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.rollback import set_artifact
@@ -360,7 +361,7 @@ def main() -> None:
         procs.wait_serving(s.address, s.server)
         s.start_consumer()
         s.prom = Prometheus(work / "prom").start([f"127.0.0.1:{s.mport}"], [f"127.0.0.1:{s.cport}"])
-        count = args.rate * 3600
+        count = int(args.rate * STRESS_RATE * 3600)  # calm rate; stressed regimes are faster
         s.replay = procs.start(
             "tools.replay", *s.replay_args("--source", "synthetic", "--rate", str(args.rate),
                                            "--count", str(count)),

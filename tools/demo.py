@@ -19,6 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from market.synthetic import STRESS_RATE
 from server.rollback import set_artifact
 from tools import kafka_broker, obs_stack, procs
 
@@ -75,7 +76,9 @@ def main() -> None:
             log=RUN / "demo-consumer.log",
         )
         history = 70  # seconds of back-dated ticks first: features start with full windows
-        count = int(args.rate * (args.seconds + history))
+        # --rate is the calm rate; stressed regimes send up to STRESS_RATE x faster: enough
+        # ticks for the whole run (the replay is stopped at the end)
+        count = int(args.rate * STRESS_RATE * (args.seconds + history))
         symbols = max(4, int(args.rate / 20))  # ~20 trades/s per symbol, like the real data
         replay_args = [
             "--bootstrap",

@@ -3,11 +3,20 @@
     --source real       the 500,000 real E-mini trades (in order)
     --source synthetic  the seeded generator (--count ticks, any length)
     --speed 1           real pace; 10 = ten times faster; 0 = as fast as possible
-    --rate N            alternatively, a fixed number of ticks per second
+    --rate N            alternatively, ticks per second (see below)
 
-Event times are re-based so the first tick is "now" and later ones keep their spacing
-divided by the speed (with --rate or --speed 0 a tick's event time is when it is sent),
-so end-to-end lag measured downstream is real. --keep-time sends original event times.
+--source synthetic --rate N keeps the generator's own timing: the generator is built with
+rate_per_s=N (N is the mean tick rate across all symbols in the CALM regime; stressed
+regimes send stress_rate times faster, 2x by default) and start_ms = now (wall clock) minus
+--history-seconds (default 0). Each tick is sent when wall time reaches its event time, and
+ticks already in the past (the --history-seconds of back-dated history) are sent at once
+first. Event times are the generator's, unchanged: never re-stamped.
+
+Otherwise (--source real, or synthetic without --rate) event times are re-based so the first
+tick is "now" and later ones keep their spacing divided by the speed (with --rate or
+--speed 0 a tick's event time is when it is sent; real --rate with --history-seconds first
+sends that many seconds x N back-dated ticks at once), so end-to-end lag measured downstream
+is real. --keep-time sends original event times.
 The Kafka message timestamp is the event time (the consumer's warm-up relies on it).
 """
 
@@ -29,13 +38,24 @@ from market.ticks import TICK_COLUMNS
 CHUNK = 20_000
 
 
-def frames(source: str, count: int | None, seed: int, symbols: int) -> Iterator[pd.DataFrame]:
+def frames(
+    source: str,
+    count: int | None,
+    seed: int,
+    symbols: int,
+    rate: float | None = None,
+    start_ms: int | None = None,
+) -> Iterator[pd.DataFrame]:
     if source == "real":
         df = realdata.load()
         yield df if count is None else df.iloc[:count]
         return
-    gen = SyntheticTicks(symbols=universe(symbols), seed=seed)
-    yield from gen.frames(count or 100_000, chunk=CHUNK)
+    timing = {} if rate is None else {"rate_per_s": rate}
+    if start_ms is not None:
+        timing["start_ms"] = start_ms
+    gen = SyntheticTicks(symbols=universe(symbols), seed=seed, **timing)
+    for df in gen.frames(count or 100_000, chunk=CHUNK):
+        yield df[list(TICK_COLUMNS)]
 
 
 def main() -> None:
@@ -61,7 +81,8 @@ def main() -> None:
         "--history-seconds",
         type=float,
         default=0.0,
-        help="with --rate: first send this much back-dated history at once",
+        help="with --rate: first send this many seconds of back-dated history at once "
+        "(synthetic: the generator starts that long before now)",
     )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
@@ -84,16 +105,30 @@ def replay(a: argparse.Namespace) -> int:
     t_wall0 = time.monotonic()
     base = now_ms_wall()
     t_event0 = None
-    # --history-seconds: the first ticks carry event times in the recent past, sent at once,
-    # so the stream starts with features that already have their 60 s of history.
-    n_hist = int(a.rate * a.history_seconds) if a.rate and a.history_seconds else 0
-    hist_start = base - int(a.history_seconds * 1000)
-    for df in frames(a.source, a.count, a.seed, a.symbols):
+    # synthetic --rate: the generator's own event times, starting --history-seconds ago;
+    # each tick is due when the wall clock reaches its event time (the past ones at once)
+    paced = a.source == "synthetic" and bool(a.rate)
+    hist_ms = int(a.history_seconds * 1000) if a.rate and a.history_seconds else 0
+    # real --history-seconds: the first ticks carry event times in the recent past, sent at
+    # once, so the stream starts with features that already have their 60 s of history.
+    n_hist = int(a.rate * a.history_seconds) if hist_ms and not paced else 0
+    hist_start = base - hist_ms
+    source = frames(
+        a.source,
+        a.count,
+        a.seed,
+        a.symbols,
+        rate=a.rate if paced else None,
+        start_ms=hist_start if paced else None,
+    )
+    for df in source:
         cols = [df[c].tolist() for c in TICK_COLUMNS]
         for sym, t, price, size, bid, ask in zip(*cols, strict=True):
             if t_event0 is None:
                 t_event0 = t
-            if sent < n_hist:
+            if paced:
+                due = (t - base) / 1000
+            elif sent < n_hist:
                 due = 0.0
             elif a.rate:
                 due = (sent - n_hist) / a.rate
@@ -101,12 +136,14 @@ def replay(a: argparse.Namespace) -> int:
                 due = (t - t_event0) / 1000 / a.speed
             else:
                 due = 0.0
-            if due:
+            if due > 0:
                 wait = t_wall0 + due - time.monotonic()
                 if wait > 0.002:
                     producer.poll(0)
                     time.sleep(wait)
-            if sent < n_hist:
+            if paced:
+                ev = int(t)
+            elif sent < n_hist:
                 ev = hist_start + int(sent * 1000 / a.rate)
             elif a.keep_time:
                 ev = int(t)
