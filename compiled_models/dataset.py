@@ -147,9 +147,9 @@ def build(ticks: pd.DataFrame | None = None, source: str = realdata.SOURCE) -> D
     )
 
 
-SYNTHETIC_SYMBOLS = 8
-SYNTHETIC_RATE = 160.0  # ticks/s over all symbols: ~20 per symbol, like the demo's stream
-SYNTHETIC_TICKS = 2_400_000  # ~4 hours of event time
+SYNTHETIC_SYMBOLS = 4
+SYNTHETIC_RATE = 80.0  # calm ticks/s over all symbols: ~20 per symbol, like the demo's stream
+SYNTHETIC_TICKS = 4_800_000  # ~14 hours of event time: ~220 calm/stressed cycles
 SYNTHETIC_SEED = 2026
 
 

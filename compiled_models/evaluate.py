@@ -175,7 +175,8 @@ def brier(p: np.ndarray, y: np.ndarray) -> float:
 
 
 def threshold_for_rate(p: np.ndarray, rate: float) -> float:
-    """The smallest score that flags at most ``rate`` of these rows."""
+    """The smallest score that flags at most ``rate`` of these rows; the highest score
+    when even it flags more (a calibrated output has only a few distinct steps)."""
     cands = np.unique(p)
     share = 1.0 - np.searchsorted(np.sort(p), cands, side="left") / len(p)
     ok = cands[share <= rate]

@@ -33,6 +33,19 @@ def _gain_verdict(m: Manifest) -> str:
     )
 
 
+def _beaten_by(m: Manifest) -> str:
+    """Folds where a baseline's point PR-AUC is above the model's (stated, not hidden)."""
+    out = []
+    for r in m.metrics["walk_forward"]:
+        s = r["scores"]
+        better = [k for k in SCORES[1:] if s[k]["pr_auc"][0] > s["model"]["pr_auc"][0]]
+        if better:
+            out.append(f"fold {r['test_block']}: {', '.join(better)}")
+    if not out:
+        return "no baseline scores a higher PR-AUC on any fold"
+    return "a baseline scores a higher PR-AUC than the model on " + "; ".join(out)
+
+
 def table(m: Manifest) -> str:
     lines = [
         f"\n{m.name} — {m.trained_on}",
@@ -49,9 +62,10 @@ def table(m: Manifest) -> str:
         lines.append(f"  {period:<44}{r['test_positive_rate']:>6.3f}{cells}{gain:>26}")
     c = m.metrics["calibration"]
     lines.append(
-        f"  verdict: {_gain_verdict(m)}; Brier on the last fold: trees "
+        f"  verdict: {_gain_verdict(m)}; {_beaten_by(m)}",
+        f"  Brier on the last fold: trees "
         f"{c['test_brier_trees']}, calibrated {c['test_brier_calibrated']}, base rate "
-        f"{c['test_brier_base_rate']}"
+        f"{c['test_brier_base_rate']}",
     )
     for r in m.metrics["walk_forward"]:
         if "flagged_share" in r:
@@ -114,7 +128,7 @@ def section(m: Manifest) -> str:
         f" decision threshold {m.decision_threshold:.4f} (alert rate: validation "
         f"{m.metrics['alert_rate']['validation']:.3f}, "
         f"test {m.metrics['alert_rate']['test']:.3f}).",
-        f"- Verdict: {_gain_verdict(m)}.",
+        f"- Verdict: {_gain_verdict(m)}; {_beaten_by(m)}.",
         "",
         "| fold | test period | test rows | positives | model PR-AUC | rv_60s | rv_60s_rel "
         "| persistence | gain vs rv_60s | model ROC-AUC |",
@@ -190,3 +204,8 @@ def write(root: Path, doc: Path = DOC) -> None:
 
 def _rel(b: dict | None) -> str:
     return f"{b['mean_predicted']:.3f} -> {b['observed']:.3f}" if b else "-"
+
+
+if __name__ == "__main__":  # ``python -m compiled_models.report``: re-render from manifests
+    write(Path(__file__).resolve().parent)
+    print(f"wrote {DOC}")

@@ -65,7 +65,7 @@ def test_a_calibrated_artifact_returns_calibrated_probabilities(tmp_path, real_d
     model = runtime.load(copy_with(tmp_path, "calibrated", calibration=knots, trained_on="ticks"))
     x = real_dataset.test.X[:2_000]
     raw = model.predict_raw(x)
-    np.testing.assert_array_equal(raw, runtime.load(artifact_dir("xgb-v2")).predict(x))
+    np.testing.assert_array_equal(raw, runtime.load(artifact_dir("xgb-v2")).predict_raw(x))
     want = np.interp(raw.astype(np.float64), knots["x"], knots["y"]).astype(np.float32)
     got = model.predict(x)
     np.testing.assert_array_equal(got, want)

@@ -53,7 +53,9 @@ def test_continuous_psi_overnight_vs_open_drifts(real):
     scores = psi(real["quiet"], real["open"])
     drifted = sorted(n for n, v in scores.items() if v > 0.2)
     print({n: round(v, 3) for n, v in scores.items()})
-    assert {"trades_per_s_60s", "volume_per_s_60s", "rv_60s"} <= set(drifted)
+    # scale-free features still move: the quiet night has flat 5-minute stretches (z-scores
+    # missing) and slower, steadier trading than the first cash hour
+    assert {"rv_ratio_30_60", "ret_5s_z", "trades_rel_60s"} <= set(drifted)
     assert len(drifted) / len(FEATURE_NAMES) > 0.5
 
 
@@ -69,8 +71,7 @@ def test_synthetic_crypto_drifts_from_the_es_artifact_reference():
     x = features.compute_frame(ticks).to_numpy(np.float64)[10_000:]  # windows warm
     scores = db.psi_by_feature(bins, x, FEATURE_NAMES)
     print({n: round(v, 3) for n, v in scores.items()})
-    assert scores["spread"] > 5 and scores["spread_bps"] > 5  # ES has no bid/ask at all
-    assert scores["price"] > 1  # BTC/ETH prices are nowhere near 1,640
+    assert scores["spread_bps_rel"] > 5  # ES has no bid/ask at all
     assert sum(v > 0.2 for v in scores.values()) / len(scores) > 0.5
 
 

@@ -9,6 +9,7 @@ import pytest
 import xgboost as xgb
 
 from compiled_models import runtime
+from market.features import N_FEATURES as W
 from tests.conftest import ARTIFACTS, artifact_dir
 
 
@@ -67,15 +68,15 @@ def test_reloading_many_times_frees_libraries(real_dataset):
 @pytest.mark.parametrize(
     ("bad", "message"),
     [
-        (np.zeros((2, 10), np.float32), "expected 11 features per row, got 10"),
-        (np.zeros((2, 12), np.float32), "expected 11 features per row, got 12"),
-        (np.zeros((2, 11), np.float64), "got dtype float64"),
-        (np.zeros((2, 11), np.int32), "got dtype int32"),
-        (np.zeros((0, 11), np.float32), "empty array"),
-        (np.zeros(11, np.float32), "got 1 dimension"),
-        (np.zeros((2, 22), np.float32)[:, ::2], "non-contiguous"),
-        (np.zeros((11, 2), np.float32).T, "non-contiguous"),
-        ([[0.0] * 11], "got list"),
+        (np.zeros((2, W - 1), np.float32), f"expected {W} features per row, got {W - 1}"),
+        (np.zeros((2, W + 1), np.float32), f"expected {W} features per row, got {W + 1}"),
+        (np.zeros((2, W), np.float64), "got dtype float64"),
+        (np.zeros((2, W), np.int32), "got dtype int32"),
+        (np.zeros((0, W), np.float32), "empty array"),
+        (np.zeros(W, np.float32), "got 1 dimension"),
+        (np.zeros((2, 2 * W), np.float32)[:, ::2], "non-contiguous"),
+        (np.zeros((W, 2), np.float32).T, "non-contiguous"),
+        ([[0.0] * W], "got list"),
     ],
 )
 def test_bad_input_gets_a_clear_error(model, bad, message):
@@ -92,6 +93,6 @@ def test_infinity_is_rejected_with_its_row(model, real_dataset, value):
 
 
 def test_all_missing_row_matches_xgboost(model):
-    x = np.full((1, 11), np.nan, np.float32)
+    x = np.full((1, W), np.nan, np.float32)
     ref = xgb.Booster(model_file=str(artifact_dir("xgb-v2") / "model.json"))
     assert model.predict_raw(x)[0] == pytest.approx(float(ref.inplace_predict(x)[0]), abs=1e-6)

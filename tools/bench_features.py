@@ -1,0 +1,70 @@
+"""``python -m tools.bench_features``: per-tick cost of ``FeatureState.update`` on the real
+ticks, against the 11-feature version it replaced (read from git at ``--baseline``), both
+in this process, alternating, median of ``--repeats``."""
+
+from __future__ import annotations
+
+import argparse
+import importlib.util
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+from market import features, realdata
+
+ROOT = Path(__file__).resolve().parent.parent
+BASELINE = "46407f1"  # the last commit with the raw-level 11 features
+
+
+def load_baseline(commit: str):
+    src = subprocess.run(
+        ["git", "show", f"{commit}:market/features.py"],
+        cwd=ROOT,
+        check=True,
+        capture_output=True,
+        text=True,
+    ).stdout
+    path = Path(tempfile.mkdtemp()) / "features_baseline.py"
+    path.write_text(src)
+    spec = importlib.util.spec_from_file_location("features_baseline", path)
+    mod = importlib.util.module_from_spec(spec)
+    sys.modules["features_baseline"] = mod
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def per_tick_us(mod, cols: list[list]) -> float:
+    st = mod.FeatureState()
+    update = st.update
+    t0 = time.perf_counter()
+    for _sym, t, p, z, b, a in zip(*cols, strict=True):
+        update(t, p, z, b, a)
+    return (time.perf_counter() - t0) / len(cols[0]) * 1e6
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--ticks", type=int, default=200_000)
+    p.add_argument("--repeats", type=int, default=7)
+    p.add_argument("--baseline", default=BASELINE)
+    a = p.parse_args()
+    old = load_baseline(a.baseline)
+    ticks = realdata.load().iloc[: a.ticks]
+    cols = [ticks[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")]
+    runs: dict[str, list[float]] = {"baseline": [], "current": []}
+    for _ in range(a.repeats):
+        runs["baseline"].append(per_tick_us(old, cols))
+        runs["current"].append(per_tick_us(features, cols))
+    b, c = statistics.median(runs["baseline"]), statistics.median(runs["current"])
+    print(
+        f"FeatureState.update on {a.ticks:,} real ticks, median of {a.repeats}: "
+        f"baseline ({a.baseline}, {len(old.FEATURE_NAMES)} features) {b:.2f} us/tick, "
+        f"current ({features.N_FEATURES} features) {c:.2f} us/tick, ratio {c / b:.2f}x"
+    )
+
+
+if __name__ == "__main__":
+    main()
