@@ -109,8 +109,10 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   relative twin, the trailing version of the label) and persistence (the trailing 60 s
   already above the label threshold).
 - **Output**: a calibrated probability (isotonic map fitted on the validation block,
-  applied by both servers after the compiled trees). The decision threshold flags 5 % of
-  validation rows.
+  applied by both servers after the compiled trees). The decision threshold is the lowest
+  calibrated value that flags at most 5 % of validation rows, or the top calibrated step
+  when that step alone holds more (isotonic output has few distinct values: see the alert
+  rates below).
 - **Episodes**: positive ticks of a symbol no more than 60 s apart; warned = a flag in
   the 60 s before the episode's first tick (or at it); false-alarm minute = a minute with
   a flag, no positive tick and no episode starting within the next 60 s.
@@ -168,7 +170,8 @@ def section(m: Manifest) -> str:
     c, sd = m.metrics["calibration"], m.metrics["seeds"]["test_pr_auc"]
     out += [
         "",
-        f"Seeds (final fold, uncalibrated test PR-AUC): {', '.join(f'{s:.3f}' for s in sd)}. "
+        f"Seeds (final fold, uncalibrated test PR-AUC): {', '.join(f'{s:.3f}' for s in sd)}"
+        f"{' (no subsampling: the seed changes nothing)' if len(set(sd)) == 1 < len(sd) else ''}. "
         f"Brier on the final test block: trees {c['test_brier_trees']}, calibrated "
         f"{c['test_brier_calibrated']}, a constant at the validation base rate "
         f"{c['test_brier_base_rate']}.",

@@ -122,3 +122,16 @@ def test_build_is_deterministic(tmp_path, real_dataset):
     built = artifact_dir("xgb-v1")
     assert m.library_sha256 == Manifest.read(built).library_sha256
     assert (tmp_path / "xgb-v1" / "model.json").read_bytes() == (built / "model.json").read_bytes()
+
+
+def test_readme_model_table_matches_the_manifests():
+    """The README's summary rows are the manifests' walk-forward PR-AUCs, rounded."""
+    readme = (ROOT / "README.md").read_text()
+    for name in ARTIFACTS:
+        folds = Manifest.read(artifact_dir(name)).metrics["walk_forward"]
+        model = " / ".join(f"{f['scores']['model']['pr_auc'][0]:.2f}" for f in folds)
+        row = next(line for line in readme.splitlines() if line.startswith(f"| `{name}`"))
+        assert f"| {model} |" in row, (name, model, row)
+        if name in ("crypto-v1", "xgb-v2"):
+            raw = " / ".join(f"{f['scores']['rv_60s']['pr_auc'][0]:.2f}" for f in folds)
+            assert f"| {raw} |" in row, (name, raw, row)

@@ -19,6 +19,7 @@ from pathlib import Path
 
 from confluent_kafka import OFFSET_END, Consumer, TopicPartition
 
+from market.features import WARMUP_MS
 from market.synthetic import STRESS_RATE
 from server.rollback import set_artifact
 from tools import kafka_broker, obs_stack, procs
@@ -75,7 +76,9 @@ def main() -> None:
             str(args.consumer_metrics_port),
             log=RUN / "demo-consumer.log",
         )
-        history = 70  # seconds of back-dated ticks first: features start with full windows
+        # back-dated ticks first, so symbols are past their 300 s warm-up when the live part
+        # starts (without them every symbol answers "warming up" for its first 300 s)
+        history = WARMUP_MS // 1000 + 20
         # --rate is the calm rate; stressed regimes send up to STRESS_RATE x faster: enough
         # ticks for the whole run (the replay is stopped at the end)
         count = int(args.rate * STRESS_RATE * (args.seconds + history))
@@ -199,7 +202,7 @@ def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
     prev_s = procs.scrape(args.metrics_port)
     print(
         f"{'ticks in/s':>10} {'answers/s':>10} {'dlq':>5} {'lag p95':>8} {'Predict/s':>9} "
-        f"{'Predict p95':>11} {'spike%':>7}  latest prediction"
+        f"{'Predict p95':>11} {'spike%':>7} {'warm%':>6}  latest prediction"
     )
     while time.monotonic() < end:
         time.sleep(1.0)
@@ -223,19 +226,24 @@ def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
         pos = s.get("volspike_positive_labels_total", 0) - prev_s.get(
             "volspike_positive_labels_total", 0
         )
+        warming = c.get("volspike_consumer_warming_up_total", 0) - prev_c.get(
+            "volspike_consumer_warming_up_total", 0
+        )
         latest = sample.latest
-        shown = (
-            (
+        if not latest:
+            shown = "-"
+        elif latest["warming_up"]:
+            shown = f"{latest['symbol']} warming up (no probability yet)"
+        else:
+            shown = (
                 f"{latest['symbol']} p={latest['probability']:.3f} "
                 f"label={int(latest['label'])} {latest['artifact']}"
             )
-            if latest
-            else "-"
-        )
         print(
             f"{consumed:10,.0f} {answered:10,.0f} {dlq:5,.0f} "
             f"{_ms(lag):>8} {calls:9,.0f} {_ms(p95):>11} "
-            f"{(pos / rows * 100 if rows else 0):6.1f}%  {shown}",
+            f"{(pos / rows * 100 if rows else 0):6.1f}% "
+            f"{(warming / answered * 100 if answered else 0):5.1f}%  {shown}",
             flush=True,
         )
         prev_c, prev_s = c, s

@@ -28,7 +28,7 @@ func TestDecodeNamesTheField(t *testing.T) {
 	s, m := testService()
 	bad := goodRow()
 	bad.Features["oops"] = 1
-	delete(bad.Features, "spread")
+	delete(bad.Features, "spread_bps_rel")
 	inf := goodRow()
 	inf.Features["rv_60s_rel"] = 1e300
 	cases := []struct {
@@ -38,7 +38,7 @@ func TestDecodeNamesTheField(t *testing.T) {
 	}{
 		{&pb.PredictRequest{}, grpccodes.InvalidArgument, "request has no rows"},
 		{&pb.PredictRequest{Rows: []*pb.Row{goodRow(), bad}}, grpccodes.InvalidArgument,
-			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'spread' (use NaN if unknown)"},
+			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'spread_bps_rel' (use NaN if unknown)"},
 		{&pb.PredictRequest{Rows: []*pb.Row{inf}}, grpccodes.InvalidArgument,
 			"rows[0].features['rv_60s_rel'] is infinite or overflows float32"},
 		{&pb.PredictRequest{Packed: &pb.PackedRows{NumFeatures: 9}}, grpccodes.InvalidArgument, "packed.float32_le is empty"},

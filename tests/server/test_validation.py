@@ -48,9 +48,9 @@ CASES = [
     ),
     (
         "missing feature",
-        pb.PredictRequest(rows=[pb.Row(features=GOOD), pb.Row(features={"price": 1.0})]),
+        pb.PredictRequest(rows=[pb.Row(features=GOOD), pb.Row(features={"ret_1s_z": 1.0})]),
         C.INVALID_ARGUMENT,
-        "rows[1].features: missing feature(s) 'ret_1s'",
+        "rows[1].features: missing feature(s) 'ret_5s_z'",
     ),
     (
         "infinite named value",
