@@ -11,7 +11,9 @@ DEMO_SECONDS ?= 40
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 8000
 WORKERS ?= 1
-MODEL_CONFIG ?= config/model.toml
+# The live model config: a copy of config/model.toml (the tracked default) made when missing,
+# so `make rollback` never edits a tracked file.
+MODEL_CONFIG ?= .run/model.toml
 PID_FILE ?= .run/server.pid
 ARTIFACT ?=
 CONSUMER_METRICS_PORT ?= 8001
@@ -127,14 +129,17 @@ test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed
 
 SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 serve: models $(if $(filter native,$(SERVER)),native)
-	@mkdir -p $(dir $(PID_FILE))
+	@mkdir -p $(dir $(PID_FILE)) $(dir $(MODEL_CONFIG))
+	@test -e $(MODEL_CONFIG) || { cp config/model.toml $(MODEL_CONFIG); echo "$(MODEL_CONFIG): copied from config/model.toml"; }
+	@echo "model config: $(MODEL_CONFIG) ($$(grep '^artifact' $(MODEL_CONFIG)))"
 ifeq ($(SERVER),native)
 	$(NATIVE) $(SERVE_ARGS)
 else
 	$(PY) -m server $(SERVE_ARGS) --workers $(WORKERS)
 endif
 
-rollback: $(VENV)/.installed
+# Order-only: an emergency rollback never reinstalls the virtualenv.
+rollback: | $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
 
 PROMETHEUS_PORT ?= 9090

@@ -309,11 +309,9 @@ class Pipeline:
                     value = encode_prediction(tick, p, off, None, None, None, now)
                 self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
             self.metrics.warming_up.inc(len(head.warming))
-            if not head.meta:
-                head.span.end()
-                continue
+            n = len(head.meta) + len(head.warming)  # every answer counts for freshness
             event_ms = np.fromiter(
-                (m[2].event_time_ms for m in head.meta), np.float64, len(head.meta)
+                (m[2].event_time_ms for m in (*head.meta, *head.warming)), np.float64, n
             )
             self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
             self.metrics.processing.observe(time.monotonic() - head.started)

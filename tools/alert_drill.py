@@ -14,6 +14,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -27,6 +28,7 @@ from pathlib import Path
 import grpc
 import numpy as np
 
+from market.features import N_FEATURES, WARMUP_MS
 from market.synthetic import STRESS_RATE
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -143,9 +145,8 @@ class Scenario:
 
 def scenarios() -> list[Scenario]:
     bad = pb.PredictRequest(rows=[pb.Row(features={"price": 1.0})])  # INVALID_ARGUMENT
-    big = pb.PredictRequest(
-        packed=pb.PackedRows(float32_le=np.zeros((100_000, 11), "<f4").tobytes(), num_features=11)
-    )
+    rows = np.zeros((100_000, N_FEATURES), "<f4").tobytes()
+    big = pb.PredictRequest(packed=pb.PackedRows(float32_le=rows, num_features=N_FEATURES))
 
     def rollback(s: Stack, name: str) -> None:  # what `make rollback ARTIFACT=name` does
         set_artifact(s.config, name)
@@ -314,10 +315,14 @@ def scenarios() -> list[Scenario]:
             "the stream is not the market the model learned (watched since the start)",
             ("VolspikeFeatureDrift", "VolspikePredictionDrift"),
             lambda s: None,
-            lambda s, _: None,
-            lambda s: True,
+            lambda s, _: rollback(s, "crypto-v1"),  # the runbook: an artifact for this market
+            lambda s: (
+                (s.query("max(volspike_drift:drifted_feature_share:15m)") or 0) < 0.5
+                and (s.query('max(volspike_drift:psi:15m{feature="prediction"})') or 0) < 0.2
+                and not s.firing() & {"VolspikeFeatureDrift", "VolspikePredictionDrift"}
+            ),
             2400,
-            1,
+            1500,
         ),
         Scenario(
             "consumer killed",
@@ -338,9 +343,11 @@ def main() -> None:
     args = p.parse_args()
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(143))  # still stop what we started
     work = Path(tempfile.mkdtemp(prefix="alert-drill-"))
+    from tests.conftest import artifact_dir
     from tests.server.test_hostile import TRUNCATIONS, models_with  # the broken artifact
 
     models = models_with(work, ("xgb-broken", {"lib": TRUNCATIONS["half"]}))
+    shutil.copytree(artifact_dir("crypto-v1"), models / "crypto-v1")  # the drift mitigation
     kport = free_port()
     kafka_broker.up(kport, free_port(), work / "kafka", {})
     kafka = f"127.0.0.1:{kport}"
@@ -368,7 +375,9 @@ def main() -> None:
             log=work / "replay.log",
         )  # fmt: skip
         log(f"stack up in {work}: Kafka {kafka}, server {s.address}, Prometheus {s.prom.url}")
-        time.sleep(90)  # a steady state to break (no back-dated history: it would burn freshness)
+        # a steady state to break, past every symbol's 300 s warm-up (no back-dated history:
+        # it would burn freshness)
+        time.sleep(WARMUP_MS / 1000 + 30)
         chosen = [c for c in scenarios() if not args.only or any(o in c.name for o in args.only)]
         for sc in chosen:
             log(f"== {sc.name}: expecting {', '.join(sc.alerts)}")

@@ -60,7 +60,10 @@ def stack(kafka, tmp_path_factory):
         for bad in (b"not json", b'{"symbol": "X"}'):
             p.produce(topics.ticks, bad, key=b"X")
         p.flush(10)
-        replay(kafka, topics.ticks, "--source", "synthetic", "--count", "30000", "--rate", "3000")
+        # 320 s of back-dated history first (sent at once): symbols are past their 300 s
+        # warm-up when the live part (~20 s at 300 ticks/s) starts, so ticks are scored
+        args = ["--count", "125000", "--rate", "300", "--history-seconds", "320"]
+        replay(kafka, topics.ticks, "--source", "synthetic", *args)
         time.sleep(5)  # a few more scrapes after the last answer
         yield {
             "prom": prom,

@@ -185,7 +185,7 @@ def test_server_outage_is_retried_not_dropped(kafka, tmp_path):
             "--source",
             "synthetic",
             "--count",
-            "5000",
+            "40000",  # ~540 s of event time: past the 300 s warm-up, so Predict is called
             "--keep-time",
             "--seed",
             "8",

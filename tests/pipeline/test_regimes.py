@@ -15,7 +15,7 @@ from tests.pipeline.conftest import ConsumerProcess, Topics, read_topic, replay
 
 SEED, SYMBOLS, TICKS = 31, 4, 250_000  # ~70 min of event time, ~18 calm/stressed cycles
 MIN_RATIO = 3.0  # flagged share in stressed stretches >= 3x the calm share ...
-MIN_GAP = 0.05  # ... and at least 5 points above it
+MIN_GAP = 0.04  # ... and at least 4 points above it (measured: 0.068 vs 0.010)
 
 
 def test_spike_share_follows_the_regime_and_cold_symbols_warm_up(kafka, tmp_path):

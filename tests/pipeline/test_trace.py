@@ -23,7 +23,7 @@ def test_consumer_batch_span_parents_the_server_span(kafka, otlp, tmp_path):  # 
     c.extra_env = env
     c.start()
     try:
-        n = replay(kafka, topics.ticks, "--source", "synthetic", "--count", "2000", "--keep-time")
+        n = replay(kafka, topics.ticks, "--source", "synthetic", "--count", "40000", "--keep-time")
         read_topic(kafka, topics.predictions, n)
         deadline = time.monotonic() + 15
         while time.monotonic() < deadline:

@@ -151,5 +151,26 @@ def test_make_rollback_edits_config_and_signals(tmp_path, impl):
             timeout=60,
         )
         assert bad.returncode != 0 and "unknown artifact 'nope'" in bad.stderr
+        # a config the server does not read: refused, not edited (it would change nothing)
+        other = tmp_path / "other.toml"
+        other.write_text('artifact = "xgb-v2"\n')
+        wrong = subprocess.run(
+            [
+                "make",
+                "-s",
+                "rollback",
+                "ARTIFACT=xgb-v1",
+                f"MODEL_CONFIG={other}",
+                f"PID_FILE={tmp_path / 'server.pid'}",
+                f"PY={sys.executable}",
+            ],
+            cwd=ROOT,
+            capture_output=True,
+            text=True,
+            timeout=60,
+        )
+        assert wrong.returncode != 0, wrong.stdout
+        assert f"reads {srv.model_config.resolve()}, not {other}" in wrong.stderr
+        assert other.read_text() == 'artifact = "xgb-v2"\n'
     finally:
         assert srv.stop() == 0

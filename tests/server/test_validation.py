@@ -60,9 +60,9 @@ CASES = [
     ),
     (
         "float32 overflow",
-        pb.PredictRequest(rows=[pb.Row(features={**GOOD, "price": 1e300})]),
+        pb.PredictRequest(rows=[pb.Row(features={**GOOD, "ret_1s_z": 1e300})]),
         C.INVALID_ARGUMENT,
-        "rows[0].features['price'] is infinite or overflows float32",
+        "rows[0].features['ret_1s_z'] is infinite or overflows float32",
     ),
     (
         "wrong packed width",
