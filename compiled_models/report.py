@@ -61,12 +61,11 @@ def table(m: Manifest) -> str:
         gain = _ci(s["model"]["pr_auc_gain_vs_rv_60s"])
         lines.append(f"  {period:<44}{r['test_positive_rate']:>6.3f}{cells}{gain:>26}")
     c = m.metrics["calibration"]
-    lines.append(
+    lines += [
         f"  verdict: {_gain_verdict(m)}; {_beaten_by(m)}",
-        f"  Brier on the last fold: trees "
-        f"{c['test_brier_trees']}, calibrated {c['test_brier_calibrated']}, base rate "
-        f"{c['test_brier_base_rate']}",
-    )
+        f"  Brier on the last fold: trees {c['test_brier_trees']}, calibrated "
+        f"{c['test_brier_calibrated']}, base rate {c['test_brier_base_rate']}",
+    ]
     for r in m.metrics["walk_forward"]:
         if "flagged_share" in r:
             f = r["flagged_share"]

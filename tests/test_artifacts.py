@@ -79,6 +79,9 @@ def test_manifests_are_complete_and_true():
 def test_model_doc_is_rendered_from_the_manifests():
     """docs/model.md says what the manifests say (`python -m compiled_models.report`)."""
     assert (ROOT / "docs" / "model.md").read_text() == report.render(ROOT / "compiled_models")
+    for name in ARTIFACTS:  # and the table `make models` prints
+        table = report.table(Manifest.read(artifact_dir(name)))
+        assert "verdict:" in table and table.count("\n") >= 6
 
 
 def test_crypto_artifact_flags_stressed_regimes_more_than_calm(synthetic_rows):
