@@ -77,3 +77,17 @@ def test_an_artifact_with_a_bad_calibration_is_refused(tmp_path):
     folder = copy_with(tmp_path, "badcal", calibration={**ISO, "x": [0, 1], "y": [1, 0]})
     with pytest.raises(runtime.ArtifactError, match=r"^artifact badcal: calibration y must be"):
         runtime.load(folder)
+
+
+def test_the_small_batch_path_equals_np_interp_bit_for_bit():
+    """Batches of up to SMALL rows are mapped in Python (one-row calls would otherwise pay
+    numpy's overhead twice): every value, knots and both clamps included, must equal the
+    large-batch np.interp path exactly."""
+    rng = np.random.default_rng(3)
+    x = np.sort(rng.random(40)).tolist()
+    y = np.sort(rng.random(40)).tolist()
+    iso = calibration.parse({**ISO, "x": x, "y": y})
+    p = np.concatenate([rng.random(5_000), x, [0.0, 1.0, -1.0, 2.0]]).astype(np.float32)
+    want = iso.apply(p.copy())  # > SMALL rows: np.interp
+    got = np.concatenate([iso.apply(p[i : i + 1].copy()) for i in range(len(p))])
+    np.testing.assert_array_equal(got, want)
