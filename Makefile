@@ -31,8 +31,8 @@ PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.pr
 SERVER ?= native
 GO ?= go
 NATIVE := server/native/volspike-server
-SCHEMA_GO := server/native/schema_gen.go
-NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(SCHEMA_GO) server/native/go.mod server/native/go.sum
+GENERATED_GO := server/native/schema_gen.go server/native/services_gen.go
+NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(GENERATED_GO) server/native/go.mod server/native/go.sum
 PROTOC_GEN_GO := .tools/bin/protoc-gen-go
 GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
@@ -71,9 +71,10 @@ native: $(NATIVE)
 $(NATIVE): $(NATIVE_SOURCES)
 	cd server/native && $(GO) build -buildvcs=false -trimpath -o volspike-server .
 
-# The Go feature schema is generated from market.features.FEATURE_NAMES (checked in;
-# `make test` fails when it is stale).
-$(SCHEMA_GO): market/features.py tools/gen_schema.py | $(VENV)/.installed
+# The Go feature schema (from market.features.FEATURE_NAMES) and the services' handler
+# interfaces (from the .proto descriptors) are generated, checked in; `make test` fails when
+# they are stale, and a .proto method without a Go handler fails this build.
+$(GENERATED_GO) &: market/features.py tools/gen_schema.py proto/volatility/v1/predictor_pb2.py proto/inference/grpc_predict_v2_pb2.py | $(VENV)/.installed
 	$(PY) -m tools.gen_schema
 
 $(PROTOC_GEN_GO):

@@ -54,6 +54,7 @@ def engines(name: str, tmp: Path) -> dict[str, Callable[[np.ndarray], object]]:
     predictor = tl2cgen.Predictor(str(tl2_lib), nthread=1)
     return {
         "ours (runtime.predict)": ours.predict,
+        "ours, trees only (predict_raw)": ours.predict_raw,
         "TL2cgen Predictor": lambda x: predictor.predict(tl2cgen.DMatrix(x, dtype="float32")),
         "Treelite GTIL": lambda x: treelite.gtil.predict(tl_model, x, nthread=1),
         "XGBoost inplace_predict": booster.inplace_predict,

@@ -44,3 +44,23 @@ def test_a_changed_feature_list_makes_the_file_stale(tmp_path, monkeypatch):
     with pytest.raises(SystemExit) as exc:
         gen_schema.main()
     assert exc.value.code == "stale generated file: schema_gen.go: run python -m tools.gen_schema"
+
+
+def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
+    """services_gen.go lists every method of both services; app.go registers through it, so
+    a method the Go Service lacks is a compile error (seen: renaming Service.ModelInfo makes
+    `make native` fail with "missing method ModelInfo")."""
+    from proto.inference import grpc_predict_v2_pb2
+    from proto.volatility.v1 import predictor_pb2
+
+    text = gen_schema.render_services()
+    assert text == (ROOT / "server" / "native" / "services_gen.go").read_text()
+    for module, name in (
+        (predictor_pb2, "Predictor"),
+        (grpc_predict_v2_pb2, "GRPCInferenceService"),
+    ):
+        for m in module.DESCRIPTOR.services_by_name[name].methods:
+            assert f"\t{m.name}(context.Context, *Call, *" in text, m.name
+            assert f'"{m.name}", newReq[' in text, m.name
+    app = (ROOT / "server" / "native" / "app.go").read_text()
+    assert "predictorMethods(w, svc)" in app and "kserveMethods(w, svc)" in app

@@ -22,14 +22,6 @@ import (
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
-
-	v2 "volspike/server/native/gen/inferencepb"
-	pb "volspike/server/native/gen/volatilitypb"
-)
-
-const (
-	predictorName = "volatility.v1.Predictor"
-	kserveName    = "inference.GRPCInferenceService"
 )
 
 // App is the server built and bound, not yet serving: construction apart from running.
@@ -66,18 +58,11 @@ func NewApp(s Settings, tracer trace.Tracer) (*App, error) {
 		grpc.MaxSendMsgSize(s.MaxMessageBytes),
 	)
 	w := svc.Wrapper
+	// services_gen.go: a method in the .proto without a Go handler does not compile
 	a.server.RegisterService(desc(predictorName, "proto/volatility/v1/predictor.proto",
-		unary(w, predictorName, "Predict", newReq[pb.PredictRequest], svc.Predict),
-		unary(w, predictorName, "ModelInfo", newReq[pb.ModelInfoRequest], svc.ModelInfo),
-	), svc)
+		predictorMethods(w, svc)...), svc)
 	a.server.RegisterService(desc(kserveName, "proto/inference/grpc_predict_v2.proto",
-		unary(w, kserveName, "ServerLive", newReq[v2.ServerLiveRequest], svc.ServerLive),
-		unary(w, kserveName, "ServerReady", newReq[v2.ServerReadyRequest], svc.ServerReady),
-		unary(w, kserveName, "ModelReady", newReq[v2.ModelReadyRequest], svc.ModelReady),
-		unary(w, kserveName, "ServerMetadata", newReq[v2.ServerMetadataRequest], svc.ServerMetadata),
-		unary(w, kserveName, "ModelMetadata", newReq[v2.ModelMetadataRequest], svc.ModelMetadata),
-		unary(w, kserveName, "ModelInfer", newReq[v2.ModelInferRequest], svc.ModelInfer),
-	), svc)
+		kserveMethods(w, svc)...), svc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.server, &drainableHealth{Server: a.health, draining: a.draining})
 	reflection.Register(a.server)
