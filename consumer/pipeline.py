@@ -299,19 +299,25 @@ class Pipeline:
             if head.meta:
                 self._observe_drift(head, resp)
             scored = zip(head.meta, resp.probabilities, resp.labels, strict=True)
-            warming = iter(head.warming)
-            for o in head.order:
-                if o:
-                    (p, off, tick), prob, label = next(scored)
+            if not head.warming:  # the usual case: every tick scored, in order
+                for (p, off, tick), prob, label in scored:
                     value = encode_prediction(tick, p, off, prob, label, artifact, now)
-                else:
-                    p, off, tick = next(warming)
-                    value = encode_prediction(tick, p, off, None, None, None, now)
-                self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
-            self.metrics.warming_up.inc(len(head.warming))
-            n = len(head.meta) + len(head.warming)  # every answer counts for freshness
+                    self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+                answered = head.meta
+            else:
+                warming = iter(head.warming)
+                for o in head.order:
+                    if o:
+                        (p, off, tick), prob, label = next(scored)
+                        value = encode_prediction(tick, p, off, prob, label, artifact, now)
+                    else:
+                        p, off, tick = next(warming)
+                        value = encode_prediction(tick, p, off, None, None, None, now)
+                    self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+                self.metrics.warming_up.inc(len(head.warming))
+                answered = [*head.meta, *head.warming]  # every answer counts for freshness
             event_ms = np.fromiter(
-                (m[2].event_time_ms for m in (*head.meta, *head.warming)), np.float64, n
+                (m[2].event_time_ms for m in answered), np.float64, len(answered)
             )
             self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
             self.metrics.processing.observe(time.monotonic() - head.started)

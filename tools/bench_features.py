@@ -1,6 +1,7 @@
-"""``python -m tools.bench_features``: per-tick cost of ``FeatureState.update`` on the real
-ticks, against the 11-feature version it replaced (read from git at ``--baseline``), both
-in this process, alternating, median of ``--repeats``."""
+"""``python -m tools.bench_features [--synthetic-symbols 1000]``: per-tick cost of
+``FeatureState.update`` on the real ticks (or a quoted multi-symbol stream), against the
+11-feature version it replaced (read from git at ``--baseline``), both in this process,
+alternating, median of ``--repeats``."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import time
 from pathlib import Path
 
 from market import features, realdata
+from market.synthetic import SyntheticTicks, universe
 
 ROOT = Path(__file__).resolve().parent.parent
 BASELINE = "46407f1"  # the last commit with the raw-level 11 features
@@ -37,11 +39,13 @@ def load_baseline(commit: str):
 
 
 def per_tick_us(mod, cols: list[list]) -> float:
-    st = mod.FeatureState()
-    update = st.update
+    states: dict = {}
     t0 = time.perf_counter()
-    for _sym, t, p, z, b, a in zip(*cols, strict=True):
-        update(t, p, z, b, a)
+    for sym, t, p, z, b, a in zip(*cols, strict=True):
+        st = states.get(sym)
+        if st is None:
+            st = states[sym] = mod.FeatureState()
+        st.update(t, p, z, b, a)
     return (time.perf_counter() - t0) / len(cols[0]) * 1e6
 
 
@@ -50,9 +54,19 @@ def main() -> None:
     p.add_argument("--ticks", type=int, default=200_000)
     p.add_argument("--repeats", type=int, default=7)
     p.add_argument("--baseline", default=BASELINE)
+    p.add_argument(
+        "--synthetic-symbols",
+        type=int,
+        default=0,
+        help="instead of the real ticks: the generator's stream over this many quoted symbols",
+    )
     a = p.parse_args()
     old = load_baseline(a.baseline)
-    ticks = realdata.load().iloc[: a.ticks]
+    if a.synthetic_symbols:
+        gen = SyntheticTicks(symbols=universe(a.synthetic_symbols), seed=1)
+        ticks, what = gen.frame(a.ticks), f"synthetic ticks of {a.synthetic_symbols} symbols"
+    else:
+        ticks, what = realdata.load().iloc[: a.ticks], "real ticks"
     cols = [ticks[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")]
     runs: dict[str, list[float]] = {"baseline": [], "current": []}
     for _ in range(a.repeats):
@@ -60,7 +74,7 @@ def main() -> None:
         runs["current"].append(per_tick_us(features, cols))
     b, c = statistics.median(runs["baseline"]), statistics.median(runs["current"])
     print(
-        f"FeatureState.update on {a.ticks:,} real ticks, median of {a.repeats}: "
+        f"FeatureState.update on {a.ticks:,} {what}, median of {a.repeats}: "
         f"baseline ({a.baseline}, {len(old.FEATURE_NAMES)} features) {b:.2f} us/tick, "
         f"current ({features.N_FEATURES} features) {c:.2f} us/tick, ratio {c / b:.2f}x"
     )
