@@ -7,7 +7,7 @@ export PYTHONPATH := $(CURDIR)
 
 DATA := data/es_ticks.parquet
 MODEL_SOURCES := $(wildcard compiled_models/*.py compiled_models/*.c market/*.py drift/bins.py)
-DEMO_SECONDS ?= 40
+DEMO_SECONDS ?= 60
 GRPC_PORT ?= 50051
 METRICS_PORT ?= 8000
 WORKERS ?= 1
@@ -20,7 +20,7 @@ CONSUMER_METRICS_PORT ?= 8001
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
 KAFKA_DATA ?= .kafka/broker
-DEMO_RATE ?= 5000
+DEMO_RATE ?= 2000
 SOURCE ?= synthetic
 SPEED ?= 0
 COUNT ?=
