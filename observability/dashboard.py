@@ -171,6 +171,17 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             threshold=d["max_drifted_share"],
         ),
         PanelSpec(
+            "Warming up: share of answers without a probability",
+            (
+                (
+                    "sum(rate(volspike_consumer_warming_up_total[5m]))"
+                    " / sum(rate(volspike_consumer_predictions_produced_total[5m]))",
+                    "warming up",
+                ),
+            ),
+            "percentunit",
+        ),
+        PanelSpec(
             "Positive label share",
             (
                 (
