@@ -63,6 +63,7 @@ compiled_models/.built: $(VENV)/.installed $(DATA) $(MODEL_SOURCES) compiled_mod
 lint: $(VENV)/.installed
 	$(PY) -m ruff check .
 	$(PY) -m ruff format --check .
+	$(PY) -m mypy
 	@test -z "$$(gofmt -l server/native)" || { gofmt -l server/native; echo "gofmt: run gofmt -w server/native"; exit 1; }
 	cd server/native && $(GO) vet ./...
 

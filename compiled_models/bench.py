@@ -74,7 +74,11 @@ def main() -> None:
         for label, fn in table.items():
             for b in BATCHES:
                 x = np.ascontiguousarray(X[:b])
-                results[label, b] = time_call(lambda fn=fn, x=x: fn(x), args.budget, args.repeats)
+
+                def call(fn: Callable[[np.ndarray], object] = fn, x: np.ndarray = x) -> object:
+                    return fn(x)
+
+                results[label, b] = time_call(call, args.budget, args.repeats)
     print(f"model {args.model}; 1 thread per engine; median of {args.repeats} repeats")
     print("| engine | 1 row: us/call | batch 100: rows/s | batch 10,000: rows/s |")
     print("|---|---:|---:|---:|")

@@ -100,7 +100,8 @@ def _fold_metrics(spec: train.ModelSpec, fold: dataset.Fold) -> tuple[dict, dict
 
 
 def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dict]:
-    rows, keep = [], {}
+    rows: list[dict] = []
+    keep: dict = {}
     for k in dataset.FOLD_TEST_BLOCKS:
         row, keep = _fold_metrics(spec, ds.fold(k))
         rows.append(row)

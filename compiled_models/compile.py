@@ -73,5 +73,5 @@ def compile_library(
 def _wait(procs: list[subprocess.Popen]) -> None:
     for p in procs:
         if p.wait() != 0:
-            raise RuntimeError(f"compiler failed: {p.args}")
+            raise RuntimeError(f"compiler failed: {p.args!r}")  # a list: same as str()
     procs.clear()

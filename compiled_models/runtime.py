@@ -85,7 +85,9 @@ class CompiledModel:
                 f"manifest lists {len(manifest.feature_names)}"
             )
         self.threshold = manifest.decision_threshold
-        self._fn = ctypes.cast(self._lib.vs_predict_batch, ctypes.c_void_p).value
+        fn = ctypes.cast(self._lib.vs_predict_batch, ctypes.c_void_p).value
+        assert fn is not None  # a resolved symbol (ctypes raises AttributeError when missing)
+        self._fn = fn
 
     def __del__(self) -> None:
         # Safe: a thread inside predict() holds a reference to self, so nothing can

@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 from market.features import WARMUP_MS
 
@@ -63,11 +65,12 @@ class ConsumerSettings:
 
     @classmethod
     def load(cls, **overrides: object) -> ConsumerSettings:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}
         kinds = {f.name: f.type for f in fields(cls)}
+        parsers: dict[object, Callable[[str], object]] = {"int": int, "float": float}
         for name, kind in kinds.items():
             raw = os.environ.get(ENV_PREFIX + name.upper())
             if raw is not None:
-                values[name] = {"int": int, "float": float}.get(kind, str)(raw)
+                values[name] = parsers.get(kind, str)(raw)
         values.update({k: v for k, v in overrides.items() if v is not None})
         return replace(cls(), **values)

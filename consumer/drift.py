@@ -154,6 +154,7 @@ class LiveSample:
             logger.exception("writing the live sample %s failed", self.path)
 
     def _write(self) -> None:
+        assert self.x is not None  # flush() checked
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(

@@ -112,7 +112,8 @@ class Pipeline:
             f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}",
         )
         self._drift_retry: dict[str, float] = {}
-        self.unsaved: dict[int, tuple[int, str]] = {}  # lost partition -> answered, uncommitted
+        # lost partition -> answered, uncommitted (offset, commit metadata)
+        self.unsaved: dict[int, tuple[int, str | None]] = {}
         self.inflight: deque[Batch] = deque()
         self.backlog: list[Message] = []  # messages read while paused for retries
         self.redeliver: list[tuple] = []
@@ -178,6 +179,7 @@ class Pipeline:
                     logger.warning("consume error: %s", err)
                 continue
             p, off = m.partition(), m.offset()
+            assert p is not None and off is not None  # None only on errored messages
             warm = self.warm_until.get(p)
             if warm is not None:
                 if off < warm:
@@ -338,6 +340,7 @@ class Pipeline:
         ab = self._artifact_bins(resp.artifact)
         if ab is None:
             return
+        assert b.request is not None  # a batch with scored rows has a request
         x = np.frombuffer(b.request.packed.float32_le, np.float32).reshape(-1, N_FEATURES)
         probs = np.asarray(resp.probabilities, np.float32)
         ab.observe(x, probs)
@@ -362,6 +365,7 @@ class Pipeline:
         return ab
 
     def _response(self, b: Batch) -> pb.PredictResponse | None:
+        assert b.future is not None  # called only for batches that were sent
         try:
             return b.future.result()
         except grpc.RpcError as err:
@@ -470,7 +474,9 @@ class Pipeline:
         """A message that is not a usable tick. Its Kafka timestamp is not trusted: -1
         keeps it out of the commit metadata the warm-up starts from."""
         self.metrics.dead_lettered.labels(kind).inc()
-        self._send_dead_letter(m.partition(), m.offset(), m.key(), m.value(), reason, kind, -1)
+        p, off = m.partition(), m.offset()
+        assert p is not None and off is not None  # None only on errored messages
+        self._send_dead_letter(p, off, m.key(), m.value(), reason, kind, -1)
 
     def _dead_letter_tick(self, p: int, off: int, tick: Tick, reason: str, kind: str) -> None:
         self.metrics.dead_lettered.labels(kind).inc()
@@ -516,7 +522,10 @@ class Pipeline:
         if not offsets:
             return
         try:
-            self.consumer.commit(offsets=offsets, asynchronous=not sync)
+            if sync:  # two calls: the stubs' overloads take only a literal `asynchronous`
+                self.consumer.commit(offsets=offsets, asynchronous=False)
+            else:
+                self.consumer.commit(offsets=offsets, asynchronous=True)
         except Exception:
             self.metrics.errors.labels("commit").inc()
             logger.exception("commit failed")

@@ -25,6 +25,7 @@ import tomllib
 import warnings
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -67,8 +68,9 @@ def load_live(path: Path, names: tuple[str, ...], artifact: str) -> pd.DataFrame
 
 def compare(
     reference: pd.DataFrame, live: pd.DataFrame, min_rows: int, drift_share: float
-) -> tuple[dict, object | None]:
-    """Per-feature verdicts and Evidently's snapshot (None if no column could go through it)."""
+) -> tuple[dict, Any]:
+    """Per-feature verdicts and Evidently's snapshot (None if no column could go through it).
+    The snapshot is typed ``Any``: Evidently is imported lazily, from ``.venv-drift`` only."""
     for name, frame in (("reference", reference), ("live", live)):
         if len(frame) < min_rows:
             raise SampleError(

@@ -223,6 +223,7 @@ def _panel(spec: PanelSpec, x: int, y: int):
             _target(expr, legend, ref, spec.exemplars, spec.kind == "stat")
         )
     if spec.threshold is not None and spec.kind == "timeseries":
+        assert isinstance(builder, timeseries.Panel)  # spec.kind chose it above
         steps = [
             dm.Threshold(value=None, color="green"),
             dm.Threshold(value=spec.threshold, color="red"),

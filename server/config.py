@@ -6,6 +6,7 @@ import os
 import tomllib
 from dataclasses import dataclass, fields, replace
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "VOLSPIKE_"
@@ -40,7 +41,7 @@ class Settings:
 
     @classmethod
     def load(cls, path: Path | None = None, **overrides: object) -> Settings:
-        values: dict[str, object] = {}
+        values: dict[str, Any] = {}  # TOML, environment and command-line values
         if path is not None:
             values.update(tomllib.loads(Path(path).read_text()))
         for f in fields(cls):
@@ -51,14 +52,14 @@ class Settings:
         return replace(cls(), **{k: _coerce(k, v) for k, v in values.items()})
 
 
-def _coerce(name: str, value: object) -> object:
+def _coerce(name: str, value: Any) -> Any:
     kind = {f.name: f.type for f in fields(Settings)}[name]
     if value is None or kind in ("str",):
         return value
     if kind == "int":
-        return int(value)  # type: ignore[arg-type]
+        return int(value)
     if kind == "float":
-        return float(value)  # type: ignore[arg-type]
+        return float(value)
     return Path(str(value))
 
 

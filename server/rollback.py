@@ -58,8 +58,9 @@ def main() -> None:
         sys.exit(f"rollback: unknown artifact {args.artifact!r}; available: {available}")
     if not args.model_config.is_file():
         sys.exit(f"rollback: {args.model_config} does not exist (`make serve` creates it)")
+    pid: int | None
     try:
-        pid: int | None = int(args.pid_file.read_text())
+        pid = int(args.pid_file.read_text())
         os.kill(pid, 0)
     except (OSError, ValueError):
         pid = None

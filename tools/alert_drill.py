@@ -23,7 +23,9 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import grpc
 import numpy as np
@@ -86,12 +88,18 @@ class Stack:
         return ["--bootstrap", self.kafka, "--topic", self.topics.ticks, "--quiet", *args]
 
     def query(self, expr: str) -> float | None:
+        assert self.prom is not None  # started before any scenario
         r = self.prom.query(expr)
         return float(r[0]["value"][1]) if r else None
 
     def firing(self) -> set[str]:
+        assert self.prom is not None  # started before any scenario
         alerts = self.prom.api("alerts")["alerts"]
         return {a["labels"]["alertname"] for a in alerts if a["state"] == "firing"}
+
+
+def all_firing(s: Stack, alerts: tuple[str, ...]) -> bool:
+    return set(alerts) <= s.firing()
 
 
 def wait(cond: Callable[[], bool], timeout: float, step: float = 2.0) -> float | None:
@@ -136,8 +144,8 @@ class Load(threading.Thread):
 class Scenario:
     name: str
     alerts: tuple[str, ...]
-    inject: Callable[[Stack], object]
-    mitigate: Callable[[Stack, object], None]
+    inject: Callable[[Stack], Any]  # returns a handle: a Load, an Event, a Popen or None
+    mitigate: Callable[[Stack, Any], object]  # given that handle
     recovered: Callable[[Stack], bool]
     fire_timeout: float
     recover_timeout: float = 120.0
@@ -150,6 +158,7 @@ def scenarios() -> list[Scenario]:
 
     def rollback(s: Stack, name: str) -> None:  # what `make rollback ARTIFACT=name` does
         set_artifact(s.config, name)
+        assert s.server is not None  # started in main()
         s.server.send_signal(signal.SIGHUP)
 
     def start_load(req, threads):
@@ -203,6 +212,11 @@ def scenarios() -> list[Scenario]:
              "--live", str(s.work / "live-sample"), "--out", str(s.work / "drift")],
             cwd=ROOT, capture_output=True, timeout=300,
         )  # fmt: skip
+
+    def kill_consumer(s: Stack) -> None:
+        assert s.consumer is not None  # started in main()
+        s.consumer.kill()
+        s.consumer.wait()
 
     def serving(s: Stack) -> bool:
         return s.query("min(volspike_serving)") == 1.0
@@ -327,7 +341,7 @@ def scenarios() -> list[Scenario]:
         Scenario(
             "consumer killed",
             ("VolspikeConsumerMetricsAbsent",),
-            lambda s: (s.consumer.kill(), s.consumer.wait()),
+            kill_consumer,
             lambda s, _: s.start_consumer(),
             answering,
             420,
@@ -365,6 +379,7 @@ def main() -> None:
 
     try:
         s.start_server()
+        assert s.server is not None
         procs.wait_serving(s.address, s.server)
         s.start_consumer()
         s.prom = Prometheus(work / "prom").start([f"127.0.0.1:{s.mport}"], [f"127.0.0.1:{s.cport}"])
@@ -385,14 +400,14 @@ def main() -> None:
             if before:
                 log(f"   already firing before the fault: {sorted(before)}")
             handle = sc.inject(s)
-            took = wait(lambda sc=sc: set(sc.alerts) <= s.firing(), sc.fire_timeout, 3)
+            took = wait(partial(all_firing, s, sc.alerts), sc.fire_timeout, 3)
             fired = s.firing() & set(sc.alerts)
             if took is None:
                 log(f"   NOT all fired within {sc.fire_timeout:.0f} s; firing: {sorted(fired)}")
             else:
                 log(f"   fired after {took:.0f} s: {sorted(fired)}")
             sc.mitigate(s, handle)
-            back = wait(lambda sc=sc: sc.recovered(s), sc.recover_timeout, 2)
+            back = wait(partial(sc.recovered, s), sc.recover_timeout, 2)
             log(
                 f"   mitigated; recovery {'verified' if back is not None else 'NOT verified'}"
                 + (f" after {back:.0f} s" if back is not None else "")

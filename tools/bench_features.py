@@ -32,6 +32,7 @@ def load_baseline(commit: str):
     path = Path(tempfile.mkdtemp()) / "features_baseline.py"
     path.write_text(src)
     spec = importlib.util.spec_from_file_location("features_baseline", path)
+    assert spec is not None and spec.loader is not None  # a .py path always has both
     mod = importlib.util.module_from_spec(spec)
     sys.modules["features_baseline"] = mod
     spec.loader.exec_module(mod)

@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 
 import numpy as np
+from confluent_kafka import Message
 
 from tools import kafka_broker, procs
 from tools.kafka_io import Topics, read_topic
@@ -28,6 +29,12 @@ from tools.procs import free_port
 RUN = Path(__file__).resolve().parent.parent / ".run"
 WARM_RATE, WARM_SECONDS = 150, 320
 WARM_COUNT = WARM_RATE * WARM_SECONDS  # ends before "now": a short gap, symbols stay warm
+
+
+def _answer(m: Message) -> dict:
+    value = m.value()
+    assert value is not None  # every prediction carries a value
+    return json.loads(value)
 
 
 def _replay_args(kafka: str, topic: str, count: int, symbols: int) -> list[str]:
@@ -85,9 +92,9 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
     replay_s = time.monotonic() - t0
     msgs = read_topic(kafka, topics.predictions, WARM_COUNT + count, timeout=120)
     procs.stop(consumer)
-    msgs = [m for m in msgs if json.loads(m.value())["event_time_ms"] >= start_ms]
-    warming = sum(json.loads(m.value())["warming_up"] for m in msgs)
-    lat = np.array([json.loads(m.value())["latency_ms"] for m in msgs], dtype=float)
+    msgs = [m for m in msgs if _answer(m)["event_time_ms"] >= start_ms]
+    warming = sum(_answer(m)["warming_up"] for m in msgs)
+    lat = np.array([_answer(m)["latency_ms"] for m in msgs], dtype=float)
     ts = np.array([m.timestamp()[1] for m in msgs], dtype=float)
     span_s = (ts.max() - ts.min()) / 1000 if len(ts) > 1 else float("nan")
     return {
@@ -95,10 +102,7 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
         "sent": count,
         "replay_rate": count / replay_s,
         "answered": len(
-            {
-                (json.loads(m.value())["source_partition"], json.loads(m.value())["source_offset"])
-                for m in msgs
-            }
+            {(_answer(m)["source_partition"], _answer(m)["source_offset"]) for m in msgs}
         ),
         "warming": warming,
         "throughput": len(msgs) / span_s if span_s > 0 else float("nan"),

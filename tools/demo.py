@@ -193,7 +193,9 @@ class Sample(threading.Thread):
         while not self.stop.is_set():
             for m in c.consume(1000, 0.5):
                 if m.error() is None:
-                    self.latest = json.loads(m.value())
+                    value = m.value()
+                    assert value is not None  # every prediction carries a value
+                    self.latest = json.loads(value)
         c.close()
 
 

@@ -39,7 +39,10 @@ def show(bootstrap: str, topic: str, limit: int, contains: str | None) -> int:
             for m in msgs:
                 if m.error() is not None:
                     continue
-                h = {k: v.decode(errors="replace") for k, v in m.headers() or ()}
+                # The stubs type headers() as a producer's input (a dict, str values too);
+                # a consumed message's are a list of (str, bytes) pairs.
+                headers = m.headers() or ()
+                h = {k: v.decode(errors="replace") for k, v in headers}  # type: ignore[str-unpack, union-attr]
                 reason = h.get("error", "")
                 if contains and contains not in reason:
                     continue

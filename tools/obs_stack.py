@@ -89,6 +89,7 @@ class Prometheus:
 
     def _wait_ready(self, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
+        assert self.proc is not None  # started by start()
         while time.monotonic() < deadline:
             if self.proc.poll() is not None:
                 raise RuntimeError(f"prometheus exited: {self.log()[-2000:]}")

@@ -25,6 +25,7 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import pandas as pd
 from confluent_kafka import Producer
@@ -50,7 +51,7 @@ def frames(
         df = realdata.load()
         yield df if count is None else df.iloc[:count]
         return
-    timing = {} if rate is None else {"rate_per_s": rate}
+    timing: dict[str, Any] = {} if rate is None else {"rate_per_s": rate}
     if start_ms is not None:
         timing["start_ms"] = start_ms
     gen = SyntheticTicks(symbols=universe(symbols), seed=seed, **timing)
