@@ -99,6 +99,39 @@ def _fold_metrics(spec: train.ModelSpec, fold: dataset.Fold) -> tuple[dict, dict
     return row, keep
 
 
+def _label_choice(spec: train.ModelSpec, ds: dataset.Dataset, rows: list[dict]) -> dict:
+    """The label question, answered on the walk-forward folds: the relative label (kept)
+    against the absolute one (the next 60 s of volatility above its training quantile).
+    Each is scored against raw rv_60s and against persistence of its own label."""
+    out: dict[str, list[dict]] = {"relative": [], "absolute": []}
+    for r in rows:
+        s = r["scores"]
+        out["relative"].append(
+            {
+                "test_block": r["test_block"],
+                "positive_rate": r["test_positive_rate"],
+                **{k: s[k]["pr_auc"] for k in ("model", "rv_60s", "persistence")},
+                "gain_vs_rv_60s": s["model"]["pr_auc_gain_vs_rv_60s"],
+            }
+        )
+    for k in dataset.FOLD_TEST_BLOCKS:
+        fold = ds.fold(k, label="absolute")
+        te = fold.test
+        p_t = train.train(spec, fold.train).inplace_predict(te.X)
+        persistence = (te.baselines["rv_60s"] > fold.label_threshold).astype(np.float64)
+        scores = {"model": p_t, "rv_60s": te.baselines["rv_60s"], "persistence": persistence}
+        b = ev.bootstrap(te.y, scores, te.t_ms, reference="rv_60s")
+        out["absolute"].append(
+            {
+                "test_block": k,
+                "positive_rate": round(float(te.y.mean()), 4),
+                **{n: b[n]["pr_auc"] for n in scores},
+                "gain_vs_rv_60s": b["model"]["pr_auc_gain_vs_rv_60s"],
+            }
+        )
+    return out
+
+
 def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dict]:
     rows: list[dict] = []
     keep: dict = {}
@@ -136,6 +169,8 @@ def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dic
         },
         "train_rows": len(final.train),
     }
+    if spec.compare_labels:
+        metrics["label_choice"] = _label_choice(spec, ds, rows)
     return metrics, keep
 
 

@@ -31,10 +31,11 @@ class Isotonic:
         self._xl, self._yl = x.tolist(), y.tolist()
 
     def apply(self, p: np.ndarray) -> np.ndarray:
-        if len(p) <= SMALL:  # in place, the same arithmetic as np.interp
+        if len(p) <= SMALL:  # the same arithmetic as np.interp, into a new float32 array
+            out = np.empty(len(p), np.float32)
             for i in range(len(p)):
-                p[i] = self.one(float(p[i]))
-            return p
+                out[i] = self.one(float(p[i]))
+            return out
         return np.interp(p.astype(np.float64), self.x, self.y).astype(np.float32)
 
     def one(self, v: float) -> float:

@@ -68,12 +68,18 @@ class Dataset:
     n_ticks: int
     source: str
     stressed: np.ndarray | None = None
+    fwd_abs: np.ndarray | None = None  # the next 60 s realised volatility (absolute)
 
-    def fold(self, test_block: int) -> Fold:
+    def fold(self, test_block: int, label: str = "relative") -> Fold:
+        """The fold's splits. ``label="absolute"``: the rejected alternative (the next 60 s
+        of realised volatility itself above its training quantile), for the comparison
+        the build records (``metrics.label_choice``)."""
         tr = self.block < test_block - 1
         tr &= self.block >= 0
-        thr = float(np.quantile(self.fwd_rel[tr], SPIKE_QUANTILE))
-        y = (self.fwd_rel > thr).astype(np.int8)
+        target = self.fwd_rel if label == "relative" else self.fwd_abs
+        assert target is not None, f"no {label} label in this data set"
+        thr = float(np.quantile(target[tr], SPIKE_QUANTILE))
+        y = (target > thr).astype(np.int8)
 
         def take(m: np.ndarray) -> Split:
             return Split(
@@ -122,8 +128,9 @@ def build(ticks: pd.DataFrame | None = None, source: str = realdata.SOURCE) -> D
     X = feats.to_numpy(np.float32)
     level = features.trailing_realised_vol(ticks, features.LONG_MS)
     level60 = level * np.sqrt(HORIZON_MS / features.LONG_MS)
+    fwd_abs = features.forward_realised_vol(ticks, HORIZON_MS)
     with np.errstate(divide="ignore", invalid="ignore"):
-        fwd_rel = features.forward_realised_vol(ticks, HORIZON_MS) / level60
+        fwd_rel = fwd_abs / level60
     fwd_rel[~np.isfinite(fwd_rel)] = np.nan
     t = ticks["event_time_ms"].to_numpy(np.int64)
     usable = ready & ~np.isnan(fwd_rel)
@@ -143,7 +150,16 @@ def build(ticks: pd.DataFrame | None = None, source: str = realdata.SOURCE) -> D
     }
     stressed = ticks["stressed"].to_numpy(bool) if "stressed" in ticks else None
     return Dataset(
-        X, fwd_rel, t, codes.astype(np.int32), block, baselines, len(ticks), source, stressed
+        X,
+        fwd_rel,
+        t,
+        codes.astype(np.int32),
+        block,
+        baselines,
+        len(ticks),
+        source,
+        stressed,
+        fwd_abs,
     )
 
 

@@ -140,6 +140,11 @@ def fit_calibration(p_raw: np.ndarray, y: np.ndarray) -> dict:
     keep = np.concatenate([[True], np.diff(x) > 0])  # strictly increasing knots
     if keep.sum() < 2:  # one distinct score: nothing to map
         return {}
+    if v[0] == v[-1]:  # a constant map: the validation block had one class
+        raise ValueError(
+            f"calibration: the validation block has only label {int(y[0])} "
+            f"({len(y):,} rows); a constant map would flag every row or none"
+        )
     doc = {"method": "isotonic", "x": x[keep].tolist(), "y": v[keep].tolist()}
     calibration.parse(doc)  # what the servers will accept
     return doc
@@ -177,6 +182,8 @@ def brier(p: np.ndarray, y: np.ndarray) -> float:
 def threshold_for_rate(p: np.ndarray, rate: float) -> float:
     """The smallest score that flags at most ``rate`` of these rows; the highest score
     when even it flags more (a calibrated output has only a few distinct steps)."""
+    if not len(p) or np.isnan(p).any():
+        raise ValueError(f"threshold: {len(p)} scores, {int(np.isnan(p).sum())} NaN")
     cands = np.unique(p)
     share = 1.0 - np.searchsorted(np.sort(p), cands, side="left") / len(p)
     ok = cands[share <= rate]

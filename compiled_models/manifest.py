@@ -4,8 +4,10 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Any
 
 MANIFEST_FILE = "manifest.json"
 LIBRARY_FILE = "model.so"
@@ -39,7 +41,9 @@ class Manifest:
     """One sentence saying what the artifact was trained on."""
 
     def write(self, folder: Path) -> None:
-        text = json.dumps(asdict(self), indent=2, sort_keys=True)
+        """Strict JSON: a metric that is undefined (NaN: e.g. PR-AUC on a block without
+        positives) is written as null, never as a bare NaN other parsers refuse."""
+        text = json.dumps(_nan_to_none(asdict(self)), indent=2, sort_keys=True, allow_nan=False)
         (folder / MANIFEST_FILE).write_text(text + "\n")
 
     @classmethod
@@ -51,6 +55,16 @@ class Manifest:
         raw = json.loads(text)
         raw["feature_names"] = tuple(raw["feature_names"])
         return cls(**raw)
+
+
+def _nan_to_none(v: Any) -> Any:
+    if isinstance(v, float) and math.isnan(v):
+        return None
+    if isinstance(v, dict):
+        return {k: _nan_to_none(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [_nan_to_none(x) for x in v]
+    return v
 
 
 def sha256_bytes(data: bytes) -> str:

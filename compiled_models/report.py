@@ -12,7 +12,9 @@ DOC = Path(__file__).resolve().parent.parent / "docs" / "model.md"
 SCORES = ("model", "rv_60s", "rv_60s_rel", "persistence")
 
 
-def _ci(v: list[float]) -> str:
+def _ci(v: list[float | None]) -> str:
+    if any(x is None for x in v):  # undefined: e.g. a block without positives
+        return "n/a"
     return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
 
 
@@ -23,10 +25,10 @@ def fold_line(row: dict) -> str:
 
 def _gain_verdict(m: Manifest) -> str:
     gains = [r["scores"]["model"]["pr_auc_gain_vs_rv_60s"] for r in m.metrics["walk_forward"]]
-    wins = [g[1] > 0 for g in gains]
+    wins = [g[1] is not None and g[1] > 0 for g in gains]
     if all(wins):
         return "beats raw `rv_60s` on every fold, each interval of the gain above zero"
-    losses = sum(g[2] < 0 for g in gains)
+    losses = sum(g[2] is not None and g[2] < 0 for g in gains)
     return (
         f"does **not** beat raw `rv_60s` with an interval that excludes zero on "
         f"{wins.count(False)} of {len(wins)} folds ({losses} significantly worse)"
@@ -38,7 +40,12 @@ def _beaten_by(m: Manifest) -> str:
     out = []
     for r in m.metrics["walk_forward"]:
         s = r["scores"]
-        better = [k for k in SCORES[1:] if s[k]["pr_auc"][0] > s["model"]["pr_auc"][0]]
+        model = s["model"]["pr_auc"][0]
+        better = [
+            k
+            for k in SCORES[1:]
+            if model is not None and s[k]["pr_auc"][0] is not None and s[k]["pr_auc"][0] > model
+        ]
         if better:
             out.append(f"fold {r['test_block']}: {', '.join(better)}")
     if not out:
@@ -166,6 +173,22 @@ def section(m: Manifest) -> str:
         for r in flagged:
             f = r["flagged_share"]
             out.append(f"| {r['test_block']} | {f['stressed']:.3f} | {f['calm']:.3f} |")
+    if "label_choice" in m.metrics:
+        out += [
+            "",
+            "Label choice (walk-forward test PR-AUC; each label scored against raw `rv_60s` "
+            "and against persistence of that label):",
+            "",
+            "| label | fold | positives | model | rv_60s | persistence | gain vs rv_60s |",
+            "|---|---|---|---|---|---|---|",
+        ]
+        for label, folds in m.metrics["label_choice"].items():
+            for f in folds:
+                out.append(
+                    f"| {label} | {f['test_block']} | {f['positive_rate']:.3f} | "
+                    f"{_ci(f['model'])} | {_ci(f['rv_60s'])} | {_ci(f['persistence'])} | "
+                    f"{_ci(f['gain_vs_rv_60s'])} |"
+                )
     c, sd = m.metrics["calibration"], m.metrics["seeds"]["test_pr_auc"]
     out += [
         "",

@@ -27,6 +27,7 @@ class ModelSpec:
     rounds: int
     uses: tuple[str, ...]  # features the model may split on
     train_tail: float = 1.0  # fraction of the training period used (most recent part)
+    compare_labels: bool = False  # also evaluate the rejected absolute label (the build)
 
 
 _ALL = FEATURE_NAMES
@@ -79,6 +80,7 @@ SPECS = (
         _V2,
         rounds=300,
         uses=_ALL,
+        compare_labels=True,
     ),
     ModelSpec(
         "crypto-v1",

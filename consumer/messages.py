@@ -16,10 +16,13 @@ MAX_FUTURE_MS = 5_000
 A tick from the future would hold its symbol's windows at that time (later ticks count
 as arriving then) and would end up in the commit metadata the warm-up starts from."""
 MAX_MESSAGE_BYTES = 16_384  # a tick is ~120 bytes; larger messages are not parsed
-MAX_PRICE = 1e9  # price, bid and ask: (0, MAX_PRICE]
+MIN_PRICE, MAX_PRICE = 1e-12, 1e9  # price, bid and ask: [MIN_PRICE, MAX_PRICE]
 MAX_SIZE = 1e12  # size: [0, MAX_SIZE]
-"""Bounds that keep every feature finite in float32 (the server rejects infinities) and
-keep the float64 running sums of a symbol's window exact enough after such a tick leaves."""
+"""Bounds that keep every feature finite: a log return is at most |ln(1e21)| ~ 48, so no
+ratio of prices underflows to 0 (a subnormal price made math.log raise and the consumer
+die on that tick at every restart) or overflows. They do not make the running float64
+sums exact: after a 1e12 lot leaves a window, lots twelve orders of magnitude smaller can
+read as zero volume until the window has turned over (docs/pipeline.md, limits)."""
 
 
 REASONS = (
@@ -99,14 +102,17 @@ def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_
     size = _number(obj, "size")
     bid = _number(obj, "bid", optional=True)
     ask = _number(obj, "ask", optional=True)
-    if not 0 < price <= MAX_PRICE:  # NaN and inf fail too
-        raise BadTick(f"field 'price' must be > 0 and <= {MAX_PRICE:g}, got {price}", "price")
+    if not MIN_PRICE <= price <= MAX_PRICE:  # NaN and inf fail too
+        raise BadTick(
+            f"field 'price' must be >= {MIN_PRICE:g} and <= {MAX_PRICE:g}, got {price}", "price"
+        )
     if not 0 <= size <= MAX_SIZE:
         raise BadTick(f"field 'size' must be >= 0 and <= {MAX_SIZE:g}, got {size}", "size")
     for name, v in (("bid", bid), ("ask", ask)):
-        if not math.isnan(v) and not 0 < v <= MAX_PRICE:
+        if not math.isnan(v) and not MIN_PRICE <= v <= MAX_PRICE:
             raise BadTick(
-                f"field '{name}' must be > 0 and <= {MAX_PRICE:g} or null, got {v}", "bid_ask"
+                f"field '{name}' must be >= {MIN_PRICE:g} and <= {MAX_PRICE:g} or null, got {v}",
+                "bid_ask",
             )
     if bid > ask:
         raise BadTick(f"field 'bid' {bid} is above 'ask' {ask}", "bid_ask")

@@ -369,15 +369,23 @@ class Pipeline:
         try:
             return b.future.result()
         except grpc.RpcError as err:
-            code = err.code()
-            if code not in RETRYABLE:
-                b.call_span.set_status(Status(StatusCode.ERROR, str(code)))
-                reason = f"Predict rejected the batch: {code.name}: {err.details()}"
-                logger.error(reason)
-                for p, off, tick in b.meta:
-                    self._dead_letter_tick(p, off, tick, reason, "predict_rejected")
+            if err.code() not in RETRYABLE:
+                self._rejected(b, err)
                 return None
-            return self._retry(b, code)
+            try:
+                return self._retry(b, err.code())
+            except grpc.RpcError as again:  # a retry answered with a final error
+                self._rejected(b, again)
+                return None
+
+    def _rejected(self, b: Batch, err: grpc.RpcError) -> None:
+        """The server refused the batch for good: every scored tick is a dead letter."""
+        code = err.code()
+        b.call_span.set_status(Status(StatusCode.ERROR, str(code)))
+        reason = f"Predict rejected the batch: {code.name}: {err.details()}"
+        logger.error(reason)
+        for p, off, tick in b.meta:
+            self._dead_letter_tick(p, off, tick, reason, "predict_rejected")
 
     def _retry(self, b: Batch, code: grpc.StatusCode) -> pb.PredictResponse | None:
         """Retry with capped exponential backoff and jitter; consumption is paused

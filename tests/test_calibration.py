@@ -91,3 +91,22 @@ def test_the_small_batch_path_equals_np_interp_bit_for_bit():
     want = iso.apply(p.copy())  # > SMALL rows: np.interp
     got = np.concatenate([iso.apply(p[i : i + 1].copy()) for i in range(len(p))])
     np.testing.assert_array_equal(got, want)
+
+
+def test_small_batches_do_not_write_into_the_callers_array():
+    iso = calibration.parse({**ISO, "x": [0.0, 1.0], "y": [0.2, 0.8]})
+    p = np.array([0.5, 0.25], np.float32)
+    out = iso.apply(p)
+    assert p.tolist() == [0.5, 0.25] and out.dtype == np.float32
+    np.testing.assert_array_equal(out, np.array([0.5, 0.35], np.float32))
+
+
+def test_a_one_class_validation_block_refuses_to_calibrate():
+    """A constant map would flag every test row (threshold 0) or none: the build must stop."""
+    from compiled_models import evaluate
+
+    p = np.random.default_rng(0).random(500).astype(np.float32)
+    with pytest.raises(ValueError, match="validation block has only label 0"):
+        evaluate.fit_calibration(p, np.zeros(500, np.int8))
+    with pytest.raises(ValueError, match="NaN"):
+        evaluate.threshold_for_rate(np.array([0.1, np.nan]), 0.05)

@@ -126,8 +126,8 @@ def test_one_poison_tick_changes_no_other_answer(kafka, grpc_server, tmp_path):
         dl = dead_letters(kafka, topics.dlq, 3)
         assert [d["offset"] for d in dl] == [501, 502, 503]
         assert "field 'size' must be >= 0 and <= 1e+12" in dl[0]["headers"]["error"]
-        assert "field 'price' must be > 0 and <= 1e+09" in dl[1]["headers"]["error"]
-        assert "field 'ask' must be > 0 and <= 1e+09" in dl[2]["headers"]["error"]
+        assert "field 'price' must be >= 1e-12 and <= 1e+09" in dl[1]["headers"]["error"]
+        assert "field 'ask' must be >= 1e-12 and <= 1e+09" in dl[2]["headers"]["error"]
         assert c.metric("volspike_consumer_dead_lettered_total") == 3
     finally:
         c.stop()
