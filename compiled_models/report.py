@@ -105,7 +105,10 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
 - **Label**: the realised volatility of the symbol's next 60 s, in units of its own
   last-5-minute level (scaled to 60 s), above the 90th percentile of that ratio on the
   fold's training rows. Chosen before any test block was looked at. A level relative to
-  the symbol travels across markets; a fixed level fitted on futures does not.
+  the symbol travels across markets; a fixed level fitted on futures does not. The build
+  also evaluates the absolute alternative (the next 60 s of volatility itself above its
+  training quantile) on the same folds: see "Label choice" under xgb-v2, where its share
+  of positives follows the trading session and persistence of the level answers it.
 - **Evaluation**: usable rows are cut into 5 time-ordered blocks with a 60 s embargo at
   each boundary. Fold k trains on blocks < k-1, fits the isotonic calibration and the
   decision threshold on block k-1 and tests on block k (folds 2, 3, 4; fold 4 is the
