@@ -124,8 +124,8 @@ def test_report_flags_overnight_vs_open_and_writes_its_files(real, tmp_path):
     assert "spread" in out.stdout and "missing-share psi" in out.stdout  # ES: no bid/ask
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["drifted_share"] > 0.5 and summary["live_rows"] == 10_000
-    assert summary["features"]["trades_per_s_60s"]["drifted"]
-    assert summary["features"]["trades_per_s_60s"]["method"] == "evidently psi"
+    assert summary["features"]["trades_rel_60s"]["drifted"]
+    assert summary["features"]["trades_rel_60s"]["method"] == "evidently psi"
     assert list((tmp_path / "out").glob("drift-*.html"))
 
 

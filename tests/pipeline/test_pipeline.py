@@ -103,7 +103,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(kafka, grpc_server, tmp_pat
             "missing field 'price'",
         ),
         (json.dumps({**good, "size": "big"}).encode(), "field 'size' must be a number, got str"),
-        (json.dumps({**good, "price": -3.0}).encode(), "field 'price' must be > 0"),
+        (json.dumps({**good, "price": -3.0}).encode(), "field 'price' must be >= 1e-12"),
         (json.dumps({**good, "event_time_ms": 17}).encode(), "is not a plausible epoch time"),
         (json.dumps({**good, "bid": 70000.0}).encode(), "field 'bid' 70000.0 is above 'ask'"),
     ]
