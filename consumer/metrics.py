@@ -30,8 +30,8 @@ class ConsumerMetrics:
         )
         self.warming_up = Counter(
             "volspike_consumer_warming_up",
-            "Ticks answered with a warming-up record (no probability): their symbol has "
-            "less than 300 s of unbroken history.",
+            "Ticks found warming up, answered with a record without a probability: their "
+            "symbol has less than 300 s of unbroken history.",
             registry=registry,
         )
         self.dead_lettered = Counter(

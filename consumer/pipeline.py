@@ -205,6 +205,7 @@ class Pipeline:
                 warming.append((p, off, tick))
                 order.append(0)
         self.metrics.consumed.inc(len(msgs))
+        self.metrics.warming_up.inc(len(warming))
         if rows:
             x = np.array(rows, dtype=np.float32)
             if np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
@@ -316,7 +317,6 @@ class Pipeline:
                         p, off, tick = next(warming)
                         value = encode_prediction(tick, p, off, None, None, None, now)
                     self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
-                self.metrics.warming_up.inc(len(head.warming))
                 answered = [*head.meta, *head.warming]  # every answer counts for freshness
             event_ms = np.fromiter(
                 (m[2].event_time_ms for m in answered), np.float64, len(answered)
@@ -333,7 +333,6 @@ class Pipeline:
             self._produce(
                 self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms
             )
-        self.metrics.warming_up.inc(len(warming))
 
     def _observe_drift(self, b: Batch, resp: pb.PredictResponse) -> None:
         """Count this batch into the artifact's reference bins and the live sample."""

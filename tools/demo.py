@@ -26,6 +26,8 @@ from tools import kafka_broker, obs_stack, procs
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
+REGIMES = RUN / "demo-regimes.txt"
+DEMO_CALM_S, DEMO_STRESSED_S = 40.0, 20.0
 
 
 def main() -> None:
@@ -97,7 +99,16 @@ def main() -> None:
             "--quiet",
             "--history-seconds",
             str(history),
+            # shorter regimes than the generator's 180 s / 45 s, so a one-minute demo sees
+            # both; the replay logs every change, the figures below show the current one
+            "--calm-s",
+            str(DEMO_CALM_S),
+            "--stressed-s",
+            str(DEMO_STRESSED_S),
+            "--regimes",
+            str(REGIMES),
         ]
+        REGIMES.unlink(missing_ok=True)
         replay = procs.start("tools.replay", *replay_args, log=RUN / "demo-replay.log")
         print(
             f"kafka {bootstrap} | server 127.0.0.1:{args.port} (metrics :{args.metrics_port})"
@@ -116,6 +127,7 @@ def main() -> None:
             os.kill(int((RUN / "server.pid").read_text()), signal.SIGHUP)
             print(f"rollback: {old} -> {args.rollback_to} (config edited, SIGHUP sent)")
         live(args, t0 + args.seconds + 3, sample)
+        print(regime_summary())
         if prom is not None and args.snapshot:
             from tools.dashboard_snapshot import render
 
@@ -204,7 +216,7 @@ def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
     prev_s = procs.scrape(args.metrics_port)
     print(
         f"{'ticks in/s':>10} {'answers/s':>10} {'dlq':>5} {'lag p95':>8} {'Predict/s':>9} "
-        f"{'Predict p95':>11} {'spike%':>7} {'warm%':>6}  latest prediction"
+        f"{'Predict p95':>11} {'spike%':>7} {'warm%':>6} {'regime':>8}  latest prediction"
     )
     while time.monotonic() < end:
         time.sleep(1.0)
@@ -231,6 +243,12 @@ def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
         warming = c.get("volspike_consumer_warming_up_total", 0) - prev_c.get(
             "volspike_consumer_warming_up_total", 0
         )
+        regime = regime_now()
+        # tallied only once the backlog is drained: rows scored now are ticks of now
+        if regime is not None and rows and lag is not None and lag <= 1.0:
+            tally = TALLY.setdefault(regime, [0.0, 0.0])
+            tally[0] += pos
+            tally[1] += rows
         latest = sample.latest
         if not latest:
             shown = "-"
@@ -245,10 +263,42 @@ def live(args: argparse.Namespace, end: float, sample: Sample) -> None:
             f"{consumed:10,.0f} {answered:10,.0f} {dlq:5,.0f} "
             f"{_ms(lag):>8} {calls:9,.0f} {_ms(p95):>11} "
             f"{(pos / rows * 100 if rows else 0):6.1f}% "
-            f"{(warming / answered * 100 if answered else 0):5.1f}%  {shown}",
+            f"{(warming / consumed * 100 if consumed else 0):5.1f}% {regime or '-':>8}  {shown}",
             flush=True,
         )
         prev_c, prev_s = c, s
+
+
+TALLY: dict[str, list[float]] = {}  # regime -> [positive labels, rows scored]
+
+
+def regime_now() -> str | None:
+    """The generator's regime at this moment (the replay logs every change ahead)."""
+    now = time.time() * 1000
+    current = None
+    try:
+        lines = REGIMES.read_text().split("\n")
+    except OSError:
+        return None
+    for line in lines:
+        t, _, name = line.partition(" ")
+        if not name:
+            continue
+        if int(t) > now:
+            break
+        current = name
+    return current
+
+
+def regime_summary() -> str:
+    parts = [
+        f"{name} {pos / rows * 100:.1f}% of {rows:,.0f} rows"
+        for name, (pos, rows) in sorted(TALLY.items())
+        if rows
+    ]
+    return "spike share by regime (rows scored while it held, lag p95 <= 1 s): " + (
+        "; ".join(parts) or "-"
+    )
 
 
 def _ms(seconds: float | None) -> str:

@@ -25,8 +25,10 @@ from __future__ import annotations
 import argparse
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 from confluent_kafka import Producer
 from tqdm import tqdm
@@ -46,6 +48,7 @@ def frames(
     symbols: int,
     rate: float | None = None,
     start_ms: int | None = None,
+    regimes: dict[str, float] | None = None,
 ) -> Iterator[pd.DataFrame]:
     if source == "real":
         df = realdata.load()
@@ -54,9 +57,9 @@ def frames(
     timing: dict[str, Any] = {} if rate is None else {"rate_per_s": rate}
     if start_ms is not None:
         timing["start_ms"] = start_ms
+    timing.update(regimes or {})
     gen = SyntheticTicks(symbols=universe(symbols), seed=seed, **timing)
-    for df in gen.frames(count or 100_000, chunk=CHUNK):
-        yield df[list(TICK_COLUMNS)]
+    yield from gen.frames(count or 100_000, chunk=CHUNK)
 
 
 def main() -> None:
@@ -84,6 +87,13 @@ def main() -> None:
         default=0.0,
         help="with --rate: first send this many seconds of back-dated history at once "
         "(synthetic: the generator starts that long before now)",
+    )
+    p.add_argument("--calm-s", type=float, help="synthetic: mean calm run, seconds")
+    p.add_argument("--stressed-s", type=float, help="synthetic: mean stressed run, seconds")
+    p.add_argument(
+        "--regimes",
+        type=Path,
+        help="synthetic: append 'event_time_ms calm|stressed' here at every regime change",
     )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
@@ -114,6 +124,9 @@ def replay(a: argparse.Namespace) -> int:
     # once, so the stream starts with features that already have their 60 s of history.
     n_hist = int(a.rate * a.history_seconds) if hist_ms and not paced else 0
     hist_start = base - hist_ms
+    pairs = (("calm_s", getattr(a, "calm_s", None)), ("stressed_s", getattr(a, "stressed_s", None)))
+    regimes = {k: v for k, v in pairs if v is not None}
+    regime_log: Path | None = getattr(a, "regimes", None)
     source = frames(
         a.source,
         a.count,
@@ -121,8 +134,12 @@ def replay(a: argparse.Namespace) -> int:
         a.symbols,
         rate=a.rate if paced else None,
         start_ms=hist_start if paced else None,
+        regimes=regimes,
     )
+    last_regime = None
     for df in source:
+        if regime_log is not None and "stressed" in df:
+            last_regime = log_regimes(regime_log, df, last_regime)
         cols = [df[c].tolist() for c in TICK_COLUMNS]
         for sym, t, price, size, bid, ask in zip(*cols, strict=True):
             if t_event0 is None:
@@ -167,6 +184,20 @@ def replay(a: argparse.Namespace) -> int:
     producer.flush(60)
     bar.close()
     return sent
+
+
+def log_regimes(path: Path, df: pd.DataFrame, last: bool | None) -> bool | None:
+    """Append the frame's regime changes (written ahead of sending: readers compare the
+    event times with their clock)."""
+    st = df["stressed"].to_numpy(bool)
+    if not len(st):
+        return last
+    prev = np.concatenate([[not st[0] if last is None else last], st[:-1]])
+    t = df["event_time_ms"].to_numpy(np.int64)
+    with path.open("a") as f:
+        for i in np.flatnonzero(st != prev):
+            f.write(f"{t[i]} {'stressed' if st[i] else 'calm'}\n")
+    return bool(st[-1])
 
 
 if __name__ == "__main__":
