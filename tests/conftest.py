@@ -158,11 +158,11 @@ class ServerProcess:
             self.proc.wait()
             raise
 
-    def metrics_text(self) -> str:
+    def metrics_text(self, worker: int = 0) -> str:
         import urllib.request
 
         req = urllib.request.Request(
-            f"http://127.0.0.1:{self.metrics_port}/metrics",
+            f"http://127.0.0.1:{self.metrics_port + worker}/metrics",
             headers={"Accept": "application/openmetrics-text; version=1.0.0"},
         )
         with urllib.request.urlopen(req, timeout=5) as r:

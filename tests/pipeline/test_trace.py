@@ -1,4 +1,6 @@
-"""One trace shows consumer -> server: batch span -> Predict client span -> server span."""
+"""Every server Predict span continues a consumer trace: batch span -> Predict client span ->
+server span. Mutation (seen failing): the consumer not injecting traceparent into the call
+metadata leaves every server span a root."""
 
 from __future__ import annotations
 
@@ -38,23 +40,21 @@ def test_consumer_batch_span_parents_the_server_span(kafka, otlp, tmp_path):  # 
                 break
             time.sleep(0.2)
     finally:
-        assert c.stop() == 0
+        assert c.stop() == 0  # both flush their span processors on shutdown
         srv.stop()
+    time.sleep(1.0)  # the last exports in flight
+    with receiver.lock:
+        spans = list(receiver.spans)
     by_id = {s.span_id: (svc["service.name"], s) for svc, s in spans}
     servers = [
         s
         for svc, s in spans
         if svc["service.name"] == "volspike-server" and s.name == "/volatility.v1.Predictor/Predict"
     ]
-    assert servers
-    chains = 0
-    for s in servers:
-        client_svc, client = by_id.get(s.parent_span_id, (None, None))
-        if client is None:
-            continue
+    assert len(servers) >= 5
+    for s in servers:  # every one, not one good chain out of N
+        client_svc, client = by_id[s.parent_span_id]
         assert client_svc == "volspike-consumer" and client.kind == client.SPAN_KIND_CLIENT
         batch_svc, batch = by_id[client.parent_span_id]
         assert batch_svc == "volspike-consumer" and batch.name == "consumer.batch"
         assert batch.trace_id == s.trace_id
-        chains += 1
-    assert chains >= 1

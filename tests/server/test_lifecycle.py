@@ -25,7 +25,11 @@ def in_flight(srv: ServerProcess) -> float:
 
 
 def test_sigterm_drains_in_flight_calls_and_exits_zero(tmp_path, impl):
-    srv = ServerProcess(tmp_path, env={"VOLSPIKE_MAX_ROWS": "1000000"}, impl=impl).start()
+    """The grace period is set far above the work in flight (6 x 800k rows, ~4 s on this
+    machine): with the default 10 s the test measured CPU speed on a busy machine, not
+    draining. Mutation (seen failing): stop the server at SIGTERM without a grace."""
+    env = {"VOLSPIKE_MAX_ROWS": "1000000", "VOLSPIKE_GRACE_SECONDS": "60"}
+    srv = ServerProcess(tmp_path, env=env, impl=impl).start()
     x = np.random.default_rng(0).random((800_000, N_FEATURES)).astype(np.float32)  # ~1 s of work
     req = pb.PredictRequest(packed=pb.PackedRows(float32_le=x.tobytes(), num_features=N_FEATURES))
     results: list[object] = []

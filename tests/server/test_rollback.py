@@ -21,6 +21,11 @@ from tests.conftest import ROOT, ServerProcess, artifact_dir
 
 
 def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
+    """Python with 2 workers: every client has its own connection (grpc-python otherwise
+    shares one subchannel, and SO_REUSEPORT balances connections, not calls: all calls
+    reached one worker and a worker that never reloaded passed 3 runs in 4), and each
+    worker's own metrics must show rows of both artifacts. Ten connections: the chance that
+    SO_REUSEPORT puts all of them on one worker is 2 x 2^-10."""
     workers = 2 if impl == "python" else 1  # native: one process, every core
     srv = ServerProcess(tmp_path, artifact="xgb-v1", workers=workers, impl=impl).start()
     x = np.ascontiguousarray(real_dataset.test.X[:64])
@@ -32,7 +37,8 @@ def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
     lock = threading.Lock()
 
     def client() -> None:
-        with grpc.insecure_channel(srv.address) as ch:
+        own = [("grpc.use_local_subchannel_pool", 1)]  # a connection of its own
+        with grpc.insecure_channel(srv.address, options=own) as ch:
             stub = pb_grpc.PredictorStub(ch)
             deadline = time.monotonic() + 120  # bounded even if the switcher hangs
             while not stop.is_set() and time.monotonic() < deadline:
@@ -48,9 +54,10 @@ def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
                     if not ok:
                         failures.append(f"answer does not match {resp.artifact}")
 
-    threads = [threading.Thread(target=client) for _ in range(6)]
+    threads = [threading.Thread(target=client) for _ in range(10)]
     for t in threads:
         t.start()
+    per_worker: list[str] = []
     try:
         switches = 0
         for i in range(22):
@@ -60,11 +67,20 @@ def test_twenty_switches_under_load_fail_no_call(tmp_path, real_dataset, impl):
                 srv.proc.send_signal(1)
             time.sleep(0.35)
             switches += 1
+        per_worker = [srv.metrics_text(w) for w in range(workers)]
     finally:
         stop.set()
         for t in threads:
             t.join(30)
         code = srv.stop()
+    for w, text in enumerate(per_worker):  # every worker served and switched
+        for name in ("xgb-v1", "xgb-v2"):
+            served = [
+                line
+                for line in text.splitlines()
+                if line.startswith("volspike_predictions_total{") and f'artifact="{name}"' in line
+            ]
+            assert served and float(served[0].split()[-1]) > 0, (w, name)
     assert switches == 22
     assert not failures, failures[:5]
     assert seen.get("xgb-v1", 0) > 50 and seen.get("xgb-v2", 0) > 50, seen

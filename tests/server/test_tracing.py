@@ -1,7 +1,12 @@
-"""Spans reach a real OTLP/gRPC receiver and continue the caller's W3C trace."""
+"""Spans reach a real OTLP/gRPC receiver and continue the caller's W3C trace.
+
+One receiver and fresh random trace/parent ids per test: with a shared receiver and a
+constant id, the native run's spans satisfied the Python run. Mutation (seen failing for
+the Python server): drop ``extract(...)`` of the caller's context in server/rpc.py."""
 
 from __future__ import annotations
 
+import secrets
 import threading
 import time
 from concurrent import futures
@@ -16,9 +21,6 @@ from market.features import FEATURE_NAMES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from tests.conftest import ServerProcess, free_port
-
-TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"
-PARENT_ID = "00f067aa0ba902b7"
 
 
 class Receiver(ts_grpc.TraceServiceServicer):
@@ -35,7 +37,7 @@ class Receiver(ts_grpc.TraceServiceServicer):
         return ts.ExportTraceServiceResponse()
 
 
-@pytest.fixture(scope="module")
+@pytest.fixture
 def otlp():
     port = free_port()
     receiver = Receiver()
@@ -55,17 +57,18 @@ def test_spans_continue_the_callers_trace(otlp, tmp_path, impl):
         "OTEL_BSP_SCHEDULE_DELAY": "100",
         "OTEL_TRACES_SAMPLER": "",  # the production default: continue sampled callers
     }
+    trace_id, parent_id = secrets.token_hex(16), secrets.token_hex(8)
     srv = ServerProcess(tmp_path, env=env, impl=impl).start()
     try:
         with grpc.insecure_channel(srv.address) as ch:
             health_pb2_grpc.HealthStub(ch).Check(health_pb2.HealthCheckRequest())
             row = pb.Row(features=dict.fromkeys(FEATURE_NAMES, 0.001))
-            md = (("traceparent", f"00-{TRACE_ID}-{PARENT_ID}-01"),)
+            md = (("traceparent", f"00-{trace_id}-{parent_id}-01"),)
             pb_grpc.PredictorStub(ch).Predict(pb.PredictRequest(rows=[row, row]), metadata=md)
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
             with receiver.lock:
-                ours = [s for _, s in receiver.spans if s.trace_id.hex() == TRACE_ID]
+                ours = [s for _, s in receiver.spans if s.trace_id.hex() == trace_id]
             if len(ours) >= 4:
                 break
             time.sleep(0.1)
@@ -73,7 +76,7 @@ def test_spans_continue_the_callers_trace(otlp, tmp_path, impl):
         assert srv.stop() == 0
     by_name = {s.name: s for s in ours}
     root = by_name["/volatility.v1.Predictor/Predict"]
-    assert root.parent_span_id.hex() == PARENT_ID
+    assert root.parent_span_id.hex() == parent_id
     assert root.kind == root.SPAN_KIND_SERVER
     attrs = {a.key: a.value for a in root.attributes}
     assert attrs["volspike.artifact"].string_value == "xgb-v2"
