@@ -30,6 +30,7 @@ history). ``ret_W`` compares the price now with the last trade at or before ``t 
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pandas as pd
@@ -260,23 +261,31 @@ def compute(ticks: pd.DataFrame) -> tuple[pd.DataFrame, np.ndarray]:
     """Features and the ``ready`` flag per tick (the streaming path's ``ready``)."""
     out = np.full((len(ticks), N_FEATURES), np.nan)
     ready = np.zeros(len(ticks), dtype=bool)
-    for _, gi in _symbol_positions(ticks):
+    for pos, g, t in histories(ticks):
+        out[pos], ready[pos] = _segment_features(g, t)
+    return pd.DataFrame(out, index=ticks.index, columns=list(FEATURE_NAMES)), ready
+
+
+def histories(ticks: pd.DataFrame) -> Iterator[tuple[np.ndarray, pd.DataFrame, np.ndarray]]:
+    """Each unbroken history of each symbol (the streaming state's lifetime): its rows'
+    positions in ``ticks``, those rows, and their non-decreasing event times."""
+    codes, _ = pd.factorize(ticks["symbol"], sort=False)
+    order = np.argsort(codes, kind="stable")
+    for gi in np.split(order, np.flatnonzero(np.diff(codes[order])) + 1):
+        if not len(gi):
+            continue
         g = ticks.iloc[gi]
         t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
         seg = segments(t)
         for s in np.unique(seg):
             m = seg == s
-            out[gi[m]], ready[gi[m]] = _segment_features(g[m], t[m])
-    return pd.DataFrame(out, index=ticks.index, columns=list(FEATURE_NAMES)), ready
+            yield gi[m], g[m], t[m]
 
 
-def _symbol_positions(ticks: pd.DataFrame):
-    codes, _ = pd.factorize(ticks["symbol"], sort=False)
-    order = np.argsort(codes, kind="stable")
-    bounds = np.flatnonzero(np.diff(codes[order])) + 1
-    for gi in np.split(order, bounds):
-        if len(gi):
-            yield codes[gi[0]], gi
+def _log_returns(g: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """Log prices and each tick's log return against the previous one (0 for the first)."""
+    logp = np.log(g["price"].to_numpy(np.float64))
+    return logp, np.diff(logp, prepend=logp[0])
 
 
 def _rolling(values: np.ndarray, idx: pd.DatetimeIndex, window: str, how: str) -> np.ndarray:
@@ -285,9 +294,7 @@ def _rolling(values: np.ndarray, idx: pd.DatetimeIndex, window: str, how: str) -
 
 
 def _segment_features(g: pd.DataFrame, t: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    p = g["price"].to_numpy(np.float64)
-    logp = np.log(p)
-    r = np.diff(logp, prepend=logp[0])
+    logp, r = _log_returns(g)
     idx = pd.to_datetime(t, unit="ms")
     r2 = r * r
     v300 = np.clip(_rolling(r2, idx, "300s", "sum"), 0, None)
@@ -321,16 +328,10 @@ def trailing_realised_vol(ticks: pd.DataFrame, window_ms: int) -> np.ndarray:
     """Realised volatility over ``(t - window, t]`` per tick (per symbol history), the
     raw-level quantity baselines and the label are built from."""
     out = np.full(len(ticks), np.nan)
-    for _, gi in _symbol_positions(ticks):
-        g = ticks.iloc[gi]
-        t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
-        seg = segments(t)
-        for s in np.unique(seg):
-            m = seg == s
-            logp = np.log(g["price"].to_numpy(np.float64)[m])
-            r = np.diff(logp, prepend=logp[0])
-            idx = pd.to_datetime(t[m], unit="ms")
-            out[gi[m]] = np.sqrt(np.clip(_rolling(r * r, idx, f"{window_ms}ms", "sum"), 0, None))
+    for pos, g, t in histories(ticks):
+        r = _log_returns(g)[1]
+        idx = pd.to_datetime(t, unit="ms")
+        out[pos] = np.sqrt(np.clip(_rolling(r * r, idx, f"{window_ms}ms", "sum"), 0, None))
     return out
 
 
@@ -338,17 +339,10 @@ def forward_realised_vol(ticks: pd.DataFrame, horizon_ms: int = 60_000) -> np.nd
     """Realised volatility over ``(t, t + horizon]`` per tick; NaN where the symbol's
     history ends (data end or a gap) before the horizon does."""
     out = np.full(len(ticks), np.nan)
-    for _, gi in _symbol_positions(ticks):
-        g = ticks.iloc[gi]
-        t = np.maximum.accumulate(g["event_time_ms"].to_numpy(np.int64))
-        seg = segments(t)
-        for s in np.unique(seg):
-            m = seg == s
-            ts = t[m]
-            logp = np.log(g["price"].to_numpy(np.float64)[m])
-            cs = np.concatenate([[0.0], np.cumsum(np.diff(logp, prepend=logp[0]) ** 2)])
-            end = np.searchsorted(ts, ts + horizon_ms, side="right")
-            rv = np.sqrt(np.maximum(cs[end] - cs[np.arange(len(ts)) + 1], 0.0))
-            rv[ts + horizon_ms > ts[-1]] = np.nan
-            out[gi[m]] = rv
+    for pos, g, t in histories(ticks):
+        cs = np.concatenate([[0.0], np.cumsum(_log_returns(g)[1] ** 2)])
+        end = np.searchsorted(t, t + horizon_ms, side="right")  # first tick after it
+        rv = np.sqrt(np.maximum(cs[end] - cs[np.arange(len(t)) + 1], 0.0))
+        rv[t + horizon_ms > t[-1]] = np.nan
+        out[pos] = rv
     return out

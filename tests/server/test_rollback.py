@@ -123,24 +123,16 @@ def test_failed_load_keeps_the_old_model_serving(tmp_path, real_dataset, impl):
         assert srv.stop() == 0
 
 
+def make_rollback(*args: str) -> subprocess.CompletedProcess:
+    cmd = ["make", "-s", "rollback", *args, f"PY={sys.executable}"]
+    return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
+
+
 def test_make_rollback_edits_config_and_signals(tmp_path, impl):
     srv = ServerProcess(tmp_path, artifact="xgb-v2", impl=impl).start()
+    pid_file = f"PID_FILE={tmp_path / 'server.pid'}"
     try:
-        out = subprocess.run(
-            [
-                "make",
-                "-s",
-                "rollback",
-                "ARTIFACT=baseline-rv60",
-                f"MODEL_CONFIG={srv.model_config}",
-                f"PID_FILE={tmp_path / 'server.pid'}",
-                f"PY={sys.executable}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        out = make_rollback("ARTIFACT=baseline-rv60", f"MODEL_CONFIG={srv.model_config}", pid_file)
         assert out.returncode == 0, out.stderr
         assert "sent SIGHUP" in out.stdout
         assert 'artifact = "baseline-rv60"' in srv.model_config.read_text()
@@ -152,39 +144,12 @@ def test_make_rollback_edits_config_and_signals(tmp_path, impl):
                 break
             time.sleep(0.1)
         assert info.artifact == "baseline-rv60"
-        bad = subprocess.run(
-            [
-                "make",
-                "-s",
-                "rollback",
-                "ARTIFACT=nope",
-                f"MODEL_CONFIG={srv.model_config}",
-                f"PY={sys.executable}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        bad = make_rollback("ARTIFACT=nope", f"MODEL_CONFIG={srv.model_config}")
         assert bad.returncode != 0 and "unknown artifact 'nope'" in bad.stderr
         # a config the server does not read: refused, not edited (it would change nothing)
         other = tmp_path / "other.toml"
         other.write_text('artifact = "xgb-v2"\n')
-        wrong = subprocess.run(
-            [
-                "make",
-                "-s",
-                "rollback",
-                "ARTIFACT=xgb-v1",
-                f"MODEL_CONFIG={other}",
-                f"PID_FILE={tmp_path / 'server.pid'}",
-                f"PY={sys.executable}",
-            ],
-            cwd=ROOT,
-            capture_output=True,
-            text=True,
-            timeout=60,
-        )
+        wrong = make_rollback("ARTIFACT=xgb-v1", f"MODEL_CONFIG={other}", pid_file)
         assert wrong.returncode != 0, wrong.stdout
         assert f"reads {srv.model_config.resolve()}, not {other}" in wrong.stderr
         assert other.read_text() == 'artifact = "xgb-v2"\n'
