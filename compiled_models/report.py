@@ -98,7 +98,10 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   count and volume per second against their 5-minute averages (`trades_rel_60s`,
   `volume_rel_60s`), and the quoted spread against its 5-minute mean (`spread_bps_rel`;
   missing without quotes, as in the E-mini data). No raw price, volume or volatility
-  level is an input.
+  level is an input. Scale-free is not rate-free: with more trades per window the ratios
+  are less noisy, so a model learns the dispersion of the trade rate it was trained at
+  (crypto-v1: ~20 ticks/s per symbol; at 75-135 the drift monitor flags it, see the
+  runbook).
 - **Warm-up**: a symbol is scored only after 300 s of unbroken history (again after a
   gap longer than that); the consumer answers earlier ticks with a `warming_up` record
   and no probability. Warm-up rows are not trained on.
