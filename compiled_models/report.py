@@ -100,8 +100,8 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   missing without quotes, as in the E-mini data). No raw price, volume or volatility
   level is an input. Scale-free is not rate-free: with more trades per window the ratios
   are less noisy, so a model learns the dispersion of the trade rate it was trained at
-  (crypto-v1: ~20 ticks/s per symbol; at 75-135 the drift monitor flags it, see the
-  runbook).
+  (crypto-v1: ~20 ticks/s per symbol); a stream trading much faster or slower per symbol
+  can drift from it (see the runbook's VolspikeFeatureDrift).
 - **Warm-up**: a symbol is scored only after 300 s of unbroken history (again after a
   gap longer than that); the consumer answers earlier ticks with a `warming_up` record
   and no probability. Warm-up rows are not trained on.

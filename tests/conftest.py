@@ -124,7 +124,22 @@ class ServerProcess:
         _STARTED.append(self.proc)
         if wait_serving:
             self.wait_health("SERVING")
+            self.wait_workers_listening()
         return self
+
+    def wait_workers_listening(self, timeout: float = 30.0) -> None:
+        """Python workers share the port (SO_REUSEPORT): a connection made before a worker
+        listens goes to its siblings for good. SERVING from one worker is not enough."""
+        if self.impl != "python" or self.workers < 2:
+            return
+        deadline = time.monotonic() + timeout
+        want = [f"worker {w} listening" for w in range(self.workers)]
+        while time.monotonic() < deadline:
+            text = self.log.read_text(errors="replace")
+            if all(w in text for w in want):
+                return
+            time.sleep(0.05)
+        raise TimeoutError(f"not every worker listens after {timeout} s: {self.log}")
 
     def health(self, service: str = "") -> str:
         with grpc.insecure_channel(self.address) as ch:
