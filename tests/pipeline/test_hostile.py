@@ -30,11 +30,13 @@ from tests.pipeline.conftest import (
 
 
 def good_ticks(n: int, seed: int, end_ms: int) -> list[bytes]:
-    """``n`` synthetic ticks of several symbols spread over the 420 s before ``end_ms``,
-    so the ticks after the 300 s warm-up are scored."""
+    """``n`` synthetic ticks of several symbols spread over the 420 s (or, for many ticks,
+    n x 20 ms) before ``end_ms``, so the ticks after the 300 s warm-up are scored and a
+    restart's 310 s replay stays a fraction of the stream."""
     frame = SyntheticTicks(seed=seed).frame(n)
     t = frame["event_time_ms"].to_numpy(np.int64)
-    t = ((t - t[0]) * (420_000 / max(t[-1] - t[0], 1))).astype(np.int64)
+    span = max(420_000, n * 20)
+    t = ((t - t[0]) * (span / max(t[-1] - t[0], 1))).astype(np.int64)
     t = t - t[-1] + end_ms - 1_000
     return [
         encode_row(s, int(ti), p, z, b, a)
