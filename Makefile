@@ -31,7 +31,7 @@ PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.pr
 SERVER ?= native
 GO ?= go
 NATIVE := server/native/volspike-server
-GENERATED_GO := server/native/schema_gen.go server/native/services_gen.go
+GENERATED_GO := server/native/contract_gen.go server/native/services_gen.go
 NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(GENERATED_GO) server/native/go.mod server/native/go.sum
 PROTOC_GEN_GO := .tools/bin/protoc-gen-go
 GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
@@ -72,10 +72,11 @@ native: $(NATIVE)
 $(NATIVE): $(NATIVE_SOURCES)
 	cd server/native && $(GO) build -buildvcs=false -trimpath -o volspike-server .
 
-# The Go feature schema (from market.features.FEATURE_NAMES) and the services' handler
-# interfaces (from the .proto descriptors) are generated, checked in; `make test` fails when
-# they are stale, and a .proto method without a Go handler fails this build.
-$(GENERATED_GO) &: market/features.py tools/gen_schema.py proto/volatility/v1/predictor_pb2.py proto/inference/grpc_predict_v2_pb2.py | $(VENV)/.installed
+# The contract (errors, metric families, limits: proto/contract.toml) and the services'
+# handler interfaces (from the .proto descriptors) are generated for both servers and checked
+# in; `make test` fails when they are stale, and a .proto method without a Go handler fails
+# this build.
+$(GENERATED_GO) server/contract_gen.py &: proto/contract.toml tools/gen_contract.py tools/gen_schema.py proto/volatility/v1/predictor_pb2.py proto/inference/grpc_predict_v2_pb2.py | $(VENV)/.installed
 	$(PY) -m tools.gen_schema
 
 $(PROTOC_GEN_GO):

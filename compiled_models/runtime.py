@@ -18,7 +18,6 @@ from compiled_models import _fastcall  # built by `make models` (build_fastcall.
 from compiled_models.calibration import parse as parse_calibration
 from compiled_models.libcheck import LibraryError, check_elf, confined_path
 from compiled_models.manifest import MANIFEST_FILE, Manifest, sha256_bytes
-from market.features import FEATURE_NAMES
 
 _F32 = np.dtype(np.float32)
 _call = _fastcall.call
@@ -35,7 +34,9 @@ class InvalidInput(ValueError):
 class CompiledModel:
     """A verified, loaded artifact. ``predict`` is thread-safe and releases the GIL."""
 
-    def __init__(self, folder: Path, expected_features: tuple[str, ...] = FEATURE_NAMES):
+    def __init__(self, folder: Path, expected_features: tuple[str, ...] | None = None):
+        """``expected_features``: refuse an artifact listing others (None: any list; the
+        servers take the list from the manifest)."""
         folder = Path(folder)
         try:
             self.manifest_json = (folder / MANIFEST_FILE).read_text()  # read once, as written
@@ -55,7 +56,7 @@ class CompiledModel:
             raise ArtifactError(f"artifact {self.name}: {exc}") from None
         if not isinstance(manifest.trained_on, str):
             raise ArtifactError(f"artifact {self.name}: trained_on must be a string")
-        if manifest.feature_names != tuple(expected_features):
+        if expected_features is not None and manifest.feature_names != tuple(expected_features):
             raise ArtifactError(
                 f"artifact {self.name}: feature schema {list(manifest.feature_names)} "
                 f"does not match the expected {list(expected_features)}"

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 
 from proto.volatility.v1 import predictor_pb2 as pb
-from server.errors import InvalidArgument, ResourceExhausted
+from server import contract_gen as contract
 
 _F32_LE = np.dtype("<f4")
 
@@ -17,27 +17,27 @@ def decode_predict(
     has_rows = len(req.rows) > 0
     has_packed = req.HasField("packed")
     if has_rows and has_packed:
-        raise InvalidArgument("set either rows or packed, not both")
+        raise contract.rows_and_packed()
     if has_packed:
         return decode_packed(
             req.packed.float32_le, req.packed.num_features, feature_names, max_rows, "packed"
         )
     if not has_rows:
-        raise InvalidArgument("request has no rows: set rows (named features) or packed")
+        raise contract.no_rows()
     return decode_rows(req.rows, feature_names, max_rows)
 
 
 def decode_rows(rows, feature_names: tuple[str, ...], max_rows: int) -> np.ndarray:
     n = len(rows)
     if n > max_rows:
-        raise ResourceExhausted(f"rows: {n} rows exceed the limit of {max_rows} per call")
+        raise contract.too_many_rows("rows", n, max_rows)
     width = len(feature_names)
     out = np.empty((n, width), np.float32)
     for i, row in enumerate(rows):
         feats = row.features
         # A protobuf map answers 0.0 for a missing key, so presence is checked first.
         if len(feats) != width or not all(name in feats for name in feature_names):
-            raise InvalidArgument(_describe_row(i, feats, feature_names))
+            raise contract.row_names(i, _describe_row(feats, feature_names))
         out[i] = [feats[name] for name in feature_names]
     _reject_infinite_named(out, feature_names)
     return out
@@ -48,47 +48,33 @@ def decode_packed(
 ) -> np.ndarray:
     width = len(feature_names)
     if num_features != width:
-        raise InvalidArgument(
-            f"{field}.num_features is {num_features}; the model expects {width} "
-            f"({', '.join(feature_names)})"
-        )
+        raise contract.width(field, num_features, width, ", ".join(feature_names))
     return packed_matrix(data, width, max_rows, f"{field}.float32_le")
 
 
 def packed_matrix(data: bytes, width: int, max_rows: int, field: str) -> np.ndarray:
     if not data:
-        raise InvalidArgument(f"{field} is empty: no rows to score")
+        raise contract.empty(field)
     row_bytes = 4 * width
     if len(data) % row_bytes:
-        raise InvalidArgument(
-            f"{field} has {len(data)} bytes, not a whole number of rows of {width} float32"
-        )
+        raise contract.ragged(field, len(data), width)
     rows = len(data) // row_bytes
     if rows > max_rows:
-        raise ResourceExhausted(f"{field}: {rows} rows exceed the limit of {max_rows} per call")
+        raise contract.too_many_rows(field, rows, max_rows)
     x = np.frombuffer(data, dtype=_F32_LE).reshape(rows, width)
     if np.isinf(x).any():
         bad = int(np.argwhere(np.isinf(x))[0][0])
-        raise InvalidArgument(f"{field}: row {bad} contains an infinite value")
+        raise contract.infinite(field, bad)
     return x
 
 
 def _reject_infinite_named(x: np.ndarray, feature_names: tuple[str, ...]) -> None:
     if np.isinf(x).any():
         r, c = (int(v) for v in np.argwhere(np.isinf(x))[0])
-        raise InvalidArgument(
-            f"rows[{r}].features[{feature_names[c]!r}] is infinite or overflows float32"
-        )
+        raise contract.infinite_named(r, feature_names[c])
 
 
-NAMES_IN_ERROR = 5
-"""An error lists at most this many offending names (then a count), each cut to
-NAME_CHARS_IN_ERROR characters: a hostile request must not make a status message larger
-than clients accept."""
-NAME_CHARS_IN_ERROR = 32
-
-
-def _describe_row(i: int, feats, feature_names: tuple[str, ...]) -> str:
+def _describe_row(feats, feature_names: tuple[str, ...]) -> str:
     unknown = sorted(set(feats) - set(feature_names))
     missing = [f for f in feature_names if f not in feats]
     parts = []
@@ -96,17 +82,24 @@ def _describe_row(i: int, feats, feature_names: tuple[str, ...]) -> str:
         parts.append(f"unknown feature(s) {name_list(unknown)}")
     if missing:
         parts.append(f"missing feature(s) {name_list(missing)} (use NaN if unknown)")
-    return f"rows[{i}].features: " + "; ".join(parts)
+    return "; ".join(parts)
 
 
 def name_list(names: list[str]) -> str:
-    """'a', 'b' ... and N more: bounded, and spelled as the native server spells it."""
-    shown = [
-        "'" + (n if len(n) <= NAME_CHARS_IN_ERROR else n[:NAME_CHARS_IN_ERROR] + "...") + "'"
-        for n in names[:NAMES_IN_ERROR]
-    ]
+    """'a', 'b' ... and N more: bounded (proto/contract.toml [limits]), and spelled as the
+    native server spells it."""
+    shown = [f"'{cut(n, contract.NAME_CHARS_IN_ERROR)}'" for n in names[: contract.NAMES_IN_ERROR]]
     more = len(names) - len(shown)
     return ", ".join(shown) + (f" and {more} more" if more else "")
+
+
+def cut(name: str, limit: int) -> str:
+    return name if len(name) <= limit else name[:limit] + "..."
+
+
+def quoted(names: list[str]) -> str:
+    """['a', 'b'], as the native server spells a list of names."""
+    return "[" + ", ".join(f"'{n}'" for n in names) + "]"
 
 
 def encode_predict(

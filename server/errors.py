@@ -1,4 +1,9 @@
-"""One exception family carrying a gRPC status; the RPC wrapper maps it once."""
+"""One exception carrying a gRPC status; the RPC wrapper maps it once.
+
+Every error a call can end with is a constructor in server/contract_gen.py, generated from
+proto/contract.toml with its kind (the `type` metric label), code and message template; the
+native server's come from the same file.
+"""
 
 from __future__ import annotations
 
@@ -6,40 +11,8 @@ import grpc
 
 
 class ServiceError(Exception):
-    code = grpc.StatusCode.INTERNAL
-
-    def __init__(self, message: str) -> None:
+    def __init__(self, kind: str, code: grpc.StatusCode, message: str) -> None:
         super().__init__(message)
+        self.kind = kind
+        self.code = code
         self.message = message
-
-
-class InvalidArgument(ServiceError):
-    code = grpc.StatusCode.INVALID_ARGUMENT
-
-
-class ResourceExhausted(ServiceError):
-    code = grpc.StatusCode.RESOURCE_EXHAUSTED
-
-
-class NotFound(ServiceError):
-    code = grpc.StatusCode.NOT_FOUND
-
-
-class Unavailable(ServiceError):
-    code = grpc.StatusCode.UNAVAILABLE
-
-
-class DeadlineExceeded(ServiceError):
-    code = grpc.StatusCode.DEADLINE_EXCEEDED
-
-
-class Cancelled(ServiceError):
-    code = grpc.StatusCode.CANCELLED
-
-
-class NoModel(Unavailable):
-    """No artifact is active yet (start-up, or every load failed)."""
-
-
-class ArtifactUnavailable(Unavailable):
-    """A servable artifact that failed to load."""

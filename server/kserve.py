@@ -15,8 +15,9 @@ import numpy as np
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.inference import grpc_predict_v2_pb2_grpc as v2_grpc
 from server import codec
+from server import contract_gen as contract
 from server.config import ROOT
-from server.errors import InvalidArgument, NotFound, Unavailable
+from server.errors import ServiceError
 from server.predictor import Service, record_predictions, score
 from server.rpc import CallInfo, rpc
 
@@ -39,7 +40,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     def ModelReady(self, request, context, call: CallInfo):
         try:
             self.registry.get(request.name)
-        except (NotFound, Unavailable):
+        except ServiceError:  # not served, no model, failed to load
             return v2.ModelReadyResponse(ready=False)
         return v2.ModelReadyResponse(ready=True)
 
@@ -86,21 +87,16 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     def _decode(self, request: v2.ModelInferRequest, width: int) -> np.ndarray:
         for o in request.outputs:
             if o.name not in OUTPUTS:
-                raise InvalidArgument(
-                    f"outputs: unknown output {o.name!r}; this model has {sorted(OUTPUTS)}"
-                )
+                raise contract.unknown_output(o.name, codec.quoted(sorted(OUTPUTS)))
         if len(request.inputs) != 1:
-            raise InvalidArgument(
-                f"inputs: expected exactly 1 input tensor of FP32 [N, {width}]"
-                f", got {len(request.inputs)}"
-            )
+            raise contract.input_count(width, len(request.inputs))
         tensor = request.inputs[0]
-        name = f"inputs[0] ({tensor.name!r})"
+        name = f"inputs[0] ('{tensor.name}')"
         if tensor.datatype != "FP32":
-            raise InvalidArgument(f"{name}.datatype is {tensor.datatype!r}; expected 'FP32'")
+            raise contract.input_datatype(name, tensor.datatype)
         shape = list(tensor.shape)
         if len(shape) != 2 or shape[1] != width or shape[0] < 1:
-            raise InvalidArgument(f"{name}.shape is {shape}; expected [N >= 1, {width}]")
+            raise contract.input_shape(name, f"[{', '.join(map(str, shape))}]", width)
         if request.raw_input_contents:
             data = request.raw_input_contents[0]
             field = "raw_input_contents[0]"
@@ -109,5 +105,5 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
             field = f"{name}.contents.fp32_contents"
         x = codec.packed_matrix(data, width, self.settings.max_rows, field)
         if len(x) != shape[0]:
-            raise InvalidArgument(f"{field} holds {len(x)} rows but {name}.shape says {shape[0]}")
+            raise contract.input_rows(field, len(x), name, shape[0])
         return x

@@ -8,17 +8,17 @@ import time
 import numpy as np
 from google.protobuf.timestamp_pb2 import Timestamp
 
-from compiled_models.runtime import CompiledModel, InvalidInput
+from compiled_models.runtime import CompiledModel
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server import codec
+from server import contract_gen as contract
 from server.config import Settings
-from server.errors import Cancelled, DeadlineExceeded, InvalidArgument
 from server.metrics import ServerMetrics
 from server.registry import ModelRegistry
 from server.rpc import CallInfo, rpc
 
-STOP_CHECK_ROWS = 4096
+STOP_CHECK_ROWS = contract.STOP_CHECK_ROWS
 """Rows scored between checks of the call's deadline and cancellation (~6 ms of trees),
 so an expired or abandoned call stops costing a core."""
 
@@ -35,9 +35,7 @@ def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) 
                 if lo:
                     _raise_if_ended(context, len(x))
                 probs[lo : lo + STOP_CHECK_ROWS] = model.predict(x[lo : lo + STOP_CHECK_ROWS])
-    except InvalidInput as exc:  # codec rejects infinities first; this is a backstop
-        raise InvalidArgument(str(exc)) from None
-    finally:
+    finally:  # the codec rejects infinities first: the model's own check is a backstop
         metrics.scoring.dec(len(x))
     _raise_if_ended(context, len(x), cancelled=False)  # a whole answer: only a deadline voids it
     return probs
@@ -46,9 +44,9 @@ def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) 
 def _raise_if_ended(context, rows: int, cancelled: bool = True) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
-        raise DeadlineExceeded(f"deadline exceeded while scoring {rows} rows")
+        raise contract.deadline_scoring(rows)
     if cancelled and not context.is_active():
-        raise Cancelled(f"the client cancelled the call while {rows} rows were being scored")
+        raise contract.cancelled_scoring(rows)
 
 
 def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:

@@ -12,7 +12,8 @@ import pandas as pd
 
 from compiled_models.manifest import MANIFEST_FILE, REFERENCE_FILE
 from compiled_models.runtime import ArtifactError, CompiledModel
-from server.errors import ArtifactUnavailable, NoModel, NotFound
+from server import contract_gen as contract
+from server.codec import cut, quoted
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -35,6 +36,7 @@ class ModelRegistry:
         self.loaded_at: dict[str, float] = {}
         self._others: dict[str, CompiledModel] = {}  # servable, loaded; replaced, never mutated
         self._failed: dict[str, str] = {}  # servable whose load failed -> why
+        self.schema: tuple[str, tuple[str, ...]] | None = None  # (first artifact, its features)
         self._lock = threading.Lock()
 
     def available(self) -> list[str]:
@@ -50,15 +52,15 @@ class ModelRegistry:
         active = self.active
         if not name or (active is not None and name == active.name):
             if active is None:
-                raise NoModel("no model is loaded yet; retry when health is SERVING")
+                raise contract.no_model()
             return active
         model = self._others.get(name)
         if model is not None:
             return model
         failed = self._failed.get(name)
         if failed is not None:
-            raise ArtifactUnavailable(f"model {name!r} is servable but failed to load: {failed}")
-        raise NotFound(f"model {_cut(name)!r} is not served; servable: {self.servable()}")
+            raise contract.artifact_unavailable(name, failed)
+        raise contract.not_served(cut(name, contract.MODEL_CHARS_IN_ERROR), quoted(self.servable()))
 
     def configure(self, artifact: str, servable: tuple[str, ...]) -> None:
         """Make ``artifact`` active (if it is not) and load the servable ones not loaded
@@ -112,6 +114,7 @@ class ModelRegistry:
             if not (folder / MANIFEST_FILE).exists():
                 raise ArtifactError(f"artifact {name}: no manifest in {folder}")
             model = CompiledModel(folder)
+            self._check_schema(model)
             _warm_up(model, folder)
         except Exception:
             self.metrics.model_load.labels(name, "failed").observe(time.perf_counter() - t0)
@@ -119,7 +122,22 @@ class ModelRegistry:
             raise
         self.metrics.model_load.labels(name, "ok").observe(time.perf_counter() - t0)
         self.loaded_at[name] = time.time()
+        if self.schema is None:
+            self.schema = (model.name, model.manifest.feature_names)
         return model
+
+    def _check_schema(self, model: CompiledModel) -> None:
+        """One feature schema per process, the first loaded artifact's: packed rows carry no
+        names, so a switch to another list of the same width would silently change what a
+        running client's columns mean."""
+        if self.schema is None or model.manifest.feature_names == self.schema[1]:
+            return
+        first, names = self.schema
+        raise ArtifactError(
+            f"artifact {model.name}: features {quoted(list(model.manifest.feature_names))} "
+            f"differ from {quoted(list(names))}, the schema this server serves (from {first}); "
+            "restart the server to serve another schema"
+        )
 
 
 def _warm_up(model: CompiledModel, folder: Path) -> None:
@@ -128,7 +146,3 @@ def _warm_up(model: CompiledModel, folder: Path) -> None:
     probs = model.predict(np.ascontiguousarray(ref))
     if not np.all((probs >= 0.0) & (probs <= 1.0)):
         raise ArtifactError(f"artifact {model.name}: warm-up produced out-of-range output")
-
-
-def _cut(name: str, limit: int = 64) -> str:
-    return name if len(name) <= limit else name[:limit] + "..."

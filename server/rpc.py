@@ -20,7 +20,8 @@ from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
-from server.errors import DeadlineExceeded, InvalidArgument, ServiceError
+from server import contract_gen as contract
+from server.errors import ServiceError
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -107,22 +108,23 @@ def rpc(full_method: str):
                 call = CallInfo(span)
                 try:
                     if type(request) is Malformed:
-                        raise InvalidArgument(
-                            f"request is not a valid {request.type_name}: {request.error}"
-                        )
+                        raise contract.malformed(request.type_name, str(request.error))
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
-                        raise DeadlineExceeded("deadline expired before the call was served")
+                        raise contract.deadline_before()
+                    if not context.is_active():
+                        raise contract.cancelled_before()
                     return fn(self, request, context, call)
                 except ServiceError as exc:
                     code = exc.code
-                    _record_error(metrics, span, method, code, type(exc).__name__, exc.message)
+                    _record_error(metrics, span, method, exc)
                     context.abort(code, exc.message)  # raises: the call ends here
-                except Exception as exc:
-                    code = grpc.StatusCode.INTERNAL
+                except Exception:
                     logger.exception("%s failed", full_method)
-                    _record_error(metrics, span, method, code, type(exc).__name__, str(exc))
-                    context.abort(code, "internal error (logged on the server)")
+                    err = contract.internal()  # the cause is logged, never sent
+                    code = err.code
+                    _record_error(metrics, span, method, err)
+                    context.abort(code, err.message)
                 finally:
                     elapsed = time.perf_counter() - t0
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -148,7 +150,7 @@ def rpc(full_method: str):
     return deco
 
 
-def _record_error(metrics, span, method, code, kind, message) -> None:
-    metrics.errors.labels(method, code.name, kind).inc()
-    span.set_status(Status(StatusCode.ERROR, message))
-    span.set_attribute("error.type", kind)
+def _record_error(metrics: ServerMetrics, span, method: str, err: ServiceError) -> None:
+    metrics.errors.labels(method, err.code.name, err.kind).inc()
+    span.set_status(Status(StatusCode.ERROR, err.message))
+    span.set_attribute("error.type", err.kind)

@@ -67,10 +67,10 @@ def test_every_alert_is_unit_tested_and_links_its_runbook():
 def test_slo_thresholds_exist_as_histogram_buckets():
     from consumer.metrics import LAG_BUCKETS
     from loadtest import slo
-    from server.metrics import LATENCY_BUCKETS
+    from server.contract_gen import RPC_DURATION
 
     cfg = slo.load()
-    assert cfg["predict"]["p95_ms"] / 1000 in LATENCY_BUCKETS
+    assert cfg["predict"]["p95_ms"] / 1000 in RPC_DURATION.buckets
     assert cfg["service"]["max_lag_seconds"] in LAG_BUCKETS
 
 

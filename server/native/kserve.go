@@ -125,23 +125,23 @@ func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, 
 		if _, ok := outputTypes[o.Name]; !ok {
 			names := append([]string(nil), outputOrder...)
 			sort.Strings(names)
-			return nil, "", invalid("outputs: unknown output '%s'; this model has %s", o.Name, quoted(names))
+			return nil, "", errUnknownOutput(o.Name, quoted(names))
 		}
 	}
 	if len(req.Inputs) != 1 {
-		return nil, "", invalid("inputs: expected exactly 1 input tensor of FP32 [N, %d], got %d", width, len(req.Inputs))
+		return nil, "", errInputCount(width, len(req.Inputs))
 	}
 	t := req.Inputs[0]
 	name := "inputs[0] ('" + t.Name + "')"
 	if t.Datatype != "FP32" {
-		return nil, "", invalid("%s.datatype is '%s'; expected 'FP32'", name, t.Datatype)
+		return nil, "", errInputDatatype(name, t.Datatype)
 	}
 	if len(t.Shape) != 2 || t.Shape[1] != int64(width) || t.Shape[0] < 1 {
 		dims := make([]string, len(t.Shape))
 		for i, d := range t.Shape {
 			dims[i] = strconv.FormatInt(d, 10)
 		}
-		return nil, "", invalid("%s.shape is [%s]; expected [N >= 1, %d]", name, strings.Join(dims, ", "), width)
+		return nil, "", errInputShape(name, "["+strings.Join(dims, ", ")+"]", width)
 	}
 	var data []byte
 	field := "raw_input_contents[0]"
@@ -160,7 +160,7 @@ func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, 
 		return nil, "", err
 	}
 	if int64(len(x)/width) != t.Shape[0] {
-		return nil, "", invalid("%s holds %d rows but %s.shape says %d", field, len(x)/width, name, t.Shape[0])
+		return nil, "", errInputRows(field, len(x)/width, name, int(t.Shape[0]))
 	}
 	return x, field, nil
 }

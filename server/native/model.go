@@ -51,13 +51,10 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
-	"slices"
 	"sync"
 	"time"
 	"unsafe"
 )
-
-// FeatureNames (the serving schema) is generated from Python: schema_gen.go.
 
 const (
 	manifestFile  = "manifest.json"
@@ -123,10 +120,6 @@ func LoadModel(folder string) (*Model, error) {
 	cal, err := parseCalibration(m.CalibrationJSON)
 	if err != nil {
 		return nil, artifactErr("artifact %s: %v", m.Name, err)
-	}
-	if !slices.Equal(m.FeatureNames, FeatureNames) {
-		return nil, artifactErr("artifact %s: feature schema %v does not match the expected %v",
-			m.Name, m.FeatureNames, FeatureNames)
 	}
 	data, err := readLibrary(folder, m.Library)
 	if err != nil {

@@ -12,7 +12,6 @@ import (
 	"unsafe"
 
 	"go.opentelemetry.io/otel/attribute"
-	grpccodes "google.golang.org/grpc/codes"
 	"google.golang.org/protobuf/proto"
 	"google.golang.org/protobuf/types/known/timestamppb"
 
@@ -90,9 +89,8 @@ var cores = make(chan struct{}, runtime.GOMAXPROCS(0))
 // (~0.4 ms of trees), far above the cost of handing a chunk to another goroutine.
 const minChunkRows = 256
 
-// stopCheckRows: rows scored between checks of the call's deadline and cancellation
-// (~3 ms of trees), so an expired or abandoned call stops costing a core.
-const stopCheckRows = 2048
+// stopCheckRows (proto/contract.toml): rows scored between checks of the call's deadline
+// and cancellation (~6 ms of trees), so an expired or abandoned call stops costing a core.
 
 // predictOnCores scores on one core, plus whichever cores are idle when the batch is
 // large, and returns the first row holding an infinity (-1: none). It stops early, leaving
@@ -153,13 +151,13 @@ func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int
 	bad := predictOnCores(ctx, model, x, out)
 	s.metrics.scoring.Sub(float64(rows))
 	if bad >= 0 {
-		return nil, invalid("%s: row %d contains an infinite value", field, bad)
+		return nil, errInfinite(field, bad)
 	}
 	if ctx.Err() != nil { // ended while scoring: rows may be missing, answer nothing
 		if ctx.Err() == context.Canceled {
-			return nil, statusErr(grpccodes.Canceled, "Cancelled", fmt.Sprintf("the client cancelled the call while %d rows were being scored", rows))
+			return nil, errCancelledScoring(rows)
 		}
-		return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", fmt.Sprintf("deadline exceeded while scoring %d rows", rows))
+		return nil, errDeadlineScoring(rows)
 	}
 	return out, nil
 }
@@ -168,33 +166,31 @@ func (s *Service) decodePredict(req *pb.PredictRequest, model *Model) ([]float32
 	hasRows, hasPacked := len(req.Rows) > 0, req.Packed != nil
 	switch {
 	case hasRows && hasPacked:
-		return nil, invalid("set either rows or packed, not both")
+		return nil, errRowsAndPacked()
 	case hasPacked:
 		width := model.NFeatures
 		if int(req.Packed.NumFeatures) != width {
-			return nil, invalid("packed.num_features is %d; the model expects %d (%s)",
-				req.Packed.NumFeatures, width, strings.Join(model.Manifest.FeatureNames, ", "))
+			return nil, errWidth("packed", int(req.Packed.NumFeatures), width, strings.Join(model.Manifest.FeatureNames, ", "))
 		}
 		return packedMatrix(req.Packed.Float32Le, width, s.maxRows, "packed.float32_le")
 	case hasRows:
 		return decodeRows(req.Rows, model.Manifest.FeatureNames, s.maxRows)
 	}
-	return nil, invalid("request has no rows: set rows (named features) or packed")
+	return nil, errNoRows()
 }
 
 // packedMatrix checks shape and size; infinities are found by the native loop.
 func packedMatrix(data []byte, width, maxRows int, field string) ([]float32, error) {
 	if len(data) == 0 {
-		return nil, invalid("%s is empty: no rows to score", field)
+		return nil, errEmpty(field)
 	}
 	rowBytes := 4 * width
 	if len(data)%rowBytes != 0 {
-		return nil, invalid("%s has %d bytes, not a whole number of rows of %d float32", field, len(data), width)
+		return nil, errRagged(field, len(data), width)
 	}
 	rows := len(data) / rowBytes
 	if rows > maxRows {
-		return nil, statusErr(grpccodes.ResourceExhausted, "ResourceExhausted",
-			fmt.Sprintf("%s: %d rows exceed the limit of %d per call", field, rows, maxRows))
+		return nil, errTooManyRows(field, rows, maxRows)
 	}
 	return float32View(data), nil
 }
@@ -213,8 +209,7 @@ func float32View(data []byte) []float32 {
 
 func decodeRows(rows []*pb.Row, names []string, maxRows int) ([]float32, error) {
 	if len(rows) > maxRows {
-		return nil, statusErr(grpccodes.ResourceExhausted, "ResourceExhausted",
-			fmt.Sprintf("rows: %d rows exceed the limit of %d per call", len(rows), maxRows))
+		return nil, errTooManyRows("rows", len(rows), maxRows)
 	}
 	width := len(names)
 	out := make([]float32, len(rows)*width)
@@ -230,18 +225,18 @@ func decodeRows(rows []*pb.Row, names []string, maxRows int) ([]float32, error) 
 			out[i*width+j] = float32(v)
 		}
 		if !ok {
-			return nil, invalid("%s", describeRow(i, feats, names))
+			return nil, errRowNames(i, describeRow(feats, names))
 		}
 	}
 	for k, v := range out {
 		if math.IsInf(float64(v), 0) {
-			return nil, invalid("rows[%d].features['%s'] is infinite or overflows float32", k/width, names[k%width])
+			return nil, errInfiniteNamed(k/width, names[k%width])
 		}
 	}
 	return out, nil
 }
 
-func describeRow(i int, feats map[string]float64, names []string) string {
+func describeRow(feats map[string]float64, names []string) string {
 	known := map[string]bool{}
 	for _, n := range names {
 		known[n] = true
@@ -265,17 +260,12 @@ func describeRow(i int, feats map[string]float64, names []string) string {
 	if len(missing) > 0 {
 		parts = append(parts, "missing feature(s) "+nameList(missing)+" (use NaN if unknown)")
 	}
-	return fmt.Sprintf("rows[%d].features: %s", i, strings.Join(parts, "; "))
+	return strings.Join(parts, "; ")
 }
 
-// An error lists at most namesInError offending names (then a count), each cut to
-// nameCharsInError characters: a hostile request must not make a status message larger
-// than clients accept. Spelled as the Python server spells it.
-const (
-	namesInError     = 5
-	nameCharsInError = 32
-)
-
+// nameList lists at most namesInError offending names (then a count), each cut to
+// nameCharsInError characters (proto/contract.toml [limits]): a hostile request must not
+// make a status message larger than clients accept.
 func nameList(names []string) string {
 	shown := make([]string, 0, namesInError)
 	for _, n := range names[:min(len(names), namesInError)] {

@@ -12,13 +12,16 @@ import (
 	pb "volspike/server/native/gen/volatilitypb"
 )
 
+// testFeatures is a schema of this test's own: the servers read theirs from the manifest.
+var testFeatures = []string{"f0", "f1", "f2", "f3", "f4", "f5", "f6", "f7", "f8"}
+
 func testService() (*Service, *Model) {
-	return &Service{maxRows: 100}, &Model{Name: "m", NFeatures: len(FeatureNames), Manifest: Manifest{FeatureNames: FeatureNames}}
+	return &Service{maxRows: 100}, &Model{Name: "m", NFeatures: len(testFeatures), Manifest: Manifest{FeatureNames: testFeatures}}
 }
 
 func goodRow() *pb.Row {
 	feats := map[string]float64{}
-	for _, n := range FeatureNames {
+	for _, n := range testFeatures {
 		feats[n] = 0.5
 	}
 	return &pb.Row{Features: feats}
@@ -28,9 +31,9 @@ func TestDecodeNamesTheField(t *testing.T) {
 	s, m := testService()
 	bad := goodRow()
 	bad.Features["oops"] = 1
-	delete(bad.Features, "spread_bps_rel")
+	delete(bad.Features, "f8")
 	inf := goodRow()
-	inf.Features["rv_60s_rel"] = 1e300
+	inf.Features["f5"] = 1e300
 	cases := []struct {
 		req  *pb.PredictRequest
 		code grpccodes.Code
@@ -38,9 +41,9 @@ func TestDecodeNamesTheField(t *testing.T) {
 	}{
 		{&pb.PredictRequest{}, grpccodes.InvalidArgument, "request has no rows"},
 		{&pb.PredictRequest{Rows: []*pb.Row{goodRow(), bad}}, grpccodes.InvalidArgument,
-			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'spread_bps_rel' (use NaN if unknown)"},
+			"rows[1].features: unknown feature(s) 'oops'; missing feature(s) 'f8' (use NaN if unknown)"},
 		{&pb.PredictRequest{Rows: []*pb.Row{inf}}, grpccodes.InvalidArgument,
-			"rows[0].features['rv_60s_rel'] is infinite or overflows float32"},
+			"rows[0].features['f5'] is infinite or overflows float32"},
 		{&pb.PredictRequest{Packed: &pb.PackedRows{NumFeatures: 9}}, grpccodes.InvalidArgument, "packed.float32_le is empty"},
 		{&pb.PredictRequest{Packed: &pb.PackedRows{Float32Le: make([]byte, 45), NumFeatures: 9}}, grpccodes.InvalidArgument,
 			"packed.float32_le has 45 bytes, not a whole number of rows of 9 float32"},
@@ -63,21 +66,21 @@ func TestDecodeNamesTheField(t *testing.T) {
 func TestNamedRowsKeepFeatureOrder(t *testing.T) {
 	s, m := testService()
 	row := goodRow()
-	for i, n := range FeatureNames {
+	for i, n := range testFeatures {
 		row.Features[n] = float64(i)
 	}
-	row.Features["ret_60s_z"] = math.NaN()
+	row.Features["f3"] = math.NaN()
 	x, err := s.decodePredict(&pb.PredictRequest{Rows: []*pb.Row{row}}, m)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for i, v := range x {
-		if FeatureNames[i] == "ret_60s_z" {
+		if testFeatures[i] == "f3" {
 			if !math.IsNaN(float64(v)) {
-				t.Errorf("ret_60s_z: want NaN, got %v", v)
+				t.Errorf("f3: want NaN, got %v", v)
 			}
 		} else if v != float32(i) {
-			t.Errorf("%s: want %d, got %v", FeatureNames[i], i, v)
+			t.Errorf("%s: want %d, got %v", testFeatures[i], i, v)
 		}
 	}
 }

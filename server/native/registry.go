@@ -14,7 +14,6 @@ import (
 	"time"
 
 	"github.com/BurntSushi/toml"
-	"google.golang.org/grpc/codes"
 )
 
 // Registry holds the active model and the servable ones. A call loads the pointer once
@@ -33,6 +32,9 @@ type Registry struct {
 	mu     sync.Mutex                        // serialises loads and writers of others
 	others atomic.Pointer[map[string]*Model] // servable, loaded, not active; copied on write
 	failed atomic.Pointer[map[string]string] // servable whose load failed -> why
+
+	schema     []string // the feature list this process serves (guarded by mu)
+	schemaFrom string   // the artifact it came from: the first one loaded
 }
 
 func NewRegistry(dir string, metrics *Metrics) *Registry {
@@ -68,7 +70,7 @@ func (r *Registry) Get(name string) (*Model, error) {
 	active := r.active.Load()
 	if name == "" || (active != nil && active.Name == name) {
 		if active == nil {
-			return nil, statusErr(codes.Unavailable, "NoModel", "no model is loaded yet; retry when health is SERVING")
+			return nil, errNoModel()
 		}
 		return active, nil
 	}
@@ -76,11 +78,9 @@ func (r *Registry) Get(name string) (*Model, error) {
 		return m, nil
 	}
 	if why, ok := (*r.failed.Load())[name]; ok {
-		return nil, statusErr(codes.Unavailable, "ArtifactUnavailable",
-			fmt.Sprintf("model '%s' is servable but failed to load: %s", name, why))
+		return nil, errArtifactUnavailable(name, why)
 	}
-	return nil, statusErr(codes.NotFound, "NotFound",
-		fmt.Sprintf("model '%s' is not served; servable: %s", cut(name, 64), quoted(r.Servable())))
+	return nil, errNotServed(cut(name, modelCharsInError), quoted(r.Servable()))
 }
 
 // Configure makes artifact active (if it is not) and loads the servable ones not loaded
@@ -155,6 +155,10 @@ func (r *Registry) load(name string) (*Model, error) {
 		if err != nil {
 			return nil, err
 		}
+		if err := r.checkSchema(m); err != nil {
+			m.Close()
+			return nil, err
+		}
 		if err := m.WarmUp(folder); err != nil {
 			m.Close()
 			return nil, err
@@ -169,8 +173,22 @@ func (r *Registry) load(name string) (*Model, error) {
 	r.metrics.modelLoad.WithLabelValues(name, result).Observe(time.Since(t0).Seconds())
 	if m != nil {
 		m.LoadedAt = time.Now()
+		if r.schemaFrom == "" {
+			r.schemaFrom, r.schema = m.Name, m.Manifest.FeatureNames
+		}
 	}
 	return m, err
+}
+
+// checkSchema: one feature schema per process, the first loaded artifact's. Packed rows
+// carry no names, so a switch to another list of the same width would silently change
+// what a running client's columns mean. Called with r.mu held.
+func (r *Registry) checkSchema(m *Model) error {
+	if r.schemaFrom == "" || slices.Equal(m.Manifest.FeatureNames, r.schema) {
+		return nil
+	}
+	return artifactErr("artifact %s: features %s differ from %s, the schema this server serves (from %s); "+
+		"restart the server to serve another schema", m.Name, quoted(m.Manifest.FeatureNames), quoted(r.schema), r.schemaFrom)
 }
 
 // ModelConfig is the model config file (config/model.toml).

@@ -32,14 +32,6 @@ type ServiceError struct {
 
 func (e *ServiceError) Error() string { return e.Msg }
 
-func statusErr(code grpccodes.Code, kind, msg string) error {
-	return &ServiceError{Code: code, Kind: kind, Msg: msg}
-}
-
-func invalid(format string, a ...any) error {
-	return statusErr(grpccodes.InvalidArgument, "InvalidArgument", fmt.Sprintf(format, a...))
-}
-
 // rawRequest receives a request's bytes undecoded, so a malformed request becomes
 // INVALID_ARGUMENT naming the message type instead of grpc-go's generic INTERNAL.
 type rawRequest struct{ data []byte }
@@ -114,13 +106,13 @@ func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) err
 	}
 	req := newReq()
 	if err := proto.Unmarshal(raw.data, req); err != nil {
-		return nil, invalid("request is not a valid %s: %v", typeName, err)
+		return nil, errMalformed(typeName, err.Error())
 	}
 	switch ctx.Err() {
 	case context.DeadlineExceeded:
-		return nil, statusErr(grpccodes.DeadlineExceeded, "DeadlineExceeded", "deadline expired before the call was served")
+		return nil, errDeadlineBefore()
 	case context.Canceled:
-		return nil, statusErr(grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served")
+		return nil, errCancelledBefore()
 	}
 	return h(ctx, call, req)
 }
@@ -132,12 +124,9 @@ func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) 
 	if err != nil {
 		var se *ServiceError
 		if !errors.As(err, &se) {
-			if st, ok := status.FromError(err); ok {
-				se = &ServiceError{Code: st.Code(), Kind: "GrpcError", Msg: st.Message()}
-			} else {
-				slog.Error("call failed", "method", method, "error", err)
-				se = &ServiceError{Code: grpccodes.Internal, Kind: "Internal", Msg: "internal error (logged on the server)"}
-			}
+			// A grpc-go status or a bug: logged, answered INTERNAL as the Python server does.
+			slog.Error("call failed", "method", method, "error", err)
+			se = errInternal().(*ServiceError)
 		}
 		code = se.Code
 		w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()

@@ -76,10 +76,11 @@ def test_scrape_shows_latency_counters_rows_and_exemplar(server, channel, real_d
 def test_batch_histogram_matches_prometheus_histogram():
     from prometheus_client import CollectorRegistry, Histogram
 
-    from server.metrics import PROBABILITY_BUCKETS, BatchHistogram
+    from server.contract_gen import PREDICTED_PROBABILITY
+    from telemetry.histogram import BatchHistogram
 
     reg = CollectorRegistry()
-    edges = PROBABILITY_BUCKETS[:-1]
+    edges = PREDICTED_PROBABILITY.buckets
     ours = BatchHistogram("ours", "doc", edges, reg, label="a")
     ref = Histogram("ref", "doc", ["a"], buckets=edges, registry=reg)
     rng = np.random.default_rng(0)
