@@ -153,7 +153,7 @@ def artifact_unavailable(name: str, reason: str) -> ServiceError:
     return ServiceError(
         "ArtifactUnavailable",
         grpc.StatusCode.UNAVAILABLE,
-        f"model '{name}' is servable but failed to load: {reason}",
+        f"model '{name}' is servable but not loaded: {reason}",
     )
 
 

@@ -17,6 +17,10 @@ from server.codec import cut, quoted
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
+NO_SCHEMA_YET = (
+    "no model is active yet (a server serves the feature schema of its first active "
+    "artifact; servable ones must list the same)"
+)
 
 
 class ModelRegistry:
@@ -79,8 +83,13 @@ class ModelRegistry:
             if previous is not None and previous is not active and previous.name in servable:
                 keep.setdefault(previous.name, previous)  # still answerable by name
             failed: dict[str, str] = {}
+            if error is not None:  # asked for by name, it says why it is not served
+                failed[artifact] = str(error)
             for name in servable:
                 if name in keep or (active is not None and name == active.name):
+                    continue
+                if active is None:
+                    failed[name] = NO_SCHEMA_YET
                     continue
                 try:
                     keep[name] = self._load(name)
@@ -100,6 +109,8 @@ class ModelRegistry:
                 self.metrics.reloads.labels("failed").inc()
                 raise
             self.active = model
+            if self.schema is None:
+                self.schema = (model.name, model.manifest.feature_names)
         self.metrics.reloads.labels("ok").inc()
         self.metrics.set_active(model.name, model.sha256)
         logger.info("active model is now %s (sha256 %s)", model.name, model.sha256[:12])
@@ -122,14 +133,12 @@ class ModelRegistry:
             raise
         self.metrics.model_load.labels(name, "ok").observe(time.perf_counter() - t0)
         self.loaded_at[name] = time.time()
-        if self.schema is None:
-            self.schema = (model.name, model.manifest.feature_names)
         return model
 
     def _check_schema(self, model: CompiledModel) -> None:
-        """One feature schema per process, the first loaded artifact's: packed rows carry no
-        names, so a switch to another list of the same width would silently change what a
-        running client's columns mean."""
+        """One feature schema per process, its first active artifact's: packed rows carry
+        no names, so a switch to another list of the same width would silently change what
+        a running client's columns mean."""
         if self.schema is None or model.manifest.feature_names == self.schema[1]:
             return
         first, names = self.schema

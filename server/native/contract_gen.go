@@ -93,7 +93,7 @@ func errNoModel() error {
 }
 
 func errArtifactUnavailable(name string, reason string) error {
-	return &ServiceError{Code: grpccodes.Unavailable, Kind: "ArtifactUnavailable", Msg: fmt.Sprintf("model '%s' is servable but failed to load: %s", name, reason)}
+	return &ServiceError{Code: grpccodes.Unavailable, Kind: "ArtifactUnavailable", Msg: fmt.Sprintf("model '%s' is servable but not loaded: %s", name, reason)}
 }
 
 func errNotServed(name string, servable string) error {

@@ -154,10 +154,10 @@ func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int
 		return nil, errInfinite(field, bad)
 	}
 	if ctx.Err() != nil { // ended while scoring: rows may be missing, answer nothing
-		if ctx.Err() == context.Canceled {
-			return nil, errCancelledScoring(rows)
+		if pastDeadline(ctx) {
+			return nil, errDeadlineScoring(rows)
 		}
-		return nil, errDeadlineScoring(rows)
+		return nil, errCancelledScoring(rows)
 	}
 	return out, nil
 }

@@ -34,7 +34,7 @@ type Registry struct {
 	failed atomic.Pointer[map[string]string] // servable whose load failed -> why
 
 	schema     []string // the feature list this process serves (guarded by mu)
-	schemaFrom string   // the artifact it came from: the first one loaded
+	schemaFrom string   // the artifact it came from: the first one made active
 }
 
 func NewRegistry(dir string, metrics *Metrics) *Registry {
@@ -107,8 +107,15 @@ func (r *Registry) Configure(artifact string, servable []string) error {
 		}
 	}
 	failed := map[string]string{}
+	if activateErr != nil { // asked for by name, it says why it is not served
+		failed[artifact] = activateErr.Error()
+	}
 	for _, name := range servable {
 		if _, ok := keep[name]; ok || (active != nil && active.Name == name) {
+			continue
+		}
+		if active == nil {
+			failed[name] = noSchemaYet
 			continue
 		}
 		m, err := r.load(name)
@@ -134,6 +141,9 @@ func (r *Registry) Activate(name string) error {
 		return err
 	}
 	r.active.Store(m)
+	if r.schemaFrom == "" {
+		r.schemaFrom, r.schema = m.Name, m.Manifest.FeatureNames
+	}
 	r.mu.Unlock()
 	r.metrics.reloads.WithLabelValues("ok").Inc()
 	r.metrics.SetActive(m.Name, m.Sha256)
@@ -173,14 +183,14 @@ func (r *Registry) load(name string) (*Model, error) {
 	r.metrics.modelLoad.WithLabelValues(name, result).Observe(time.Since(t0).Seconds())
 	if m != nil {
 		m.LoadedAt = time.Now()
-		if r.schemaFrom == "" {
-			r.schemaFrom, r.schema = m.Name, m.Manifest.FeatureNames
-		}
 	}
 	return m, err
 }
 
-// checkSchema: one feature schema per process, the first loaded artifact's. Packed rows
+const noSchemaYet = "no model is active yet (a server serves the feature schema of its first active " +
+	"artifact; servable ones must list the same)"
+
+// checkSchema: one feature schema per process, its first active artifact's. Packed rows
 // carry no names, so a switch to another list of the same width would silently change
 // what a running client's columns mean. Called with r.mu held.
 func (r *Registry) checkSchema(m *Model) error {

@@ -108,13 +108,21 @@ func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) err
 	if err := proto.Unmarshal(raw.data, req); err != nil {
 		return nil, errMalformed(typeName, err.Error())
 	}
-	switch ctx.Err() {
-	case context.DeadlineExceeded:
-		return nil, errDeadlineBefore()
-	case context.Canceled:
+	if ctx.Err() != nil {
+		if pastDeadline(ctx) {
+			return nil, errDeadlineBefore()
+		}
 		return nil, errCancelledBefore()
 	}
 	return h(ctx, call, req)
+}
+
+// pastDeadline: the call's deadline has passed. A client whose deadline expires also resets
+// the stream, so ctx.Err() may say Canceled first; the deadline decides, as in Python
+// (server/predictor.py checks the time remaining before the call's activity).
+func pastDeadline(ctx context.Context) bool {
+	d, ok := ctx.Deadline()
+	return ok && !time.Now().Before(d)
 }
 
 // finish maps the handler's error to a gRPC status and records the call: span attributes,

@@ -134,6 +134,6 @@ def test_an_invalid_calibration_is_refused(setup, impl, name):
         predict(setup[0][impl], reference_rows(2), model=name)
     assert err.value.code() == grpc.StatusCode.UNAVAILABLE
     details = err.value.details()
-    assert f"model '{name}' is servable but failed to load" in details
+    assert f"model '{name}' is servable but not loaded" in details
     assert f"artifact {name}: calibration " in details
     assert INVALID[name][1] in details

@@ -2,15 +2,26 @@
 random ones) goes to both; status codes, details and response bytes must be identical, and so
 must the /metrics families they export (names, label names, bounded label values, buckets).
 
+A second pair serves a hostile models folder: a servable artifact whose library was
+tampered with, one whose manifest lists the features in another order, and then a server
+with no model at all; Predictor and KServe calls to each must get the same status, details
+and bytes, and /metrics the same families with the same `type` label values.
+
 Documented exceptions: `server_compute_seconds` and `loaded_at` (times), process/runtime
-metric families (`process_*`, `go_*`, `python_*`), and grpc-go's deadline reset (see
-docs/server.md). Mutation: change one validation message in server/codec.py and the corpus
-test fails naming the request."""
+metric families (`process_*`, `go_*`, `python_*`), the protobuf library's own reason inside
+a malformed-request message, and grpc-go's deadline reset (see docs/server.md). Mutations:
+change one validation message in server/codec.py by hand and the corpus test fails naming
+the request; make the Python registry answer a tampered artifact with `NotFound` and the
+hostile-folder test fails."""
 
 from __future__ import annotations
 
+import json
 import math
 import re
+import shutil
+import time
+import urllib.request
 
 import grpc
 import numpy as np
@@ -19,7 +30,7 @@ import pytest
 from market.features import FEATURE_NAMES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess
+from tests.conftest import ServerProcess, artifact_dir
 
 GOOD = dict.fromkeys(FEATURE_NAMES, 0.001)
 W = len(FEATURE_NAMES)
@@ -35,7 +46,7 @@ def corpus() -> list[tuple[str, str, object]]:
     ref = rng.normal(0, 0.01, (64, W)).astype(np.float32)
     ref[:, 0] = 1640.0
     with_nan = ref.copy()
-    with_nan[::3, 9:] = np.nan
+    with_nan[::3, W // 2 :] = np.nan
     inf = ref.copy()
     inf[5, 4] = np.inf
     cases: list[tuple[str, str, object]] = [
@@ -85,7 +96,7 @@ def call(stub, method: str, req) -> tuple[str, str, bytes]:
         return err.code().name, err.details(), b""
     if method == "Predict":
         resp.server_compute_seconds = 0.0
-    else:
+    elif method == "ModelInfo":
         resp.loaded_at.Clear()
     return "OK", "", resp.SerializeToString(deterministic=True)
 
@@ -129,9 +140,15 @@ BOUNDED_LABELS = {"method", "code", "type", "result", "artifact", "le"}
 
 
 def families(text: str) -> dict[str, set]:
-    """family name -> {(label name, value if bounded)} from a text exposition."""
+    """family name -> {(label name, value if bounded)} and its HELP and TYPE lines, from a
+    text exposition."""
     out: dict[str, set] = {}
     for line in text.splitlines():
+        meta = re.match(r"^# (HELP|TYPE) ([a-zA-Z_:][\w:]*) (.*)$", line)
+        if meta and not EXEMPT.match(meta.group(2)):
+            kind, name, value = meta.groups()
+            out.setdefault(_family(name), set()).add((kind, value))
+            continue
         if line.startswith("#") or not line.strip():
             continue
         m = re.match(r"^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? ", line)
@@ -144,18 +161,25 @@ def families(text: str) -> dict[str, set]:
             labels.add((k, v if k in BOUNDED_LABELS else "*"))
         if "sha256" in {k for k, _ in labels}:
             labels = {(k, v) for k, v in labels if k != "sha256"} | {("sha256", "*")}
-        out.setdefault(m.group(1), set()).update(labels)
-    return out
+        out.setdefault(_family(m.group(1)), set()).update(labels | {("sampled", "")})
+    # A family without samples is no series to Prometheus: prometheus_client still writes
+    # its HELP and TYPE, client_golang does not (volspike_active_model_info with no model).
+    return {n: v for n, v in out.items() if ("sampled", "") in v}
 
 
-def test_both_export_the_same_metric_families(servers):
-    import urllib.request
+def _family(name: str) -> str:
+    """The family a sample or HELP line belongs to: counters expose <name>_total while
+    prometheus_client's HELP line names <name>; histograms add _bucket, _sum, _count."""
+    return re.sub(r"_(total|bucket|sum|count|created)$", "", name)
 
-    texts = {}
-    for impl, srv in servers.items():
-        with urllib.request.urlopen(f"http://127.0.0.1:{srv.metrics_port}/metrics", timeout=5) as r:
-            texts[impl] = families(r.read().decode())
-    native, python = texts["native"], texts["python"]
+
+def scrape(srv: ServerProcess) -> dict[str, set]:
+    url = f"http://127.0.0.1:{srv.metrics_port}/metrics"
+    with urllib.request.urlopen(url, timeout=5) as r:
+        return families(r.read().decode())
+
+
+def assert_same_families(native: dict[str, set], python: dict[str, set]) -> None:
     assert set(native) == set(python), set(native) ^ set(python)
     diffs = {
         n: {"native only": native[n] - python[n], "python only": python[n] - native[n]}
@@ -163,6 +187,161 @@ def test_both_export_the_same_metric_families(servers):
         if native[n] != python[n]
     }
     assert not diffs, diffs
+
+
+def test_both_export_the_same_metric_families(servers):
+    """Names, HELP and TYPE, label names, bounded label values and bucket bounds."""
+    assert_same_families(scrape(servers["native"]), scrape(servers["python"]))
+
+
+def deadline_errors(srv: ServerProcess) -> float:
+    """volspike_rpc_errors_total{method="Predict", code="DEADLINE_EXCEEDED",
+    type="DeadlineExceeded"} (the servers write labels in different orders)."""
+    want = {("method", "Predict"), ("code", "DEADLINE_EXCEEDED"), ("type", "DeadlineExceeded")}
+    total = 0.0
+    for line in srv.metrics_text().splitlines():
+        m = re.match(r"^volspike_rpc_errors_total\{(.*)\} (\S+)", line)
+        if m and set(re.findall(r'(\w+)="([^"]*)"', m.group(1))) == want:
+            total += float(m.group(2))
+    return total
+
+
+def test_a_call_past_its_deadline_ends_deadline_exceeded_on_both(servers):
+    """Server side, both stop scoring and record DEADLINE_EXCEEDED/DeadlineExceeded. The
+    client sees DEADLINE_EXCEEDED, or CANCELLED from the native server when it reads grpc-go's
+    stream reset first (docs/server.md)."""
+    x = np.random.default_rng(3).normal(0, 1, (100_000, W)).astype(np.float32)
+    req = pb.PredictRequest(packed=packed(x))
+    for srv in servers.values():
+        before = deadline_errors(srv)
+        with grpc.insecure_channel(srv.address) as ch, pytest.raises(grpc.RpcError) as err:
+            pb_grpc.PredictorStub(ch).Predict(req, timeout=0.05)
+        allowed = {grpc.StatusCode.DEADLINE_EXCEEDED}
+        if srv.impl == "native":
+            allowed.add(grpc.StatusCode.CANCELLED)
+        assert err.value.code() in allowed, (srv.impl, err.value)
+        deadline = time.monotonic() + 10
+        while deadline_errors(srv) == before and time.monotonic() < deadline:
+            time.sleep(0.05)
+        assert deadline_errors(srv) == before + 1, srv.impl
+
+
+def hostile_models(root) -> None:
+    """xgb-v2 intact; xgb-v1's library tampered with; `reordered`: baseline-rv60's library
+    under a manifest listing the same features in another order (same width)."""
+    for name in ("xgb-v2", "xgb-v1"):
+        shutil.copytree(artifact_dir(name), root / name)
+    lib = root / "xgb-v1" / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    lib.write_bytes(bytes(data))
+    shutil.copytree(artifact_dir("baseline-rv60"), root / "reordered")
+    manifest = json.loads((root / "reordered" / "manifest.json").read_text())
+    manifest["name"] = "reordered"
+    manifest["feature_names"] = manifest["feature_names"][::-1]
+    (root / "reordered" / "manifest.json").write_text(json.dumps(manifest))
+
+
+def kserve_calls():
+    """KServe requests through tritonclient's own copy of the protos (importing ours in the
+    test process would clash with it)."""
+    from tritonclient.grpc import service_pb2 as v2
+
+    x = np.zeros((2, W), "<f4").tobytes()
+    tensor = v2.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[2, W])
+    out = [("ServerReady", v2.ServerReadyRequest())]
+    for model in ("", "xgb-v2", "xgb-v1", "reordered", "nope"):
+        out += [
+            ("ModelReady", v2.ModelReadyRequest(name=model)),
+            ("ModelMetadata", v2.ModelMetadataRequest(name=model)),
+            ("ModelInfer", v2.ModelInferRequest(
+                model_name=model, inputs=[tensor], raw_input_contents=[x])),
+        ]  # fmt: skip
+    return out
+
+
+def hostile_answers(srv: ServerProcess) -> dict[str, tuple[str, str, bytes]]:
+    from tritonclient.grpc import service_pb2_grpc as v2_grpc
+
+    x = np.zeros((3, W), np.float32)
+    answers = {}
+    with grpc.insecure_channel(srv.address) as ch:
+        stub, kserve = pb_grpc.PredictorStub(ch), v2_grpc.GRPCInferenceServiceStub(ch)
+        for model in ("", "xgb-v2", "xgb-v1", "reordered", "nope"):
+            answers[f"Predict {model!r}"] = call(
+                stub, "Predict", pb.PredictRequest(model=model, packed=packed(x))
+            )
+            answers[f"ModelInfo {model!r}"] = call(
+                stub, "ModelInfo", pb.ModelInfoRequest(model=model)
+            )
+        for method, req in kserve_calls():
+            answers[f"{method} {getattr(req, 'name', '') or getattr(req, 'model_name', '')!r}"] = (
+                call(kserve, method, req)
+            )
+    return answers
+
+
+def wait_loads_settled(srv: ServerProcess, timeout: float = 30.0) -> None:
+    """Until the last servable artifact's load was tried (the active one goes first), or
+    the active one failed (then no servable one is loaded)."""
+    settled = (
+        'volspike_model_load_duration_seconds_count{artifact="reordered"',
+        'volspike_model_reloads_total{result="failed"} 1.0',
+    )
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            if any(marker in srv.metrics_text() for marker in settled):
+                return
+        except OSError:
+            pass
+        time.sleep(0.05)
+    raise TimeoutError(srv.log.read_text())
+
+
+@pytest.mark.parametrize("active", ["xgb-v2", "xgb-v1"], ids=["serving", "no-model"])
+def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, active):
+    """no-model: the active artifact is the tampered one, so nothing ever loads."""
+    models = tmp_path / "models"
+    hostile_models(models)
+    both = {
+        impl: ServerProcess(
+            tmp_path / impl,
+            impl=impl,
+            artifact=active,
+            servable=("xgb-v1", "reordered"),
+            env={"VOLSPIKE_MODELS_DIR": str(models)},
+        )
+        for impl in ("native", "python")
+    }
+    answers, metrics = {}, {}
+    try:
+        for srv in both.values():
+            srv.start(wait_serving=False)
+        for impl, srv in both.items():
+            wait_loads_settled(srv)
+            answers[impl] = hostile_answers(srv)
+            metrics[impl] = scrape(srv)
+    finally:
+        for srv in both.values():
+            srv.stop()
+    diffs = [
+        f"{k}:\n  native {answers['native'][k][:2]}\n  python {answers['python'][k][:2]}"
+        for k in answers["native"]
+        if answers["native"][k] != answers["python"][k]
+    ]
+    assert not diffs, "\n".join(diffs)
+    codes = {v[0] for v in answers["native"].values()}
+    assert "UNAVAILABLE" in codes and "NOT_FOUND" in codes, codes
+    assert_same_families(metrics["native"], metrics["python"])
+    kinds = {v for k, v in metrics["native"]["volspike_rpc_errors"] if k == "type"}
+    want = {"NotFound", "ArtifactUnavailable"} | ({"NoModel"} if active == "xgb-v1" else set())
+    assert want <= kinds, kinds
+    reordered = answers["native"]["Predict 'reordered'"]
+    if active == "xgb-v2":  # refused: another feature order under the same width
+        assert "features ['spread_bps_rel'" in reordered[1] and "restart the server" in reordered[1]
+    else:  # not loaded while nothing is active: the first active artifact fixes the schema
+        assert "not loaded: no model is active yet" in reordered[1], reordered
 
 
 def test_the_python_server_refuses_a_proto_method_without_a_handler():

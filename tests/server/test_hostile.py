@@ -137,7 +137,7 @@ def test_a_truncated_servable_library_is_refused_and_the_server_lives(tmp_path, 
     try:
         predict, ready, meta = named_calls(srv, "cut")
         assert predict.code() == C.UNAVAILABLE
-        assert "model 'cut' is servable but failed to load" in predict.details()
+        assert "model 'cut' is servable but not loaded" in predict.details()
         assert "is not a loadable library" in predict.details()
         assert "truncated" in predict.details()
         assert ready is False and meta == "StatusCode.UNAVAILABLE"
