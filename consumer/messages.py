@@ -40,6 +40,10 @@ REASONS = (
     "bid_ask",
 )
 """The closed set of ``reason`` label values of the dead-letter counter for bad ticks."""
+PIPELINE_REASONS = ("feature_overflow", "predict_rejected", "schema_mismatch", "undeliverable")
+"""Dead-letter reasons of a good tick the pipeline could not answer: its features overflow
+float32, the server refused its batch, the server's model lists other features than this
+consumer computes, or the answer could not be written."""
 
 
 class BadTick(ValueError):

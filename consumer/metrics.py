@@ -7,7 +7,7 @@ from pathlib import Path
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumer.drift import DriftCounter
-from consumer.messages import REASONS
+from consumer.messages import PIPELINE_REASONS, REASONS
 from telemetry.histogram import BatchHistogram
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
@@ -40,7 +40,7 @@ class ConsumerMetrics:
             ["reason"],
             registry=registry,
         )
-        for reason in (*REASONS, "feature_overflow", "predict_rejected", "undeliverable"):
+        for reason in (*REASONS, *PIPELINE_REASONS):
             self.dead_lettered.labels(reason)  # the closed set, present from the start
         self.errors = Counter(
             "volspike_consumer_errors", "Errors, by type.", ["type"], registry=registry

@@ -112,6 +112,7 @@ class Pipeline:
             f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}",
         )
         self._drift_retry: dict[str, float] = {}
+        self._schemas: dict[str, tuple[str, ...]] = {}  # artifact -> its feature names
         # lost partition -> answered, uncommitted (offset, commit metadata)
         self.unsaved: dict[int, tuple[int, str | None]] = {}
         self.inflight: deque[Batch] = deque()
@@ -292,6 +293,8 @@ class Pipeline:
                 return
             self.inflight.popleft()
             resp = self._response(head) if head.future is not None else pb.PredictResponse()
+            if resp is not None and head.meta and self._schema_differs(head, resp.artifact):
+                resp = None  # its answers would be for other columns: dead letters
             head.call_span.end()
             if resp is None:
                 head.span.end()
@@ -377,6 +380,31 @@ class Pipeline:
             except grpc.RpcError as again:  # a retry answered with a final error
                 self._rejected(b, again)
                 return None
+
+    def _schema_differs(self, b: Batch, artifact: str) -> bool:
+        """Packed rows carry no names: an artifact listing other features than this consumer
+        computes (same width, another order) would score the wrong columns. Checked once
+        per artifact (ModelInfo); a server keeps one schema per process. If ModelInfo fails
+        the answers are written and the check is tried again on the next batch."""
+        names = self._schemas.get(artifact)
+        if names is None:
+            try:
+                info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
+            except grpc.RpcError as exc:
+                logger.warning("could not check the features of %s: %s", artifact, exc.code())
+                return False
+            names = self._schemas[artifact] = tuple(info.feature_names)
+        if names == FEATURE_NAMES:
+            return False
+        reason = (
+            f"artifact {artifact} lists features {list(names)}; this consumer computes "
+            f"{list(FEATURE_NAMES)}"
+        )
+        logger.error(reason)
+        b.call_span.set_status(Status(StatusCode.ERROR, "schema_mismatch"))
+        for p, off, tick in b.meta:
+            self._dead_letter_tick(p, off, tick, reason, "schema_mismatch")
+        return True
 
     def _rejected(self, b: Batch, err: grpc.RpcError) -> None:
         """The server refused the batch for good: every scored tick is a dead letter."""

@@ -9,6 +9,7 @@ import time
 import grpc
 import numpy as np
 import orjson
+import pytest
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
@@ -16,7 +17,7 @@ from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
 from consumer.pipeline import Pipeline
-from market.features import N_FEATURES
+from market.features import FEATURE_NAMES, N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
 
 
@@ -79,8 +80,8 @@ class RpcError(grpc.RpcError):
 class Stub:
     """Predict.future answers ``first``; a blocking retry (Predict(...)) raises ``retry``."""
 
-    def __init__(self, first: grpc.StatusCode | None = None, retry=None) -> None:
-        self.first, self.retry = first, retry
+    def __init__(self, first: grpc.StatusCode | None = None, retry=None, features=None) -> None:
+        self.first, self.retry, self.features = first, retry, features
         self.Predict = self
 
     def future(self, req, timeout=None, metadata=None) -> Future:
@@ -92,8 +93,10 @@ class Stub:
     def __call__(self, req, timeout=None, metadata=None):
         raise RpcError(self.retry)
 
-    def ModelInfo(self, *_a, **_k):
-        raise RpcError(grpc.StatusCode.UNAVAILABLE)  # no drift bins: not under test
+    def ModelInfo(self, req, timeout=None):
+        if self.features is None:  # no drift bins, schema unknown: not under test
+            raise RpcError(grpc.StatusCode.UNAVAILABLE)
+        return pb.ModelInfoResponse(feature_names=self.features)
 
 
 class Consumer:
@@ -170,3 +173,21 @@ def test_a_retry_answered_with_a_final_error_dead_letters_instead_of_crashing(tm
     assert outputs(pl) == [("dlq", 0, "predict_rejected"), ("pred", 1, "warm")]
     assert pl.acks[0].advance() == 2
     assert np.isclose(pl.metrics.retries.labels("UNAVAILABLE")._value.get(), 1)
+
+
+@pytest.mark.parametrize("reordered", [False, True])
+def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, reordered):
+    """Packed rows carry no names: a model whose manifest lists the same number of features
+    in another order would score the wrong columns. (Mutation: make _schema_differs return
+    False and the reordered case writes a prediction.)"""
+    names = FEATURE_NAMES[::-1] if reordered else FEATURE_NAMES
+    pl = pipeline(tmp_path, Stub(features=list(names)))
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0)), Msg(1, tick("B", 311_000, 5.0))])
+    pl._complete(drain=True)
+    first = ("dlq", 0, "schema_mismatch") if reordered else ("pred", 0, 0.5)
+    assert outputs(pl) == [first, ("pred", 1, "warm")]
+    assert pl.acks[0].advance() == 2  # answered either way: nothing is lost
+    if reordered:
+        _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
+        assert "lists features ['spread_bps_rel'" in dict(headers)["error"].decode()
