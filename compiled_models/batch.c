@@ -2,7 +2,8 @@
  *
  * One call predicts a whole row-major float32 batch: no Python per row, no shared
  * mutable state (each call has its own Entry buffer on the stack), so any number of
- * threads may call it at once. ctypes releases the GIL around the call.
+ * threads may call it at once. Callers: the Python server through _fastcall.c (which
+ * releases the GIL around the call) and the native server through cgo.
  */
 #include <math.h>
 #include <stdint.h>

@@ -116,10 +116,6 @@ class Dataset:
     def test(self) -> Split:
         return self.final.test
 
-    @property
-    def rv_threshold(self) -> float:
-        return self.final.label_threshold
-
 
 def build(ticks: pd.DataFrame | None = None, source: str = realdata.SOURCE) -> Dataset:
     """The labelled, blocked data set. Deterministic for the same ticks."""
