@@ -41,10 +41,12 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
 .PHONY: venv data models native test test-fast lint proto proto-check go-tools observability dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
-$(VENV)/.installed: requirements.txt
+# The package (pyproject.toml, editable) with runtime, dev and bench requirements, each pinned.
+$(VENV)/.installed: requirements.txt requirements-dev.txt requirements-bench.txt pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
-	$(VENV)/bin/pip install -q -r requirements.txt
+	$(VENV)/bin/pip install -q -r requirements-dev.txt -r requirements-bench.txt
+	$(VENV)/bin/pip install -q --no-deps -e .
 	touch $@
 
 data: $(DATA)
