@@ -50,7 +50,7 @@ def engines(name: str, tmp: Path) -> dict[str, Callable[[np.ndarray], object]]:
     booster.set_param({"nthread": 1})
     tl_model = treelite.frontend.from_xgboost(booster)
     tl2_lib = tmp / "tl2cgen_predictor.so"
-    tl2cgen.export_lib(tl_model, toolchain=cc.CC, libpath=str(tl2_lib), params={}, nthread=2)
+    tl2cgen.export_lib(tl_model, toolchain=cc.CC, libpath=str(tl2_lib), params={}, nthread=cc.CORES)
     predictor = tl2cgen.Predictor(str(tl2_lib), nthread=1)
     return {
         "ours (runtime.predict)": ours.predict,

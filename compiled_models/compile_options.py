@@ -24,7 +24,7 @@ ROOT = Path(__file__).resolve().parent
 _P = {**cc.DEFAULT_OPTIONS, "opt": "-O3"}
 VARIANTS = {
     "-O3, one translation unit": {**_P, "parallel_comp": 0},
-    "-O3, parallel_comp=2": _P,
+    f"-O3, parallel_comp={cc.CORES}": _P,
     "-O3, quantize": {**_P, "quantize": 1},
     "-O3, annotate_branch": {**_P, "annotate": True},
     "-O3, annotate_branch+quantize": {**_P, "annotate": True, "quantize": 1},
