@@ -488,7 +488,7 @@ class Pipeline:
         uncommitted until one of them is acknowledged, so nothing is lost."""
         self.metrics.errors.labels("undeliverable").inc()
         logger.error("Kafka refused a message for %s (%s)", topic, err)
-        why = f"Kafka refused the output for {topic}: {err.str() if hasattr(err, 'str') else err}"
+        why = f"Kafka refused the output for {topic}: {err.str()}"
         source = [h for h in headers or () if h[0].startswith("source_")] or [
             ("source_topic", self.s.ticks_topic.encode()),
             ("source_partition", str(p).encode()),
