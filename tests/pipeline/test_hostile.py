@@ -14,7 +14,7 @@ import time
 
 import numpy as np
 from confluent_kafka import Consumer, Producer, TopicPartition
-from confluent_kafka.admin import AdminClient, ConfigResource
+from confluent_kafka.admin import AdminClient, AlterConfigOpType, ConfigEntry, ConfigResource
 
 from consumer.messages import encode_row
 from market.synthetic import SyntheticTicks
@@ -83,8 +83,9 @@ def check_neighbours(kafka, topics, n_total, atol=1e-6) -> None:
 def test_oversized_messages_are_dead_lettered_and_neighbours_answered(kafka, grpc_server, tmp_path):
     topics = Topics.fresh(kafka, partitions=1)
     admin = AdminClient({"bootstrap.servers": kafka})
-    res = ConfigResource("topic", topics.ticks, set_config={"max.message.bytes": "6000000"})
-    for f in admin.alter_configs([res]).values():
+    entry = ConfigEntry("max.message.bytes", "6000000", incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource("topic", topics.ticks, incremental_configs=[entry])
+    for f in admin.incremental_alter_configs([res]).values():
         f.result(30)
     now = int(time.time() * 1000)
     before, after = good_ticks(300, 11, now - 5_000), good_ticks(300, 12, now)
