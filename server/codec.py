@@ -30,14 +30,14 @@ def decode_predict(
 def decode_rows(rows, feature_names: tuple[str, ...], max_rows: int) -> np.ndarray:
     n = len(rows)
     if n > max_rows:
-        raise contract.too_many_rows("rows", n, max_rows)
+        raise contract.too_many_rows(field="rows", rows=n, max_rows=max_rows)
     width = len(feature_names)
     out = np.empty((n, width), np.float32)
     for i, row in enumerate(rows):
         feats = row.features
         # A protobuf map answers 0.0 for a missing key, so presence is checked first.
         if len(feats) != width or not all(name in feats for name in feature_names):
-            raise contract.row_names(i, _describe_row(feats, feature_names))
+            raise contract.row_names(row=i, problems=_describe_row(feats, feature_names))
         out[i] = [feats[name] for name in feature_names]
     _reject_infinite_named(out, feature_names)
     return out
@@ -48,30 +48,35 @@ def decode_packed(
 ) -> np.ndarray:
     width = len(feature_names)
     if num_features != width:
-        raise contract.width(field, num_features, width, ", ".join(feature_names))
+        raise contract.width(
+            field=field, num_features=num_features, width=width, names=", ".join(feature_names)
+        )
     return packed_matrix(data, width, max_rows, f"{field}.float32_le")
 
 
 def packed_matrix(data: bytes, width: int, max_rows: int, field: str) -> np.ndarray:
     if not data:
-        raise contract.empty(field)
+        raise contract.empty(field=field)
     row_bytes = 4 * width
     if len(data) % row_bytes:
-        raise contract.ragged(field, len(data), width)
+        raise contract.ragged(field=field, size=len(data), width=width)
     rows = len(data) // row_bytes
     if rows > max_rows:
-        raise contract.too_many_rows(field, rows, max_rows)
-    x = np.frombuffer(data, dtype=_F32_LE).reshape(rows, width)
+        raise contract.too_many_rows(field=field, rows=rows, max_rows=max_rows)
+    return np.frombuffer(data, dtype=_F32_LE).reshape(rows, width)
+
+
+def reject_infinite(x: np.ndarray, field: str) -> None:
+    """Packed rows are checked after their shape and row count, as the native server finds
+    infinities while scoring: the same request gets the same first error from both."""
     if np.isinf(x).any():
-        bad = int(np.argwhere(np.isinf(x))[0][0])
-        raise contract.infinite(field, bad)
-    return x
+        raise contract.infinite(field=field, row=int(np.argwhere(np.isinf(x))[0][0]))
 
 
 def _reject_infinite_named(x: np.ndarray, feature_names: tuple[str, ...]) -> None:
     if np.isinf(x).any():
         r, c = (int(v) for v in np.argwhere(np.isinf(x))[0])
-        raise contract.infinite_named(r, feature_names[c])
+        raise contract.infinite_named(row=r, name=feature_names[c])
 
 
 def _describe_row(feats, feature_names: tuple[str, ...]) -> str:
@@ -95,6 +100,12 @@ def name_list(names: list[str]) -> str:
 
 def cut(name: str, limit: int) -> str:
     return name if len(name) <= limit else name[:limit] + "..."
+
+
+def dims(shape: list[int]) -> str:
+    """[2, 9], at most contract.DIMS_IN_ERROR of them, as the native server spells it."""
+    shown = ", ".join(map(str, shape[: contract.DIMS_IN_ERROR]))
+    return f"[{shown}{', ...' if len(shape) > contract.DIMS_IN_ERROR else ''}]"
 
 
 def quoted(names: list[str]) -> str:

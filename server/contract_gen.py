@@ -13,6 +13,7 @@ STOP_CHECK_ROWS = 4096
 NAMES_IN_ERROR = 5
 NAME_CHARS_IN_ERROR = 32
 MODEL_CHARS_IN_ERROR = 64
+DIMS_IN_ERROR = 8
 
 KINDS: dict[str, grpc.StatusCode] = {
     "InvalidArgument": grpc.StatusCode.INVALID_ARGUMENT,
@@ -27,7 +28,7 @@ KINDS: dict[str, grpc.StatusCode] = {
 """The `type` label values: error kind -> gRPC code."""
 
 
-def malformed(type_name: str, detail: str) -> ServiceError:
+def malformed(*, type_name: str, detail: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -49,7 +50,7 @@ def no_rows() -> ServiceError:
     )
 
 
-def width(field: str, num_features: int, width: int, names: str) -> ServiceError:
+def width(*, field: str, num_features: int, width: int, names: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -57,13 +58,13 @@ def width(field: str, num_features: int, width: int, names: str) -> ServiceError
     )
 
 
-def empty(field: str) -> ServiceError:
+def empty(*, field: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument", grpc.StatusCode.INVALID_ARGUMENT, f"{field} is empty: no rows to score"
     )
 
 
-def ragged(field: str, size: int, width: int) -> ServiceError:
+def ragged(*, field: str, size: int, width: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -71,7 +72,7 @@ def ragged(field: str, size: int, width: int) -> ServiceError:
     )
 
 
-def infinite(field: str, row: int) -> ServiceError:
+def infinite(*, field: str, row: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -79,7 +80,7 @@ def infinite(field: str, row: int) -> ServiceError:
     )
 
 
-def infinite_named(row: int, name: str) -> ServiceError:
+def infinite_named(*, row: int, name: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -87,13 +88,13 @@ def infinite_named(row: int, name: str) -> ServiceError:
     )
 
 
-def row_names(row: int, problems: str) -> ServiceError:
+def row_names(*, row: int, problems: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument", grpc.StatusCode.INVALID_ARGUMENT, f"rows[{row:d}].features: {problems}"
     )
 
 
-def too_many_rows(field: str, rows: int, max_rows: int) -> ServiceError:
+def too_many_rows(*, field: str, rows: int, max_rows: int) -> ServiceError:
     return ServiceError(
         "ResourceExhausted",
         grpc.StatusCode.RESOURCE_EXHAUSTED,
@@ -101,7 +102,7 @@ def too_many_rows(field: str, rows: int, max_rows: int) -> ServiceError:
     )
 
 
-def unknown_output(name: str, outputs: str) -> ServiceError:
+def unknown_output(*, name: str, outputs: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -109,7 +110,7 @@ def unknown_output(name: str, outputs: str) -> ServiceError:
     )
 
 
-def input_count(width: int, count: int) -> ServiceError:
+def input_count(*, width: int, count: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -117,7 +118,7 @@ def input_count(width: int, count: int) -> ServiceError:
     )
 
 
-def input_datatype(tensor: str, datatype: str) -> ServiceError:
+def input_datatype(*, tensor: str, datatype: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -125,7 +126,7 @@ def input_datatype(tensor: str, datatype: str) -> ServiceError:
     )
 
 
-def input_shape(tensor: str, shape: str, width: int) -> ServiceError:
+def input_shape(*, tensor: str, shape: str, width: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -133,7 +134,7 @@ def input_shape(tensor: str, shape: str, width: int) -> ServiceError:
     )
 
 
-def input_rows(field: str, rows: int, tensor: str, declared: int) -> ServiceError:
+def input_rows(*, field: str, rows: int, tensor: str, declared: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
         grpc.StatusCode.INVALID_ARGUMENT,
@@ -149,7 +150,7 @@ def no_model() -> ServiceError:
     )
 
 
-def artifact_unavailable(name: str, reason: str) -> ServiceError:
+def artifact_unavailable(*, name: str, reason: str) -> ServiceError:
     return ServiceError(
         "ArtifactUnavailable",
         grpc.StatusCode.UNAVAILABLE,
@@ -157,7 +158,7 @@ def artifact_unavailable(name: str, reason: str) -> ServiceError:
     )
 
 
-def not_served(name: str, servable: str) -> ServiceError:
+def not_served(*, name: str, servable: str) -> ServiceError:
     return ServiceError(
         "NotFound", grpc.StatusCode.NOT_FOUND, f"model '{name}' is not served; servable: {servable}"
     )
@@ -177,7 +178,7 @@ def cancelled_before() -> ServiceError:
     )
 
 
-def deadline_scoring(rows: int) -> ServiceError:
+def deadline_scoring(*, rows: int) -> ServiceError:
     return ServiceError(
         "DeadlineExceeded",
         grpc.StatusCode.DEADLINE_EXCEEDED,
@@ -185,7 +186,7 @@ def deadline_scoring(rows: int) -> ServiceError:
     )
 
 
-def cancelled_scoring(rows: int) -> ServiceError:
+def cancelled_scoring(*, rows: int) -> ServiceError:
     return ServiceError(
         "Cancelled",
         grpc.StatusCode.CANCELLED,

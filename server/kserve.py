@@ -65,8 +65,9 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     def ModelInfer(self, request, context, call: CallInfo):
         model = self.registry.get(request.model_name)
         call.artifact = model.name
-        x = self._decode(request, model.n_features)
+        x, field = self._decode(request, model.n_features)
         call.rows = len(x)
+        codec.reject_infinite(x, field)
         with self.child_span(call, "predict", {"volspike.rows": len(x)}):
             probs = score(model, x, context, self.metrics)
         record_predictions(self.metrics, model, probs)
@@ -84,19 +85,23 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
             raw_output_contents=[raw[n] for n in wanted],
         )
 
-    def _decode(self, request: v2.ModelInferRequest, width: int) -> np.ndarray:
+    def _decode(self, request: v2.ModelInferRequest, width: int) -> tuple[np.ndarray, str]:
+        """The input matrix (shape and row count checked, not its values) and its field."""
         for o in request.outputs:
             if o.name not in OUTPUTS:
-                raise contract.unknown_output(o.name, codec.quoted(sorted(OUTPUTS)))
+                name = codec.cut(o.name, contract.NAME_CHARS_IN_ERROR)
+                raise contract.unknown_output(name=name, outputs=codec.quoted(sorted(OUTPUTS)))
         if len(request.inputs) != 1:
-            raise contract.input_count(width, len(request.inputs))
+            raise contract.input_count(width=width, count=len(request.inputs))
         tensor = request.inputs[0]
-        name = f"inputs[0] ('{tensor.name}')"
+        name = f"inputs[0] ('{codec.cut(tensor.name, contract.NAME_CHARS_IN_ERROR)}')"
         if tensor.datatype != "FP32":
-            raise contract.input_datatype(name, tensor.datatype)
+            raise contract.input_datatype(
+                tensor=name, datatype=codec.cut(tensor.datatype, contract.NAME_CHARS_IN_ERROR)
+            )
         shape = list(tensor.shape)
         if len(shape) != 2 or shape[1] != width or shape[0] < 1:
-            raise contract.input_shape(name, f"[{', '.join(map(str, shape))}]", width)
+            raise contract.input_shape(tensor=name, shape=codec.dims(shape), width=width)
         if request.raw_input_contents:
             data = request.raw_input_contents[0]
             field = "raw_input_contents[0]"
@@ -105,5 +110,5 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
             field = f"{name}.contents.fp32_contents"
         x = codec.packed_matrix(data, width, self.settings.max_rows, field)
         if len(x) != shape[0]:
-            raise contract.input_rows(field, len(x), name, shape[0])
-        return x
+            raise contract.input_rows(field=field, rows=len(x), tensor=name, declared=shape[0])
+        return x, field

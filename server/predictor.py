@@ -44,9 +44,9 @@ def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) 
 def _raise_if_ended(context, rows: int, cancelled: bool = True) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
-        raise contract.deadline_scoring(rows)
+        raise contract.deadline_scoring(rows=rows)
     if cancelled and not context.is_active():
-        raise contract.cancelled_scoring(rows)
+        raise contract.cancelled_scoring(rows=rows)
 
 
 def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
@@ -83,6 +83,8 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
         with self.child_span(call, "decode"):
             x = codec.decode_predict(request, model.manifest.feature_names, self.settings.max_rows)
         call.rows = len(x)
+        if request.HasField("packed"):  # named rows were checked while decoding
+            codec.reject_infinite(x, "packed.float32_le")
         with self.child_span(
             call, "predict", {"volspike.rows": len(x), "volspike.artifact": model.name}
         ):

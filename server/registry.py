@@ -63,8 +63,10 @@ class ModelRegistry:
             return model
         failed = self._failed.get(name)
         if failed is not None:
-            raise contract.artifact_unavailable(name, failed)
-        raise contract.not_served(cut(name, contract.MODEL_CHARS_IN_ERROR), quoted(self.servable()))
+            raise contract.artifact_unavailable(name=name, reason=failed)
+        raise contract.not_served(
+            name=cut(name, contract.MODEL_CHARS_IN_ERROR), servable=quoted(self.servable())
+        )
 
     def configure(self, artifact: str, servable: tuple[str, ...]) -> None:
         """Make ``artifact`` active (if it is not) and load the servable ones not loaded

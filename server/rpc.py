@@ -108,7 +108,9 @@ def rpc(full_method: str):
                 call = CallInfo(span)
                 try:
                     if type(request) is Malformed:
-                        raise contract.malformed(request.type_name, str(request.error))
+                        raise contract.malformed(
+                            type_name=request.type_name, detail=str(request.error)
+                        )
                     remaining = context.time_remaining()
                     if remaining is not None and remaining <= 0:
                         raise contract.deadline_before()

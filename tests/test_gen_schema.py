@@ -48,14 +48,16 @@ def test_a_changed_message_makes_the_generated_files_stale(tmp_path, monkeypatch
 def test_an_error_constructor_takes_its_placeholders_typed():
     from server import contract_gen as c
 
-    err = c.too_many_rows("packed.float32_le", 101, 100)
+    err = c.too_many_rows(field="packed.float32_le", rows=101, max_rows=100)
     assert (err.kind, err.code.name) == ("ResourceExhausted", "RESOURCE_EXHAUSTED")
     assert err.message == "packed.float32_le: 101 rows exceed the limit of 100 per call"
     go = gen_contract.GO_FILE.read_text()
     assert "func errTooManyRows(field string, rows int, maxRows int) error {" in go
     assert '"%s: %d rows exceed the limit of %d per call", field, rows, maxRows)' in go
     with pytest.raises(ValueError):  # {rows:d} refuses a string
-        c.too_many_rows("rows", "many", 100)  # type: ignore[arg-type]
+        c.too_many_rows(field="rows", rows="many", max_rows=100)  # type: ignore[arg-type]
+    with pytest.raises(TypeError):  # keyword-only: a reworded message cannot swap arguments
+        c.too_many_rows("rows", 1, 100)  # type: ignore[misc]
 
 
 @pytest.mark.parametrize(
@@ -66,6 +68,13 @@ def test_an_error_constructor_takes_its_placeholders_typed():
         (('"volspike_rpc_requests_total"', '"volspike_rpc_requests"'), "ends in _total"),
         (('labels = ["result"]', 'labels = ["outcome"]'), "'outcome' is not documented"),
         (('buckets = "load"\n', ""), "only a histogram, has buckets"),
+        (
+            ('params = ["field", "size", "width"]', 'params = ["field", "width"]'),
+            "each placeholder",
+        ),
+        (("{field} is empty", "{grpc} is empty"), "'grpc' is a reserved name"),
+        (("{field} is empty", "{type} is empty"), "'type' is a reserved name"),
+        (("[errors.empty]", "[errors.import]"), "'import' is a reserved name"),
     ],
 )
 def test_the_generator_refuses_an_inconsistent_contract(tmp_path, edit, complaint):
@@ -114,3 +123,39 @@ def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
             assert f'"{m}", newReq[' in text, m
     app = (ROOT / "server" / "native" / "app.go").read_text()
     assert "predictorMethods(w, svc)" in app and "kserveMethods(w, svc)" in app
+
+
+def test_odd_characters_render_the_same_in_both_languages(tmp_path):
+    """%, braces, quotes, backslashes and a non-BMP character: Python's constructor and the
+    text Go's Sprintf (or literal) would produce are the same string."""
+    import json
+
+    odd = tmp_path / "contract.toml"
+    odd.write_text(
+        gen_contract.CONTRACT.read_text()
+        + """
+[errors.odd_plain]
+kind = "Internal"
+message = "100% {{sure}} 'q' \\"dq\\" back\\\\slash \U0001f600"
+
+[errors.odd_args]
+kind = "Internal"
+message = "{n:d}% of {name} {{x}} 'q' \\\\"
+params = ["name", "n"]
+"""
+    )
+    contract = gen_contract.load(odd)
+    namespace: dict = {}
+    exec(gen_contract.render_py(contract), namespace)
+    py_plain = namespace["odd_plain"]().message
+    py_args = namespace["odd_args"](name="cats", n=7).message
+    assert py_plain == "100% {sure} 'q' \"dq\" back\\slash \U0001f600"
+    assert py_args == "7% of cats {x} 'q' \\"
+    go = gen_contract.render_go(contract)
+    plain = re.search(r'func errOddPlain\(\) error \{\n.*Msg: (".*")\}', go)
+    args = re.search(
+        r"func errOddArgs\(name string, n int\) error \{\n.*Sprintf\((\".*\"), n, name\)", go
+    )
+    assert plain and args, go[-600:]
+    assert json.loads(plain.group(1)) == py_plain  # Go and JSON string literals agree here
+    assert json.loads(args.group(1)) % (7, "cats") == py_args  # %d %s %% as Sprintf reads them

@@ -14,6 +14,7 @@ const (
 	namesInError      = 5
 	nameCharsInError  = 32
 	modelCharsInError = 64
+	dimsInError       = 8
 )
 
 // errorKinds are the `type` label values, each with its gRPC code.

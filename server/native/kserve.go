@@ -125,23 +125,19 @@ func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, 
 		if _, ok := outputTypes[o.Name]; !ok {
 			names := append([]string(nil), outputOrder...)
 			sort.Strings(names)
-			return nil, "", errUnknownOutput(o.Name, quoted(names))
+			return nil, "", errUnknownOutput(cut(o.Name, nameCharsInError), quoted(names))
 		}
 	}
 	if len(req.Inputs) != 1 {
 		return nil, "", errInputCount(width, len(req.Inputs))
 	}
 	t := req.Inputs[0]
-	name := "inputs[0] ('" + t.Name + "')"
+	name := "inputs[0] ('" + cut(t.Name, nameCharsInError) + "')"
 	if t.Datatype != "FP32" {
-		return nil, "", errInputDatatype(name, t.Datatype)
+		return nil, "", errInputDatatype(name, cut(t.Datatype, nameCharsInError))
 	}
 	if len(t.Shape) != 2 || t.Shape[1] != int64(width) || t.Shape[0] < 1 {
-		dims := make([]string, len(t.Shape))
-		for i, d := range t.Shape {
-			dims[i] = strconv.FormatInt(d, 10)
-		}
-		return nil, "", errInputShape(name, "["+strings.Join(dims, ", ")+"]", width)
+		return nil, "", errInputShape(name, dims(t.Shape), width)
 	}
 	var data []byte
 	field := "raw_input_contents[0]"
@@ -163,4 +159,17 @@ func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, 
 		return nil, "", errInputRows(field, len(x)/width, name, int(t.Shape[0]))
 	}
 	return x, field, nil
+}
+
+// dims spells a shape as [2, 9], at most dimsInError dimensions, as the Python server does.
+func dims(shape []int64) string {
+	shown := make([]string, 0, dimsInError)
+	for _, d := range shape[:min(len(shape), dimsInError)] {
+		shown = append(shown, strconv.FormatInt(d, 10))
+	}
+	more := ""
+	if len(shape) > dimsInError {
+		more = ", ..."
+	}
+	return "[" + strings.Join(shown, ", ") + more + "]"
 }

@@ -45,8 +45,8 @@ func TestSplitAcrossCoresEqualsOneCall(t *testing.T) {
 		t.Fatalf("unexpected infinite row %d", bad)
 	}
 	got := make([]float32, rows)
-	if bad := predictOnCores(context.Background(), m, x, got); bad != -1 { // every row scored: checked below
-		t.Fatalf("unexpected infinite row %d", bad)
+	if bad, complete := predictOnCores(context.Background(), m, x, got); bad != -1 || !complete { // checked below
+		t.Fatalf("unexpected infinite row %d (complete %v)", bad, complete)
 	}
 	for i := range want {
 		if got[i] != want[i] {
@@ -58,7 +58,7 @@ func TestSplitAcrossCoresEqualsOneCall(t *testing.T) {
 	}
 	x[(rows-3)*m.NFeatures+2] = float32(math.Inf(-1)) // in the last chunk
 	x[(rows-1)*m.NFeatures] = float32(math.Inf(1))
-	if bad := predictOnCores(context.Background(), m, x, got); bad != rows-3 {
+	if bad, _ := predictOnCores(context.Background(), m, x, got); bad != rows-3 {
 		t.Fatalf("first infinite row: got %d, want %d", bad, rows-3)
 	}
 }
@@ -121,8 +121,8 @@ func TestACancelledCallStopsScoring(t *testing.T) {
 	}
 	ctx, cancel := context.WithCancel(context.Background())
 	cancel()
-	if bad := predictOnCores(ctx, m, x, out); bad != -1 {
-		t.Fatalf("got bad %d; want -1", bad)
+	if bad, complete := predictOnCores(ctx, m, x, out); bad != -1 || complete {
+		t.Fatalf("got bad %d, complete %v; want -1, false", bad, complete)
 	}
 	scored := 0
 	for _, p := range out {

@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"math"
 	"runtime"
+	"slices"
 	"sort"
 	"strings"
 	"sync"
@@ -89,14 +90,12 @@ var cores = make(chan struct{}, runtime.GOMAXPROCS(0))
 // (~0.4 ms of trees), far above the cost of handing a chunk to another goroutine.
 const minChunkRows = 256
 
-// stopCheckRows (proto/contract.toml): rows scored between checks of the call's deadline
-// and cancellation (~6 ms of trees), so an expired or abandoned call stops costing a core.
-
 // predictOnCores scores on one core, plus whichever cores are idle when the batch is
-// large, and returns the first row holding an infinity (-1: none). It stops early, leaving
-// rows unscored, once the call's context has ended. Extra cores are only taken if free, so
-// calls never wait on each other for more than one.
-func predictOnCores(ctx context.Context, model *Model, x, out []float32) int {
+// large, and returns the first row holding an infinity (-1: none) and whether every row was
+// scored. It stops early, leaving rows unscored, once the call's context has ended (checked
+// every stopCheckRows rows, ~6 ms of trees: proto/contract.toml). Extra cores are only taken
+// if free, so calls never wait on each other for more than one.
+func predictOnCores(ctx context.Context, model *Model, x, out []float32) (int, bool) {
 	rows := len(out)
 	cores <- struct{}{}
 	n := 1
@@ -110,53 +109,54 @@ extra:
 		}
 	}
 	chunk := (rows + n - 1) / n
-	bads := make([]int, n)
+	bads, done := make([]int, n), make([]bool, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			bads[i] = predictRange(ctx, model, x, out, i*chunk, min((i+1)*chunk, rows))
+			bads[i], done[i] = predictRange(ctx, model, x, out, i*chunk, min((i+1)*chunk, rows))
 		}()
 	}
-	bads[0] = predictRange(ctx, model, x, out, 0, min(chunk, rows))
+	bads[0], done[0] = predictRange(ctx, model, x, out, 0, min(chunk, rows))
 	wg.Wait()
 	for range n {
 		<-cores
 	}
 	for _, b := range bads {
 		if b >= 0 {
-			return b // chunks are in row order: the first one found is the first row
+			return b, false // chunks are in row order: the first one found is the first row
 		}
 	}
-	return -1
+	return -1, !slices.Contains(done, false)
 }
 
-// predictRange scores rows [lo, hi) in slices of stopCheckRows, stopping when ctx ends.
-func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi int) int {
+// predictRange scores rows [lo, hi) in slices of stopCheckRows, stopping when ctx ends; it
+// returns the first row holding an infinity (-1: none) and whether it scored them all.
+func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi int) (int, bool) {
 	width := model.NFeatures
-	for start := lo; start < hi && (start == lo || ctx.Err() == nil); start += stopCheckRows {
+	start := lo
+	for ; start < hi && (start == lo || ctx.Err() == nil); start += stopCheckRows {
 		end := min(start+stopCheckRows, hi)
 		if b := model.Predict(x[start*width:end*width], out[start:end]); b >= 0 {
-			return start + b
+			return start + b, false
 		}
 	}
-	return -1
+	return -1, start >= hi
 }
 
 // score runs the trees; an infinity found by the native loop names its row.
 func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
 	s.metrics.scoring.Add(float64(rows))
-	bad := predictOnCores(ctx, model, x, out)
+	bad, complete := predictOnCores(ctx, model, x, out)
 	s.metrics.scoring.Sub(float64(rows))
-	if bad >= 0 {
+	switch {
+	case bad >= 0:
 		return nil, errInfinite(field, bad)
-	}
-	if ctx.Err() != nil { // ended while scoring: rows may be missing, answer nothing
-		if pastDeadline(ctx) {
-			return nil, errDeadlineScoring(rows)
-		}
+	case pastDeadline(ctx): // even a whole answer is void after the deadline (as in Python)
+		return nil, errDeadlineScoring(rows)
+	case !complete: // cancelled while scoring: rows are missing, answer nothing
 		return nil, errCancelledScoring(rows)
 	}
 	return out, nil
