@@ -26,7 +26,7 @@ class ServerMetrics:
         self.rows = _histogram(c.ROWS_PER_CALL, registry)
         self.predictions = _counter(c.PREDICTIONS, registry)
         self.positives = _counter(c.POSITIVE_LABELS, registry)
-        spec = c.PREDICTED_PROBABILITY
+        spec = _of_type(c.PREDICTED_PROBABILITY, "histogram")
         (label,) = spec.labels
         self.probability = BatchHistogram(spec.name, spec.help, spec.buckets, registry, label)
         self.model_load = _histogram(c.MODEL_LOAD, registry)
@@ -41,13 +41,22 @@ class ServerMetrics:
         self.active_model.labels(artifact, sha256).set(1)
 
 
+def _of_type(spec: c.MetricSpec, kind: str) -> c.MetricSpec:
+    if spec.type != kind:
+        raise TypeError(f"{spec.name} is a {spec.type} in proto/contract.toml, not a {kind}")
+    return spec
+
+
 def _counter(spec: c.MetricSpec, registry: CollectorRegistry) -> Counter:
+    spec = _of_type(spec, "counter")
     return Counter(spec.name, spec.help, spec.labels, registry=registry)
 
 
 def _gauge(spec: c.MetricSpec, registry: CollectorRegistry) -> Gauge:
+    spec = _of_type(spec, "gauge")
     return Gauge(spec.name, spec.help, spec.labels, registry=registry)
 
 
 def _histogram(spec: c.MetricSpec, registry: CollectorRegistry) -> Histogram:
+    spec = _of_type(spec, "histogram")
     return Histogram(spec.name, spec.help, spec.labels, buckets=spec.buckets, registry=registry)

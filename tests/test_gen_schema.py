@@ -159,3 +159,23 @@ params = ["name", "n"]
     assert plain and args, go[-600:]
     assert json.loads(plain.group(1)) == py_plain  # Go and JSON string literals agree here
     assert json.loads(args.group(1)) % (7, "cats") == py_args  # %d %s %% as Sprintf reads them
+
+
+def test_the_python_server_exports_exactly_the_contracts_families():
+    """Names, types, HELP and label names come from proto/contract.toml (the native server
+    is held to the same by tests/server/test_differential.py and metrics_test.go).
+    Mutation: make ServerMetrics build a family as a Gauge where the contract says counter."""
+    from prometheus_client import CollectorRegistry
+
+    from server import contract_gen as c
+    from server.metrics import ServerMetrics
+
+    reg = CollectorRegistry()
+    ServerMetrics(reg)
+    got = {m.name: (m.type, m.documentation) for m in reg.collect()}
+    want = {s.name.removesuffix("_total"): (s.type, s.help) for s in c.METRICS}
+    assert got == want
+    with pytest.raises(TypeError, match=r"is a counter in proto/contract\.toml, not a gauge"):
+        from server import metrics
+
+        metrics._gauge(c.RPC_REQUESTS, CollectorRegistry())

@@ -237,6 +237,7 @@ def render_go(c: dict) -> str:
         "// metricSpec is one metric family of the contract.",
         "type metricSpec struct {",
         "\tName    string",
+        "\tType    string",
         "\tHelp    string",
         "\tLabels  []string",
         "\tBuckets []float64",
@@ -246,7 +247,8 @@ def render_go(c: dict) -> str:
     ]
     for key, m in c["metrics"].items():
         labels = ", ".join(json.dumps(x) for x in m["labels"])
-        fields = [f"Name: {json.dumps(m['name'])}", f"Help: {json.dumps(m['help'])}"]
+        fields = [f"Name: {json.dumps(m['name'])}", f"Type: {json.dumps(m['type'])}"]
+        fields.append(f"Help: {json.dumps(m['help'])}")
         fields.append(f"Labels: []string{{{labels}}}")
         if "buckets" in m:
             bounds = ", ".join(repr(float(b)) for b in c["buckets"][m["buckets"]])

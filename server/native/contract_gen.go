@@ -124,23 +124,24 @@ func errInternal() error {
 // metricSpec is one metric family of the contract.
 type metricSpec struct {
 	Name    string
+	Type    string
 	Help    string
 	Labels  []string
 	Buckets []float64
 }
 
 var (
-	mRpcDuration          = metricSpec{Name: "volspike_rpc_duration_seconds", Help: "Server-side duration of each RPC, by method, artifact and gRPC code.", Labels: []string{"method", "artifact", "code"}, Buckets: []float64{0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5}}
-	mRpcRequests          = metricSpec{Name: "volspike_rpc_requests_total", Help: "RPCs handled, by method and gRPC code.", Labels: []string{"method", "code"}}
-	mRpcErrors            = metricSpec{Name: "volspike_rpc_errors_total", Help: "Failed RPCs, by method, gRPC code and error type.", Labels: []string{"method", "code", "type"}}
-	mRpcInFlight          = metricSpec{Name: "volspike_rpc_in_flight", Help: "RPCs being served right now, by method.", Labels: []string{"method"}}
-	mRowsScoring          = metricSpec{Name: "volspike_rows_scoring", Help: "Rows being run through the trees right now.", Labels: []string{}}
-	mRowsPerCall          = metricSpec{Name: "volspike_rows_per_call", Help: "Rows scored per call.", Labels: []string{"method"}, Buckets: []float64{1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 100000.0}}
-	mPredictions          = metricSpec{Name: "volspike_predictions_total", Help: "Rows scored, by artifact.", Labels: []string{"artifact"}}
-	mPositiveLabels       = metricSpec{Name: "volspike_positive_labels_total", Help: "Rows labelled as a coming spike, by artifact.", Labels: []string{"artifact"}}
-	mPredictedProbability = metricSpec{Name: "volspike_predicted_probability", Help: "Predicted spike probability of every scored row.", Labels: []string{"artifact"}, Buckets: []float64{0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95}}
-	mModelLoad            = metricSpec{Name: "volspike_model_load_duration_seconds", Help: "Verify + load + warm-up time of an artifact, by result.", Labels: []string{"artifact", "result"}, Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0}}
-	mModelReloads         = metricSpec{Name: "volspike_model_reloads_total", Help: "Model switches attempted, by result (ok / failed).", Labels: []string{"result"}}
-	mActiveModel          = metricSpec{Name: "volspike_active_model_info", Help: "1 for the artifact currently served (labels carry name and sha256).", Labels: []string{"artifact", "sha256"}}
-	mServing              = metricSpec{Name: "volspike_serving", Help: "1 while health is SERVING, else 0.", Labels: []string{}}
+	mRpcDuration          = metricSpec{Name: "volspike_rpc_duration_seconds", Type: "histogram", Help: "Server-side duration of each RPC, by method, artifact and gRPC code.", Labels: []string{"method", "artifact", "code"}, Buckets: []float64{0.0001, 0.00025, 0.0005, 0.00075, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5}}
+	mRpcRequests          = metricSpec{Name: "volspike_rpc_requests_total", Type: "counter", Help: "RPCs handled, by method and gRPC code.", Labels: []string{"method", "code"}}
+	mRpcErrors            = metricSpec{Name: "volspike_rpc_errors_total", Type: "counter", Help: "Failed RPCs, by method, gRPC code and error type.", Labels: []string{"method", "code", "type"}}
+	mRpcInFlight          = metricSpec{Name: "volspike_rpc_in_flight", Type: "gauge", Help: "RPCs being served right now, by method.", Labels: []string{"method"}}
+	mRowsScoring          = metricSpec{Name: "volspike_rows_scoring", Type: "gauge", Help: "Rows being run through the trees right now.", Labels: []string{}}
+	mRowsPerCall          = metricSpec{Name: "volspike_rows_per_call", Type: "histogram", Help: "Rows scored per call.", Labels: []string{"method"}, Buckets: []float64{1.0, 2.0, 5.0, 10.0, 20.0, 50.0, 100.0, 200.0, 500.0, 1000.0, 2000.0, 5000.0, 10000.0, 100000.0}}
+	mPredictions          = metricSpec{Name: "volspike_predictions_total", Type: "counter", Help: "Rows scored, by artifact.", Labels: []string{"artifact"}}
+	mPositiveLabels       = metricSpec{Name: "volspike_positive_labels_total", Type: "counter", Help: "Rows labelled as a coming spike, by artifact.", Labels: []string{"artifact"}}
+	mPredictedProbability = metricSpec{Name: "volspike_predicted_probability", Type: "histogram", Help: "Predicted spike probability of every scored row.", Labels: []string{"artifact"}, Buckets: []float64{0.05, 0.1, 0.15, 0.2, 0.25, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6, 0.65, 0.7, 0.75, 0.8, 0.85, 0.9, 0.95}}
+	mModelLoad            = metricSpec{Name: "volspike_model_load_duration_seconds", Type: "histogram", Help: "Verify + load + warm-up time of an artifact, by result.", Labels: []string{"artifact", "result"}, Buckets: []float64{0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0}}
+	mModelReloads         = metricSpec{Name: "volspike_model_reloads_total", Type: "counter", Help: "Model switches attempted, by result (ok / failed).", Labels: []string{"result"}}
+	mActiveModel          = metricSpec{Name: "volspike_active_model_info", Type: "gauge", Help: "1 for the artifact currently served (labels carry name and sha256).", Labels: []string{"artifact", "sha256"}}
+	mServing              = metricSpec{Name: "volspike_serving", Type: "gauge", Help: "1 while health is SERVING, else 0.", Labels: []string{}}
 )

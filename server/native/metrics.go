@@ -27,7 +27,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		requests:    counterVec(mRpcRequests),
 		errors:      counterVec(mRpcErrors),
 		inFlight:    gaugeVec(mRpcInFlight),
-		scoring:     prometheus.NewGauge(prometheus.GaugeOpts{Name: mRowsScoring.Name, Help: mRowsScoring.Help}),
+		scoring:     gauge(mRowsScoring),
 		rows:        histogramVec(mRowsPerCall),
 		predictions: counterVec(mPredictions),
 		positives:   counterVec(mPositiveLabels),
@@ -35,7 +35,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 		modelLoad:   histogramVec(mModelLoad),
 		reloads:     counterVec(mModelReloads),
 		activeModel: gaugeVec(mActiveModel),
-		serving:     prometheus.NewGauge(prometheus.GaugeOpts{Name: mServing.Name, Help: mServing.Help}),
+		serving:     gauge(mServing),
 	}
 	reg.MustRegister(m.latency, m.requests, m.errors, m.inFlight, m.scoring, m.rows, m.predictions, m.positives,
 		m.probability, m.modelLoad, m.reloads, m.activeModel, m.serving)
@@ -48,14 +48,30 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 // The metric families of proto/contract.toml (contract_gen.go), as the Python server
 // registers them.
 func counterVec(s metricSpec) *prometheus.CounterVec {
+	mustBe(s, "counter")
 	return prometheus.NewCounterVec(prometheus.CounterOpts{Name: s.Name, Help: s.Help}, s.Labels)
 }
 
 func gaugeVec(s metricSpec) *prometheus.GaugeVec {
+	mustBe(s, "gauge")
 	return prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: s.Name, Help: s.Help}, s.Labels)
 }
 
+func gauge(s metricSpec) prometheus.Gauge {
+	mustBe(s, "gauge")
+	return prometheus.NewGauge(prometheus.GaugeOpts{Name: s.Name, Help: s.Help})
+}
+
+// mustBe stops the start (a programming error, caught by every test) when the Go type
+// chosen for a family is not the contract's.
+func mustBe(s metricSpec, kind string) {
+	if s.Type != kind {
+		panic(s.Name + " is a " + s.Type + " in proto/contract.toml, not a " + kind)
+	}
+}
+
 func histogramVec(s metricSpec) *prometheus.HistogramVec {
+	mustBe(s, "histogram")
 	return prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: s.Name, Help: s.Help, Buckets: s.Buckets}, s.Labels)
 }
 
