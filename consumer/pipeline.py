@@ -72,6 +72,10 @@ _TRANSIENT = {
 }
 
 
+SCHEMA_RECHECK_S = 60.0
+"""How long an artifact's checked feature list is trusted before ModelInfo is asked again."""
+
+
 @dataclass
 class Batch:
     meta: list[tuple[int, int, Tick]]  # (partition, offset, tick) per row
@@ -112,7 +116,8 @@ class Pipeline:
             f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}",
         )
         self._drift_retry: dict[str, float] = {}
-        self._schemas: dict[str, tuple[str, ...]] = {}  # artifact -> its feature names
+        # artifact -> (its ModelInfo, None after a failed call; when to ask again)
+        self._info: dict[str, tuple[pb.ModelInfoResponse | None, float]] = {}
         # lost partition -> answered, uncommitted (offset, commit metadata)
         self.unsaved: dict[int, tuple[int, str | None]] = {}
         self.inflight: deque[Batch] = deque()
@@ -350,22 +355,42 @@ class Pipeline:
         self.sample.add(ab.artifact, ab.names, x, probs)
 
     def _artifact_bins(self, artifact: str) -> ArtifactBins | None:
-        """The artifact's reference bins, asked from the server once (ModelInfo carries the
-        manifest); a failure is retried a minute later and costs no answer."""
+        """The artifact's reference bins, from its manifest (ModelInfo); a manifest without
+        usable bins is tried again a minute later. Either costs no answer."""
         ab = self.metrics.drift.by_artifact.get(artifact)
         if ab is not None:
             return ab
         if time.monotonic() < self._drift_retry.get(artifact, 0.0):
             return None
+        info = self._model_info(artifact)
+        if info is None:
+            return None
         try:
-            info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
             ab = ArtifactBins(artifact, json.loads(info.manifest_json))
-        except (grpc.RpcError, ValueError, KeyError) as exc:
+        except (ValueError, KeyError) as exc:
             logger.warning("no drift bins for %s (%s); retrying in 60 s", artifact, exc)
             self._drift_retry[artifact] = time.monotonic() + 60
             return None
         self.metrics.drift.add(ab)
         return ab
+
+    def _model_info(self, artifact: str) -> pb.ModelInfoResponse | None:
+        """ModelInfo of ``artifact``, asked again after SCHEMA_RECHECK_S (5 s after a failure,
+        which gives None: the callers go on without it)."""
+        now = time.monotonic()
+        info, until = self._info.get(artifact, (None, 0.0))
+        if now < until:
+            return info
+        try:
+            info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
+            self._info[artifact] = (info, now + SCHEMA_RECHECK_S)
+        except grpc.RpcError as exc:
+            logger.warning(
+                "ModelInfo for %s failed (%s); asking again in 5 s", artifact, exc.code()
+            )
+            info = None
+            self._info[artifact] = (None, now + 5.0)
+        return info
 
     def _response(self, b: Batch) -> pb.PredictResponse | None:
         assert b.future is not None  # called only for batches that were sent
@@ -384,16 +409,15 @@ class Pipeline:
     def _schema_differs(self, b: Batch, artifact: str) -> bool:
         """Packed rows carry no names: an artifact listing other features than this consumer
         computes (same width, another order) would score the wrong columns. Checked once
-        per artifact (ModelInfo); a server keeps one schema per process. If ModelInfo fails
-        the answers are written and the check is tried again on the next batch."""
-        names = self._schemas.get(artifact)
-        if names is None:
-            try:
-                info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
-            except grpc.RpcError as exc:
-                logger.warning("could not check the features of %s: %s", artifact, exc.code())
-                return False
-            names = self._schemas[artifact] = tuple(info.feature_names)
+        per artifact (ModelInfo) and again every SCHEMA_RECHECK_S (a server keeps one schema
+        per process, but a restarted one may serve a rebuilt artifact of the same name). If
+        ModelInfo fails, answers are written unchecked (counted in
+        volspike_consumer_errors_total{type="schema_check"}) and it is asked again 5 s later."""
+        info = self._model_info(artifact)
+        if info is None:
+            self.metrics.errors.labels("schema_check").inc()
+            return False
+        names = tuple(info.feature_names)
         if names == FEATURE_NAMES:
             return False
         reason = (

@@ -83,6 +83,7 @@ class Stub:
     def __init__(self, first: grpc.StatusCode | None = None, retry=None, features=None) -> None:
         self.first, self.retry, self.features = first, retry, features
         self.Predict = self
+        self.model_info_calls = 0
 
     def future(self, req, timeout=None, metadata=None) -> Future:
         if self.first is not None:
@@ -94,6 +95,7 @@ class Stub:
         raise RpcError(self.retry)
 
     def ModelInfo(self, req, timeout=None):
+        self.model_info_calls += 1
         if self.features is None:  # no drift bins, schema unknown: not under test
             raise RpcError(grpc.StatusCode.UNAVAILABLE)
         return pb.ModelInfoResponse(feature_names=self.features)
@@ -191,3 +193,38 @@ def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, 
     if reordered:
         _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
         assert "lists features ['spread_bps_rel'" in dict(headers)["error"].decode()
+
+
+def test_the_schema_check_is_cached_rechecked_and_fails_open(tmp_path, monkeypatch):
+    """Asked once per artifact, again after SCHEMA_RECHECK_S (a restarted server may serve a
+    rebuilt artifact of the same name); a failed ModelInfo writes the answers unchecked,
+    counts schema_check and asks again 5 s later, not on every batch."""
+    from consumer import pipeline as pipeline_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
+    stub = Stub(features=None)  # ModelInfo fails
+    pl = pipeline(tmp_path, stub)
+    warm(pl, "A")
+
+    def batch(off: int) -> None:
+        pl._handle([Msg(off, tick("A", 311_000 + off, 101.0))])
+        pl._complete(drain=True)
+
+    batch(0)
+    batch(1)
+    assert stub.model_info_calls == 1 and outputs(pl)[-1] == ("pred", 1, 0.5)
+    assert pl.metrics.errors.labels("schema_check")._value.get() == 2
+    clock[0] += 5
+    stub.features = list(FEATURE_NAMES)
+    batch(2)
+    batch(3)
+    assert stub.model_info_calls == 2
+    stub.features = list(FEATURE_NAMES[::-1])  # the artifact was rebuilt in another order
+    clock[0] += pipeline_module.SCHEMA_RECHECK_S - 1
+    batch(4)
+    assert outputs(pl)[-1] == ("pred", 4, 0.5)  # still trusted
+    clock[0] += 1
+    batch(5)
+    assert stub.model_info_calls == 3 and outputs(pl)[-1] == ("dlq", 5, "schema_mismatch")
+    assert pl.acks[0].advance() == 6
