@@ -5,7 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import math
-from dataclasses import asdict, dataclass, field
+import re
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
@@ -19,17 +20,17 @@ REFERENCE_RAW_FILE = "reference.f32"  # the same rows as little-endian float32 (
 @dataclass(frozen=True)
 class Manifest:
     name: str
-    description: str
-    created: str
     feature_names: tuple[str, ...]
     decision_threshold: float  # probability >= threshold -> label 1
     library: str
     library_sha256: str
-    versions: dict
-    compile_options: dict
-    label: dict
-    data_period: dict
-    metrics: dict
+    description: str = ""
+    created: str = ""
+    versions: dict = field(default_factory=dict)
+    compile_options: dict = field(default_factory=dict)
+    label: dict = field(default_factory=dict)
+    data_period: dict = field(default_factory=dict)
+    metrics: dict = field(default_factory=dict)
     params: dict = field(default_factory=dict)
     drift: dict = field(default_factory=dict)
     """Reference bins for drift (drift/bins.py): {"features": {name: bins}, "prediction":
@@ -51,10 +52,52 @@ class Manifest:
         return cls.parse((folder / MANIFEST_FILE).read_text())
 
     @classmethod
-    def parse(cls, text: str) -> Manifest:
-        raw = json.loads(text)
-        raw["feature_names"] = tuple(raw["feature_names"])
-        return cls(**raw)
+    def parse(cls, text: str, checked: tuple[tuple[str, str, bool], ...] = ()) -> Manifest:
+        """Strict JSON; ``checked`` fields (field, kind, required: the servers pass
+        proto/contract.toml's) are checked first, with the native server's messages.
+        Unknown fields are ignored, missing metadata takes its default."""
+        raw = json.loads(text, parse_constant=refuse_constant)
+        check_fields(raw, checked)
+        known = {f.name for f in fields(cls)}
+        kept = {k: v for k, v in raw.items() if k in known}
+        kept["feature_names"] = tuple(kept["feature_names"])
+        return cls(**kept)
+
+
+_KINDS = {
+    "string": "a string",
+    "names": "a non-empty list of distinct strings",
+    "probability": "a number in [0, 1]",
+    "sha256": "64 lowercase hex digits",
+    "object": "an object",
+}
+
+
+def check_fields(raw: object, checked: tuple[tuple[str, str, bool], ...]) -> None:
+    if not isinstance(raw, dict):
+        raise ValueError("manifest is not a JSON object")
+    for name, kind, required in checked:
+        if name not in raw:
+            if required:
+                raise ValueError(f"manifest field '{name}' is missing")
+            continue
+        v = raw[name]
+        ok = {
+            "string": isinstance(v, str),
+            "names": isinstance(v, list)
+            and len(v) > 0
+            and all(isinstance(x, str) for x in v)
+            and len(set(v)) == len(v),
+            "probability": isinstance(v, int | float) and not isinstance(v, bool) and 0 <= v <= 1,
+            "sha256": isinstance(v, str) and re.fullmatch("[0-9a-f]{64}", v) is not None,
+            "object": isinstance(v, dict),
+        }[kind]
+        if not ok:
+            raise ValueError(f"manifest field '{name}' must be {_KINDS[kind]}")
+
+
+def refuse_constant(name: str) -> None:
+    raise ValueError(f"{name} is not JSON")
 
 
 def _nan_to_none(v: Any) -> Any:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
+import json
 import os
 from pathlib import Path
 
@@ -17,7 +18,13 @@ import numpy as np
 from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
 from compiled_models.calibration import parse as parse_calibration
 from compiled_models.libcheck import LibraryError, check_elf, confined_path
-from compiled_models.manifest import MANIFEST_FILE, Manifest, sha256_bytes
+from compiled_models.manifest import (
+    MANIFEST_FILE,
+    Manifest,
+    check_fields,
+    refuse_constant,
+    sha256_bytes,
+)
 
 _F32 = np.dtype(np.float32)
 _call = _fastcall.call
@@ -34,15 +41,29 @@ class InvalidInput(ValueError):
 class CompiledModel:
     """A verified, loaded artifact. ``predict`` is thread-safe and releases the GIL."""
 
-    def __init__(self, folder: Path, expected_features: tuple[str, ...] | None = None):
+    def __init__(
+        self,
+        folder: Path,
+        expected_features: tuple[str, ...] | None = None,
+        checked: tuple[tuple[str, str, bool], ...] = (),
+    ):
         """``expected_features``: refuse an artifact listing others (None: any list; the
-        servers take the list from the manifest)."""
+        servers take the list from the manifest). ``checked``: manifest fields checked
+        first (the servers pass proto/contract.toml's)."""
         folder = Path(folder)
         try:
             self.manifest_json = (folder / MANIFEST_FILE).read_text()  # read once, as written
-            manifest = Manifest.parse(self.manifest_json)
-        except (OSError, ValueError, TypeError) as exc:
+        except (OSError, ValueError) as exc:
             raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
+        try:
+            raw = json.loads(self.manifest_json, parse_constant=refuse_constant)
+        except ValueError as exc:
+            raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
+        try:
+            check_fields(raw, checked)
+            manifest = Manifest.parse(self.manifest_json)
+        except (ValueError, TypeError, KeyError) as exc:
+            raise ArtifactError(f"artifact {folder.name}: {exc}") from exc
         self.manifest = manifest
         self.name = manifest.name
         if self.name != folder.name:

@@ -358,6 +358,17 @@ METRICS = (
     SERVING,
 )
 
+MANIFEST_FIELDS: tuple[tuple[str, str, bool], ...] = (
+    ("name", "string", True),
+    ("feature_names", "names", True),
+    ("decision_threshold", "probability", True),
+    ("library", "string", True),
+    ("library_sha256", "sha256", True),
+    ("calibration", "object", False),
+    ("trained_on", "string", False),
+)
+"""(field, kind, required): what a server checks in a manifest, in order."""
+
 LABELS: dict[str, str] = {
     "method": "a method of the Predictor or GRPCInferenceService .proto service",
     "code": "a gRPC status code name (OK, INVALID_ARGUMENT, ...)",

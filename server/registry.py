@@ -126,7 +126,7 @@ class ModelRegistry:
                 raise ArtifactError(f"artifact name {name!r} is not a folder name")
             if not (folder / MANIFEST_FILE).exists():
                 raise ArtifactError(f"artifact {name}: no manifest in {folder}")
-            model = CompiledModel(folder)
+            model = CompiledModel(folder, checked=contract.MANIFEST_FIELDS)
             self._check_schema(model)
             _warm_up(model, folder)
         except Exception:

@@ -80,7 +80,20 @@ def load(path: Path = CONTRACT) -> dict:
     if len(set(uppercase)) != len(uppercase):
         raise ValueError(f"a limit and a metric share a name: {sorted(uppercase)}")
     errors(c)  # every error checked at load
+    kinds = {"string", "names", "probability", "sha256", "object"}
+    for group in ("required", "optional"):
+        for name, kind in c["manifest"][group].items():
+            if kind not in kinds:
+                raise ValueError(f"manifest.{group}.{name}: kind {kind!r} is not one of {kinds}")
     return c
+
+
+def manifest_fields(c: dict) -> list[tuple[str, str, bool]]:
+    """(field, kind, required) in the order both servers check them."""
+    m = c["manifest"]
+    return [(n, k, True) for n, k in m["required"].items()] + [
+        (n, k, False) for n, k in m["optional"].items()
+    ]
 
 
 def _check_name(where: str, name: str) -> None:
@@ -170,6 +183,9 @@ def render_py(c: dict) -> str:
             ")",
         ]
     out += ["METRICS = (" + ", ".join(k.upper() for k in c["metrics"]) + ")"]
+    out += ["", "MANIFEST_FIELDS: tuple[tuple[str, str, bool], ...] = ("]
+    out += [f"    {f!r}," for f in manifest_fields(c)]
+    out += [")", '"""(field, kind, required): what a server checks in a manifest, in order."""']
     out += ["", "LABELS: dict[str, str] = {"]
     out += [f"    {k!r}: {v!r}," for k, v in c["labels"].items()]
     out += ["}", '"""Every label either server sets, and the values it takes."""']
@@ -254,5 +270,11 @@ def render_go(c: dict) -> str:
             bounds = ", ".join(repr(float(b)) for b in c["buckets"][m["buckets"]])
             fields.append(f"Buckets: []float64{{{bounds}}}")
         out.append(f"\tm{_camel(key, True)} = metricSpec{{{', '.join(fields)}}}")
-    out += [")"]
+    out += [")", "", "// manifestFields: what a server checks in a manifest, in order."]
+    out += ["var manifestFields = []struct {", "\tName, Kind string", "\tRequired   bool", "}{"]
+    out += [
+        f"\t{{{json.dumps(n)}, {json.dumps(k)}, {'true' if r else 'false'}}},"
+        for n, k, r in manifest_fields(c)
+    ]
+    out += ["}"]
     return "\n".join(out) + "\n"

@@ -145,3 +145,17 @@ var (
 	mActiveModel          = metricSpec{Name: "volspike_active_model_info", Type: "gauge", Help: "1 for the artifact currently served (labels carry name and sha256).", Labels: []string{"artifact", "sha256"}}
 	mServing              = metricSpec{Name: "volspike_serving", Type: "gauge", Help: "1 while health is SERVING, else 0.", Labels: []string{}}
 )
+
+// manifestFields: what a server checks in a manifest, in order.
+var manifestFields = []struct {
+	Name, Kind string
+	Required   bool
+}{
+	{"name", "string", true},
+	{"feature_names", "names", true},
+	{"decision_threshold", "probability", true},
+	{"library", "string", true},
+	{"library_sha256", "sha256", true},
+	{"calibration", "object", false},
+	{"trained_on", "string", false},
+}

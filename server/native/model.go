@@ -47,9 +47,11 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"regexp"
 	"runtime"
 	"sync"
 	"time"
@@ -108,6 +110,13 @@ func LoadModel(folder string) (*Model, error) {
 	raw, err := os.ReadFile(filepath.Join(folder, manifestFile))
 	if err != nil {
 		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
+	}
+	var doc any
+	if err := json.Unmarshal(raw, &doc); err != nil {
+		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
+	}
+	if err := checkManifestFields(doc); err != nil {
+		return nil, artifactErr("artifact %s: %v", name, err)
 	}
 	var m Manifest
 	if err := json.Unmarshal(raw, &m); err != nil {
@@ -231,4 +240,65 @@ func (m *Model) WarmUp(folder string) error {
 		}
 	}
 	return nil
+}
+
+var manifestKinds = map[string]string{
+	"string":      "a string",
+	"names":       "a non-empty list of distinct strings",
+	"probability": "a number in [0, 1]",
+	"sha256":      "64 lowercase hex digits",
+	"object":      "an object",
+}
+
+var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
+
+// checkManifestFields checks the fields a server reads (proto/contract.toml [manifest], in
+// order) with the Python server's messages, before anything in the manifest is trusted.
+func checkManifestFields(doc any) error {
+	obj, ok := doc.(map[string]any)
+	if !ok {
+		return errors.New("manifest is not a JSON object")
+	}
+	for _, f := range manifestFields {
+		v, present := obj[f.Name]
+		if !present {
+			if f.Required {
+				return fmt.Errorf("manifest field '%s' is missing", f.Name)
+			}
+			continue
+		}
+		if !manifestKindOK(f.Kind, v) {
+			return fmt.Errorf("manifest field '%s' must be %s", f.Name, manifestKinds[f.Kind])
+		}
+	}
+	return nil
+}
+
+func manifestKindOK(kind string, v any) bool {
+	switch kind {
+	case "string":
+		_, ok := v.(string)
+		return ok
+	case "names":
+		list, ok := v.([]any)
+		seen := map[string]bool{}
+		for _, x := range list {
+			s, isStr := x.(string)
+			if !isStr || seen[s] {
+				return false
+			}
+			seen[s] = true
+		}
+		return ok && len(list) > 0
+	case "probability":
+		p, ok := v.(float64)
+		return ok && p >= 0 && p <= 1
+	case "sha256":
+		s, ok := v.(string)
+		return ok && sha256Hex.MatchString(s)
+	case "object":
+		_, ok := v.(map[string]any)
+		return ok
+	}
+	return false
 }

@@ -298,6 +298,21 @@ def hostile_models(root) -> None:
     manifest["name"] = "reordered"
     manifest["feature_names"] = manifest["feature_names"][::-1]
     (root / "reordered" / "manifest.json").write_text(json.dumps(manifest))
+    for name, edit in MANIFEST_EDITS.items():  # xgb-v2's library under an edited manifest
+        shutil.copytree(artifact_dir("xgb-v2"), root / name)
+        manifest = json.loads((root / name / "manifest.json").read_text())
+        manifest["name"] = name
+        edit(manifest)
+        (root / name / "manifest.json").write_text(json.dumps(manifest))
+
+
+MANIFEST_EDITS = {
+    "null-threshold": lambda m: m.update(decision_threshold=None),
+    "names-string": lambda m: m.update(feature_names="abcdefghi"),
+    "no-sha": lambda m: m.pop("library_sha256"),
+    "metadata-only": lambda m: (m.pop("versions"), m.update(extra_field=1)),  # still serves
+}
+SERVABLE = ("xgb-v1", *MANIFEST_EDITS, "reordered")  # "reordered" loads last
 
 
 def kserve_calls():
@@ -308,7 +323,7 @@ def kserve_calls():
     x = np.zeros((2, W), "<f4").tobytes()
     tensor = v2.ModelInferRequest.InferInputTensor(name="features", datatype="FP32", shape=[2, W])
     out = [("ServerReady", v2.ServerReadyRequest())]
-    for model in ("", "xgb-v2", "xgb-v1", "reordered", "nope"):
+    for model in ("", "xgb-v2", *SERVABLE, "nope"):
         out += [
             ("ModelReady", v2.ModelReadyRequest(name=model)),
             ("ModelMetadata", v2.ModelMetadataRequest(name=model)),
@@ -325,7 +340,7 @@ def hostile_answers(srv: ServerProcess) -> dict[str, tuple[str, str, bytes]]:
     answers = {}
     with grpc.insecure_channel(srv.address) as ch:
         stub, kserve = pb_grpc.PredictorStub(ch), v2_grpc.GRPCInferenceServiceStub(ch)
-        for model in ("", "xgb-v2", "xgb-v1", "reordered", "nope"):
+        for model in ("", "xgb-v2", *SERVABLE, "nope"):
             answers[f"Predict {model!r}"] = call(
                 stub, "Predict", pb.PredictRequest(model=model, packed=packed(x))
             )
@@ -367,7 +382,7 @@ def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, activ
             tmp_path / impl,
             impl=impl,
             artifact=active,
-            servable=("xgb-v1", "reordered"),
+            servable=SERVABLE,
             env={"VOLSPIKE_MODELS_DIR": str(models)},
         )
         for impl in ("native", "python")
@@ -400,6 +415,12 @@ def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, activ
         assert "features ['spread_bps_rel'" in reordered[1] and "restart the server" in reordered[1]
     else:  # not loaded while nothing is active: the first active artifact fixes the schema
         assert "not loaded: no model is active yet" in reordered[1], reordered
+        return
+    details = {m: answers["native"][f"Predict {m!r}"][1] for m in MANIFEST_EDITS}
+    assert "field 'decision_threshold' must be a number in [0, 1]" in details["null-threshold"]
+    assert "field 'feature_names' must be a non-empty list of distinct" in details["names-string"]
+    assert "manifest field 'library_sha256' is missing" in details["no-sha"]
+    assert answers["native"]["Predict 'metadata-only'"][0] == "OK"
 
 
 def test_the_python_server_refuses_a_proto_method_without_a_handler():
