@@ -7,6 +7,7 @@ import subprocess
 import sys
 
 import grpc
+import pytest
 
 from tests.conftest import ROOT, ServerProcess, free_port
 
@@ -31,6 +32,7 @@ def gate(host: str, tmp_path, *extra: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=180)
 
 
+@pytest.mark.slow  # starts a server and Locust
 def test_gate_passes_then_fails_an_impossible_slo(tmp_path):
     srv = ServerProcess(tmp_path / "srv").start()
     try:
@@ -47,6 +49,7 @@ def test_gate_passes_then_fails_an_impossible_slo(tmp_path):
         assert srv.stop() == 0
 
 
+@pytest.mark.slow  # starts a server and Locust
 def test_gate_starts_and_stops_its_own_server(tmp_path):
     host = f"127.0.0.1:{free_port()}"
     run = gate(host, tmp_path, "--scenario", "batch")

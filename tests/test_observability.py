@@ -43,6 +43,7 @@ def test_promtool_accepts_config_and_rules(promtool):
     assert out.returncode == 0, out.stdout + out.stderr
 
 
+@pytest.mark.slow  # runs promtool over every rule test
 def test_promtool_rule_unit_tests_pass(promtool):
     files = sorted((OBS / "prometheus" / "tests").glob("*.yml"))
     out = run(str(promtool), "test", "rules", *map(str, files))
