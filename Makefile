@@ -54,7 +54,7 @@ $(DATA): | $(VENV)/.installed
 	$(PY) -m market.realdata
 
 models: compiled_models/.built compiled_models/.fastcall
-compiled_models/.fastcall: compiled_models/_fastcall.c compiled_models/build_fastcall.py $(VENV)/.installed
+compiled_models/.fastcall: compiled_models/_fastcall.c market/_featurestate.c compiled_models/build_fastcall.py $(VENV)/.installed
 	$(PY) -m compiled_models.build_fastcall
 	touch $@
 
@@ -170,7 +170,7 @@ replay: $(VENV)/.installed
 	$(PY) -m tools.replay --bootstrap 127.0.0.1:$(KAFKA_PORT) --source $(SOURCE) --speed $(SPEED) \
 	  $(if $(COUNT),--count $(COUNT)) $(if $(RATE),--rate $(RATE))
 
-consume: $(VENV)/.installed
+consume: $(VENV)/.installed compiled_models/.fastcall
 	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server 127.0.0.1:$(GRPC_PORT) \
 	  --metrics-port $(CONSUMER_METRICS_PORT)
 

@@ -1,4 +1,6 @@
-"""Build ``compiled_models/_fastcall`` (see _fastcall.c) for the running interpreter."""
+"""Build the C extensions for the running interpreter: ``compiled_models/_fastcall`` (see
+_fastcall.c) and ``market/_featurestate`` (the streaming features, see _featurestate.c;
+-ffp-contract=off keeps its arithmetic bit-identical to the Python reference)."""
 
 from __future__ import annotations
 
@@ -9,21 +11,17 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def main() -> None:
-    out = HERE / f"_fastcall{sysconfig.get_config_var('EXT_SUFFIX')}"
+def build(source: Path, *flags: str) -> None:
+    out = source.with_name(source.stem + sysconfig.get_config_var("EXT_SUFFIX"))
     include = sysconfig.get_paths()["include"]
-    cmd = [
-        "gcc",
-        "-O2",
-        "-shared",
-        "-fPIC",
-        f"-I{include}",
-        str(HERE / "_fastcall.c"),
-        "-o",
-        str(out),
-    ]
+    cmd = ["gcc", "-O2", *flags, "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(out)]
     subprocess.run(cmd, check=True)
-    print(f"built {out.name}")
+    print(f"built {out.relative_to(HERE.parent)}")
+
+
+def main() -> None:
+    build(HERE / "_fastcall.c")
+    build(HERE.parent / "market" / "_featurestate.c", "-ffp-contract=off", "-lm")
 
 
 if __name__ == "__main__":

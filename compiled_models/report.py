@@ -91,7 +91,8 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
 
 ## What every artifact shares
 
-- **Features** (`market/features.py`, one `FeatureState` for training and the consumer):
+- **Features** (`market/features.py`: vectorised for training, streamed in the consumer,
+  tested equal on every real tick):
   scale-free ratios of the symbol's own quantities. Returns over 1, 5, 30 and 60 s in
   units of the symbol's 5-minute volatility (`ret_*_z`), 30 s against 60 s realised
   volatility (`rv_ratio_30_60`), 60 s against the 5-minute level (`rv_60s_rel`), trade

@@ -14,6 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.pipeline import Pipeline
+from market.features import FeatureState, PyFeatureState
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from telemetry.tracing import make_tracer_provider
 
@@ -65,6 +66,10 @@ def main() -> None:
         max_rows=a.max_rows,
         max_wait_ms=a.max_wait_ms,
     )
+    if FeatureState is PyFeatureState:
+        logger.warning(
+            "market/_featurestate is not built (make models): features run in Python, ~10x slower"
+        )
     registry = CollectorRegistry()
     metrics = ConsumerMetrics(registry, Path(s.drift_report_metrics))
     start_http_server(s.metrics_port, s.metrics_host, registry=registry)

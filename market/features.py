@@ -19,8 +19,10 @@ a gap longer than that starts its history again. Rows that are not ready are not
 by the consumer and not used in training.
 
 ``FeatureState`` is the streaming path (amortised O(1) per tick: each tick enters and
-leaves each window once). ``compute_frame`` is the vectorised path used for training.
-``tests/test_features.py`` proves they agree on every real tick.
+leaves each window once): ``market/_featurestate.c``, a line-for-line C port of
+``PyFeatureState`` below (the readable reference, ~6x slower), built by ``make models``.
+``compute_frame`` is the vectorised path used for training. ``tests/test_features.py``
+proves the three agree on every real tick (the two streaming ones bit for bit).
 
 Windows are right-closed, ``(t - W, t]``, like pandas' time-based ``rolling``. A tick's
 log return is taken against the symbol's previous tick (0 for the first tick of a
@@ -57,9 +59,10 @@ _UNIT = {w: ms / LONG_MS for w, ms in RETURN_WINDOWS_MS.items()}  # var_300s -> 
 _K1, _K5, _K30, _K60 = (1.0 / math.sqrt(_UNIT[w]) for w in RETURN_WINDOWS_MS)
 
 
-class FeatureState:
-    """One symbol's rolling state. ``update`` returns that tick's feature vector and sets
-    ``ready`` (the symbol has ``WARMUP_MS`` of unbroken history).
+class PyFeatureState:
+    """One symbol's rolling state (the reference of the C ``FeatureState``). ``update``
+    returns that tick's feature vector and sets ``ready`` (the symbol has ``WARMUP_MS`` of
+    unbroken history).
 
     One buffer holds the ticks of the last 300 s; each window keeps the index of its
     oldest tick inside ``(t - W, t]`` and, where needed, running sums that add a tick on
@@ -244,6 +247,12 @@ class FeatureState:
             _LONG_PER_60 * z60 / z300 if z300 > 0.0 else _NAN,
             bps * q300 / s300 if has_bps and s300 > 0.0 else _NAN,
         ]
+
+
+try:  # the C port; `make models` builds it (compiled_models/build_fastcall.py)
+    from market._featurestate import FeatureState
+except ImportError:  # not built yet (e.g. `make data` on a fresh clone): the reference
+    FeatureState = PyFeatureState  # type: ignore[misc, assignment]
 
 
 def segments(t: np.ndarray) -> np.ndarray:

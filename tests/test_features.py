@@ -10,23 +10,29 @@ from market import features, realdata
 from market.synthetic import SyntheticTicks
 
 
-def incremental(ticks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
-    states: dict[str, features.FeatureState] = {}
+def incremental(ticks: pd.DataFrame, state=features.FeatureState) -> tuple[np.ndarray, np.ndarray]:
+    states: dict = {}
     rows, ready = [], []
     cols = [ticks[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")]
     for sym, t, p, z, b, a in zip(*cols, strict=True):
         st = states.get(sym)
         if st is None:
-            st = states[sym] = features.FeatureState()
+            st = states[sym] = state()
         rows.append(st.update(t, p, z, b, a))
         ready.append(st.ready)
     return np.array(rows, dtype=np.float64), np.array(ready)
 
 
 def assert_same(ticks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
+    """The C streaming state equals the Python reference bit for bit, and both equal the
+    vectorised (training) path within rounding. (Mutation: change one operation's order
+    in market/_featurestate.c, e.g. ret1 * (iv * K1), and the bitwise check fails.)"""
     frame, ready = features.compute(ticks)
     vec = frame.to_numpy()
     inc, inc_ready = incremental(ticks)
+    ref, ref_ready = incremental(ticks, features.PyFeatureState)
+    np.testing.assert_array_equal(inc_ready, ref_ready)
+    assert inc.tobytes() == ref.tobytes(), "the C port and the Python reference differ"
     assert inc.shape == vec.shape
     np.testing.assert_array_equal(inc_ready, ready)
     np.testing.assert_array_equal(np.isnan(inc), np.isnan(vec))
@@ -38,6 +44,23 @@ def assert_same(ticks: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
 
 def col(x: np.ndarray, name: str) -> np.ndarray:
     return x[:, features.FEATURE_NAMES.index(name)]
+
+
+def test_the_consumer_gets_the_c_port():
+    """`make models` built market/_featurestate: the fallback to the reference is for a
+    fresh clone before the build, never for the suite (or the consumer it tests)."""
+    assert features.FeatureState is not features.PyFeatureState
+    assert features.FeatureState.__module__ == "market._featurestate"
+
+
+def test_the_c_port_raises_as_the_reference_does():
+    for state in (features.FeatureState, features.PyFeatureState):
+        st = state()
+        st.update(0, 100.0, 1.0)
+        with pytest.raises(ValueError, match="math domain error"):
+            st.update(1_000, -1.0, 1.0)
+        with pytest.raises(ZeroDivisionError):
+            st.update(2_000, 100.0, 1.0, 0.0, 0.0)
 
 
 def test_incremental_equals_vectorised_on_all_real_ticks():

@@ -1,7 +1,8 @@
 """``python -m tools.bench_features [--synthetic-symbols 1000]``: per-tick cost of
-``FeatureState.update`` on the real ticks (or a quoted multi-symbol stream), against the
-11-feature version it replaced (read from git at ``--baseline``), both in this process,
-alternating, median of ``--repeats``."""
+``FeatureState.update`` (the C port the consumer uses) on the real ticks (or a quoted
+multi-symbol stream), against its Python reference ``PyFeatureState`` and the 11-feature
+version they replaced (read from git at ``--baseline``), all in this process, alternating,
+median of ``--repeats``."""
 
 from __future__ import annotations
 
@@ -39,13 +40,13 @@ def load_baseline(commit: str):
     return mod
 
 
-def per_tick_us(mod, cols: list[list]) -> float:
+def per_tick_us(state, cols: list[list]) -> float:
     states: dict = {}
     t0 = time.perf_counter()
     for sym, t, p, z, b, a in zip(*cols, strict=True):
         st = states.get(sym)
         if st is None:
-            st = states[sym] = mod.FeatureState()
+            st = states[sym] = state()
         st.update(t, p, z, b, a)
     return (time.perf_counter() - t0) / len(cols[0]) * 1e6
 
@@ -69,15 +70,22 @@ def main() -> None:
     else:
         ticks, what = realdata.load().iloc[: a.ticks], "real ticks"
     cols = [ticks[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")]
-    runs: dict[str, list[float]] = {"baseline": [], "current": []}
+    arms = {
+        "baseline": old.FeatureState,
+        "reference": features.PyFeatureState,
+        "current": features.FeatureState,
+    }
+    runs: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(a.repeats):
-        runs["baseline"].append(per_tick_us(old, cols))
-        runs["current"].append(per_tick_us(features, cols))
-    b, c = statistics.median(runs["baseline"]), statistics.median(runs["current"])
+        for k, state in arms.items():
+            runs[k].append(per_tick_us(state, cols))
+    b, r, c = (statistics.median(runs[k]) for k in arms)
     print(
         f"FeatureState.update on {a.ticks:,} {what}, median of {a.repeats}: "
-        f"baseline ({a.baseline}, {len(old.FEATURE_NAMES)} features) {b:.2f} us/tick, "
-        f"current ({features.N_FEATURES} features) {c:.2f} us/tick, ratio {c / b:.2f}x"
+        f"baseline ({a.baseline}, {len(old.FEATURE_NAMES)} features, Python) {b:.2f} us/tick, "
+        f"Python reference ({features.N_FEATURES} features) {r:.2f} us/tick, "
+        f"C ({features.FeatureState.__module__}) {c:.2f} us/tick; "
+        f"C vs baseline {c / b:.2f}x, C vs reference {c / r:.2f}x"
     )
 
 

@@ -1,0 +1,297 @@
+/* market._featurestate.FeatureState: the streaming feature state of market/features.py in C.
+ *
+ * A line-for-line port of market.features.PyFeatureState.update (the readable reference):
+ * the same double operations in the same order (built with -ffp-contract=off, so no fused
+ * multiply-add), so both return the same bits; tests/test_features.py checks that on every
+ * real tick and on interleaved synthetic symbols. It exists because update() was a quarter
+ * of the consumer's time while draining (py-spy): docs/benchmarks.md.
+ *
+ * One buffer holds the ticks of the last 300 s; each window keeps the index of its oldest
+ * tick inside (t - W, t] and, where needed, running sums that add a tick on arrival and
+ * subtract it on leaving.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <math.h>
+#include <stdint.h>
+#include <string.h>
+#include "structmember.h"
+
+#define LONG_MS 300000
+#define WARMUP_MS LONG_MS
+#define N_FEATURES 9
+
+typedef struct {
+    int64_t t;
+    double p, r2, size, bps;
+} Tick;
+
+typedef struct {
+    PyObject_HEAD
+    Tick* buf;
+    Py_ssize_t len, cap;
+    Py_ssize_t h1, h5, h30, h60, h300;
+    double lo1, lo5, lo30, lo60;
+    double r2_30, r2_60, r2_300;
+    double size60, size300, s300;
+    int64_t nz30, nz60, nz300, n300;
+    double last_price;
+    int64_t last_t, start;
+    char ready;
+} FeatureState;
+
+static double K1, K5, K30, K60, SQRT2;
+static const double LONG_PER_60 = (double)LONG_MS / 60000.0;
+
+/* Python's float division and math.log, errors included (the reference raises them). */
+static int py_div(double a, double b, double* out) {
+    if (b == 0.0) {
+        PyErr_SetString(PyExc_ZeroDivisionError, "float division by zero");
+        return -1;
+    }
+    *out = a / b;
+    return 0;
+}
+
+static int py_log_ratio(double a, double b, double* out) {
+    double x;
+    if (py_div(a, b, &x) < 0) return -1;
+    if (x <= 0.0) {
+        PyErr_SetString(PyExc_ValueError, "math domain error");
+        return -1;
+    }
+    *out = log(x);
+    return 0;
+}
+
+static void fs_reset(FeatureState* s) {
+    s->len = 0;
+    s->h1 = s->h5 = s->h30 = s->h60 = s->h300 = 0;
+    s->lo1 = s->lo5 = s->lo30 = s->lo60 = NAN;
+    s->r2_30 = s->r2_60 = s->r2_300 = 0.0;
+    s->size60 = s->size300 = s->s300 = 0.0;
+    s->nz30 = s->nz60 = s->nz300 = 0;
+    s->n300 = 0;
+    s->last_price = NAN;
+    s->start = 0;
+}
+
+static int fs_init(FeatureState* s, PyObject* args, PyObject* kwds) {
+    static char* kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
+    fs_reset(s);
+    s->last_t = -((int64_t)1 << 62);
+    s->ready = 0;
+    return 0;
+}
+
+static void fs_dealloc(FeatureState* s) {
+    PyMem_Free(s->buf);
+    Py_TYPE(s)->tp_free((PyObject*)s);
+}
+
+static int fs_append(FeatureState* s, Tick tick) {
+    if (s->len == s->cap) {
+        Py_ssize_t cap = s->cap ? 2 * s->cap : 64;
+        Tick* grown = PyMem_Realloc(s->buf, (size_t)cap * sizeof(Tick));
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->buf = grown;
+        s->cap = cap;
+    }
+    s->buf[s->len++] = tick;
+    return 0;
+}
+
+static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t nargs,
+                           PyObject* kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        PyErr_SetString(PyExc_TypeError, "update() takes positional arguments only");
+        return NULL;
+    }
+    if (nargs < 3 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "update(t_ms, price, size, bid=nan, ask=nan)");
+        return NULL;
+    }
+    long long t_ms = PyLong_AsLongLong(args[0]);
+    if (t_ms == -1 && PyErr_Occurred()) return NULL;
+    double price = PyFloat_AsDouble(args[1]);
+    if (price == -1.0 && PyErr_Occurred()) return NULL;
+    double size = PyFloat_AsDouble(args[2]);
+    if (size == -1.0 && PyErr_Occurred()) return NULL;
+    double bid = NAN, ask = NAN;
+    if (nargs > 3 && ((bid = PyFloat_AsDouble(args[3])) == -1.0 && PyErr_Occurred())) return NULL;
+    if (nargs > 4 && ((ask = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred())) return NULL;
+
+    int64_t t = t_ms > s->last_t ? t_ms : s->last_t;
+    if (t - s->last_t > WARMUP_MS) { /* first tick, or a gap: history starts again */
+        fs_reset(s);
+        s->start = t;
+    }
+    double last = s->last_price, r = 0.0, mid, bps;
+    if (last == last && py_log_ratio(price, last, &r) < 0) return NULL;
+    double r2 = r * r;
+    int nz = r2 != 0.0;
+    if (py_div(ask - bid, (ask + bid) * 0.5, &mid) < 0) return NULL;
+    bps = mid * 1e4;
+    int has_bps = bps == bps;
+    if (fs_append(s, (Tick){t, price, r2, size, bps}) < 0) return NULL;
+    s->last_price = price;
+    s->last_t = t;
+    Tick* buf = s->buf;
+
+    /* 300 s: sum of r^2, trade count, volume, spread sum and count */
+    double v300 = s->r2_300 + r2, z300 = s->size300 + size;
+    int64_t n300 = s->nz300 + nz;
+    double s300 = has_bps ? s->s300 + bps : s->s300;
+    int64_t q300 = s->n300 + has_bps;
+    Py_ssize_t h = s->h300;
+    int64_t edge = t - LONG_MS;
+    while (buf[h].t <= edge) {
+        v300 -= buf[h].r2;
+        z300 -= buf[h].size;
+        n300 -= buf[h].r2 != 0.0;
+        if (buf[h].bps == buf[h].bps) {
+            s300 -= buf[h].bps;
+            q300 -= 1;
+        }
+        h += 1;
+    }
+    if (n300 == 0 || v300 < 0.0) v300 = 0.0;
+    if (q300 == 0) s300 = 0.0;
+    s->r2_300 = v300, s->size300 = z300, s->nz300 = n300, s->s300 = s300, s->n300 = q300;
+    s->h300 = h;
+    Py_ssize_t count300 = s->len - h;
+
+    /* 60 s: sum of r^2, trade count, volume, lag price */
+    double s60 = s->r2_60 + r2, z60 = s->size60 + size, lo = s->lo60;
+    int64_t n60 = s->nz60 + nz;
+    h = s->h60;
+    edge = t - 60000;
+    while (buf[h].t <= edge) {
+        lo = buf[h].p;
+        s60 -= buf[h].r2;
+        z60 -= buf[h].size;
+        n60 -= buf[h].r2 != 0.0;
+        h += 1;
+    }
+    if (n60 == 0 || s60 < 0.0) s60 = 0.0;
+    s->r2_60 = s60, s->size60 = z60, s->nz60 = n60, s->h60 = h, s->lo60 = lo;
+    Py_ssize_t count60 = s->len - h;
+    double ret60 = NAN, ret30 = NAN, ret5 = NAN, ret1 = NAN;
+    if (lo == lo && py_log_ratio(price, lo, &ret60) < 0) return NULL;
+
+    /* 30 s: sum of r^2, lag price */
+    double s30 = s->r2_30 + r2;
+    int64_t n30 = s->nz30 + nz;
+    h = s->h30, lo = s->lo30, edge = t - 30000;
+    while (buf[h].t <= edge) {
+        lo = buf[h].p;
+        s30 -= buf[h].r2;
+        n30 -= buf[h].r2 != 0.0;
+        h += 1;
+    }
+    if (n30 == 0 || s30 < 0.0) s30 = 0.0;
+    s->r2_30 = s30, s->nz30 = n30, s->h30 = h, s->lo30 = lo;
+    if (lo == lo && py_log_ratio(price, lo, &ret30) < 0) return NULL;
+
+    /* 5 s and 1 s: lag price only */
+    h = s->h5, lo = s->lo5, edge = t - 5000;
+    while (buf[h].t <= edge) lo = buf[h++].p;
+    s->h5 = h, s->lo5 = lo;
+    if (lo == lo && py_log_ratio(price, lo, &ret5) < 0) return NULL;
+    h = s->h1, lo = s->lo1, edge = t - 1000;
+    while (buf[h].t <= edge) lo = buf[h++].p;
+    s->h1 = h, s->lo1 = lo;
+    if (lo == lo && py_log_ratio(price, lo, &ret1) < 0) return NULL;
+
+    Py_ssize_t h300 = s->h300;
+    if (h300 > 1024 && h300 * 2 > s->len) { /* drop ticks every window has left */
+        memmove(s->buf, s->buf + h300, (size_t)(s->len - h300) * sizeof(Tick));
+        s->len -= h300;
+        s->h300 = 0;
+        s->h60 -= h300;
+        s->h30 -= h300;
+        s->h5 -= h300;
+        s->h1 -= h300;
+    }
+    s->ready = t - s->start >= WARMUP_MS;
+
+    double out[N_FEATURES];
+    if (v300 > 0.0) {
+        double iv = 1.0 / sqrt(v300);
+        out[0] = ret1 * iv * K1;
+        out[1] = ret5 * iv * K5;
+        out[2] = ret30 * iv * K30;
+        out[3] = ret60 * iv * K60;
+        out[5] = sqrt(LONG_PER_60 * s60) * iv;
+    } else {
+        out[0] = out[1] = out[2] = out[3] = out[5] = NAN;
+    }
+    out[4] = s60 > 0.0 ? SQRT2 * sqrt(s30 / s60) : NAN;
+    out[6] = LONG_PER_60 * (double)count60 / (double)count300;
+    out[7] = z300 > 0.0 ? LONG_PER_60 * z60 / z300 : NAN;
+    out[8] = has_bps && s300 > 0.0 ? bps * (double)q300 / s300 : NAN;
+
+    PyObject* list = PyList_New(N_FEATURES);
+    if (list == NULL) return NULL;
+    for (int i = 0; i < N_FEATURES; i++) {
+        PyObject* f = PyFloat_FromDouble(out[i]);
+        if (f == NULL) {
+            Py_DECREF(list);
+            return NULL;
+        }
+        PyList_SET_ITEM(list, i, f);
+    }
+    return list;
+}
+
+static PyMethodDef fs_methods[] = {
+    {"update", (PyCFunction)(void (*)(void))fs_update, METH_FASTCALL | METH_KEYWORDS,
+     "update(t_ms, price, size, bid=nan, ask=nan) -> the tick's features in FEATURE_NAMES "
+     "order; a tick older than the last one counts as arriving at the last time."},
+    {NULL, NULL, 0, NULL},
+};
+
+static PyMemberDef fs_members[] = {
+    {"ready", T_BOOL, offsetof(FeatureState, ready), READONLY,
+     "The symbol has WARMUP_MS of unbroken history."},
+    {NULL, 0, 0, 0, NULL},
+};
+
+static PyTypeObject FeatureStateType = {
+    PyVarObject_HEAD_INIT(NULL, 0).tp_name = "market._featurestate.FeatureState",
+    .tp_doc = "One symbol's rolling feature state (C port of market.features.PyFeatureState).",
+    .tp_basicsize = sizeof(FeatureState),
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = PyType_GenericNew,
+    .tp_init = (initproc)fs_init,
+    .tp_dealloc = (destructor)fs_dealloc,
+    .tp_methods = fs_methods,
+    .tp_members = fs_members,
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_featurestate", "Streaming features in C.", -1, NULL,
+};
+
+PyMODINIT_FUNC PyInit__featurestate(void) {
+    /* the constants as market/features.py computes them */
+    K1 = 1.0 / sqrt(1000.0 / (double)LONG_MS);
+    K5 = 1.0 / sqrt(5000.0 / (double)LONG_MS);
+    K30 = 1.0 / sqrt(30000.0 / (double)LONG_MS);
+    K60 = 1.0 / sqrt(60000.0 / (double)LONG_MS);
+    SQRT2 = sqrt(2.0);
+    if (PyType_Ready(&FeatureStateType) < 0) return NULL;
+    PyObject* m = PyModule_Create(&module);
+    if (m == NULL) return NULL;
+    Py_INCREF(&FeatureStateType);
+    if (PyModule_AddObject(m, "FeatureState", (PyObject*)&FeatureStateType) < 0) {
+        Py_DECREF(&FeatureStateType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
