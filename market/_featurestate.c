@@ -126,7 +126,8 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     if (nargs > 4 && ((ask = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred())) return NULL;
 
     int64_t t = t_ms > s->last_t ? t_ms : s->last_t;
-    if (t - s->last_t > WARMUP_MS) { /* first tick, or a gap: history starts again */
+    /* t >= last_t >= start: unsigned differences cannot overflow (Python's ints do not) */
+    if ((uint64_t)t - (uint64_t)s->last_t > WARMUP_MS) { /* first tick, or a gap: restart */
         fs_reset(s);
         s->start = t;
     }
@@ -217,7 +218,7 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         s->h5 -= h300;
         s->h1 -= h300;
     }
-    s->ready = t - s->start >= WARMUP_MS;
+    s->ready = (uint64_t)t - (uint64_t)s->start >= WARMUP_MS;
 
     double out[N_FEATURES];
     if (v300 > 0.0) {

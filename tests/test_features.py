@@ -61,6 +61,12 @@ def test_the_c_port_raises_as_the_reference_does():
             st.update(1_000, -1.0, 1.0)
         with pytest.raises(ZeroDivisionError):
             st.update(2_000, 100.0, 1.0, 0.0, 0.0)
+    # far-apart times (int64 in C): a gap restarts the history in both, nothing overflows
+    for far in ([(2**63 - 1, 100.0)], [(0, 100.0), (2**62, 101.0), (2**63 - 1, 102.0)]):
+        c, ref = features.FeatureState(), features.PyFeatureState()
+        for t, p in [*far, (-(2**62), 103.0)]:
+            assert np.array_equal(c.update(t, p, 1.0), ref.update(t, p, 1.0), equal_nan=True)
+            assert c.ready == ref.ready, t
 
 
 def test_incremental_equals_vectorised_on_all_real_ticks():
