@@ -11,17 +11,18 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 
 
-def build(source: Path, *flags: str) -> None:
+def build(source: Path, *flags: str, libs: tuple[str, ...] = ()) -> None:
     out = source.with_name(source.stem + sysconfig.get_config_var("EXT_SUFFIX"))
     include = sysconfig.get_paths()["include"]
-    cmd = ["gcc", "-O2", *flags, "-shared", "-fPIC", f"-I{include}", str(source), "-o", str(out)]
+    cmd = ["gcc", "-O2", *flags, "-shared", "-fPIC", f"-I{include}", str(source), *libs]
+    cmd += ["-o", str(out)]
     subprocess.run(cmd, check=True)
     print(f"built {out.relative_to(HERE.parent)}")
 
 
 def main() -> None:
     build(HERE / "_fastcall.c")
-    build(HERE.parent / "market" / "_featurestate.c", "-ffp-contract=off", "-lm")
+    build(HERE.parent / "market" / "_featurestate.c", "-ffp-contract=off", libs=("-lm",))
 
 
 if __name__ == "__main__":

@@ -64,8 +64,23 @@ static int py_log_ratio(double a, double b, double* out) {
     return 0;
 }
 
+/* A burst can grow the buffer far past what 300 s normally hold: give memory back once it
+ * is mostly empty (the Python reference's list does the same). */
+static void fs_shrink(FeatureState* s) {
+    if (s->cap > 4096 && s->cap > 4 * s->len) {
+        Py_ssize_t cap = s->len * 2 > 64 ? s->len * 2 : 64;
+        Tick* smaller = s->buf;
+        PyMem_Resize(smaller, Tick, (size_t)cap);
+        if (smaller != NULL) { /* else keep the larger buffer: nothing is lost */
+            s->buf = smaller;
+            s->cap = cap;
+        }
+    }
+}
+
 static void fs_reset(FeatureState* s) {
     s->len = 0;
+    fs_shrink(s);
     s->h1 = s->h5 = s->h30 = s->h60 = s->h300 = 0;
     s->lo1 = s->lo5 = s->lo30 = s->lo60 = NAN;
     s->r2_30 = s->r2_60 = s->r2_300 = 0.0;
@@ -76,12 +91,22 @@ static void fs_reset(FeatureState* s) {
     s->start = 0;
 }
 
-static int fs_init(FeatureState* s, PyObject* args, PyObject* kwds) {
-    static char* kwlist[] = {NULL};
-    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
+static void fs_clear(FeatureState* s) {
     fs_reset(s);
     s->last_t = -((int64_t)1 << 62);
     s->ready = 0;
+}
+
+static PyObject* fs_new(PyTypeObject* type, PyObject* args, PyObject* kwds) {
+    FeatureState* s = (FeatureState*)PyType_GenericNew(type, args, kwds);
+    if (s != NULL) fs_clear(s); /* a usable state even without __init__ */
+    return (PyObject*)s;
+}
+
+static int fs_init(FeatureState* s, PyObject* args, PyObject* kwds) {
+    static char* kwlist[] = {NULL};
+    if (!PyArg_ParseTupleAndKeywords(args, kwds, "", kwlist)) return -1;
+    fs_clear(s);
     return 0;
 }
 
@@ -93,7 +118,8 @@ static void fs_dealloc(FeatureState* s) {
 static int fs_append(FeatureState* s, Tick tick) {
     if (s->len == s->cap) {
         Py_ssize_t cap = s->cap ? 2 * s->cap : 64;
-        Tick* grown = PyMem_Realloc(s->buf, (size_t)cap * sizeof(Tick));
+        Tick* grown = s->buf;
+        PyMem_Resize(grown, Tick, (size_t)cap);
         if (grown == NULL) {
             PyErr_NoMemory();
             return -1;
@@ -126,17 +152,18 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     if (nargs > 4 && ((ask = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred())) return NULL;
 
     int64_t t = t_ms > s->last_t ? t_ms : s->last_t;
-    /* t >= last_t >= start: unsigned differences cannot overflow (Python's ints do not) */
+    double mid, bps; /* before any state changes, as in the reference */
+    if (py_div(ask - bid, (ask + bid) * 0.5, &mid) < 0) return NULL;
+    bps = mid * 1e4;
+    /* t >= last_t: an unsigned difference cannot overflow (Python's ints do not) */
     if ((uint64_t)t - (uint64_t)s->last_t > WARMUP_MS) { /* first tick, or a gap: restart */
         fs_reset(s);
         s->start = t;
     }
-    double last = s->last_price, r = 0.0, mid, bps;
+    double last = s->last_price, r = 0.0;
     if (last == last && py_log_ratio(price, last, &r) < 0) return NULL;
     double r2 = r * r;
     int nz = r2 != 0.0;
-    if (py_div(ask - bid, (ask + bid) * 0.5, &mid) < 0) return NULL;
-    bps = mid * 1e4;
     int has_bps = bps == bps;
     if (fs_append(s, (Tick){t, price, r2, size, bps}) < 0) return NULL;
     s->last_price = price;
@@ -217,8 +244,9 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         s->h30 -= h300;
         s->h5 -= h300;
         s->h1 -= h300;
+        fs_shrink(s);
     }
-    s->ready = (uint64_t)t - (uint64_t)s->start >= WARMUP_MS;
+    s->ready = t >= s->start && (uint64_t)t - (uint64_t)s->start >= WARMUP_MS;
 
     double out[N_FEATURES];
     if (v300 > 0.0) {
@@ -251,8 +279,9 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
 
 static PyMethodDef fs_methods[] = {
     {"update", (PyCFunction)(void (*)(void))fs_update, METH_FASTCALL | METH_KEYWORDS,
-     "update(t_ms, price, size, bid=nan, ask=nan) -> the tick's features in FEATURE_NAMES "
-     "order; a tick older than the last one counts as arriving at the last time."},
+     "update(t_ms, price, size[, bid, ask]) -> the tick's features in FEATURE_NAMES order "
+     "(positional arguments; bid and ask default to NaN); a tick older than the last one "
+     "counts as arriving at the last time."},
     {NULL, NULL, 0, NULL},
 };
 
@@ -267,7 +296,7 @@ static PyTypeObject FeatureStateType = {
     .tp_doc = "One symbol's rolling feature state (C port of market.features.PyFeatureState).",
     .tp_basicsize = sizeof(FeatureState),
     .tp_flags = Py_TPFLAGS_DEFAULT,
-    .tp_new = PyType_GenericNew,
+    .tp_new = fs_new,
     .tp_init = (initproc)fs_init,
     .tp_dealloc = (destructor)fs_dealloc,
     .tp_methods = fs_methods,

@@ -121,6 +121,7 @@ class PyFeatureState:
         (late ticks cannot rewind the windows).
         """
         t = t_ms if t_ms > self._last_t else self._last_t
+        bps = (ask - bid) / ((ask + bid) * 0.5) * 1e4  # may raise: before any state changes
         if t - self._last_t > WARMUP_MS:  # first tick, or a gap: history starts again
             self._reset()
             self._start = t
@@ -128,7 +129,6 @@ class PyFeatureState:
         r = math.log(price / last) if last == last else 0.0
         r2 = r * r
         nz = r2 != 0.0
-        bps = (ask - bid) / ((ask + bid) * 0.5) * 1e4
         has_bps = bps == bps
         buf = self._buf
         buf.append((t, price, r2, size, bps))

@@ -69,6 +69,43 @@ def test_the_c_port_raises_as_the_reference_does():
             assert c.ready == ref.ready, t
 
 
+def test_a_raising_tick_changes_nothing_in_either():
+    """The spread is computed before a gap resets the history: a tick that raises there
+    leaves the state as it was (the C port used to report ready=True on the next tick)."""
+    for state in (features.FeatureState, features.PyFeatureState):
+        st = state()
+        st.update(1_000_000, 100.0, 1.0)
+        with pytest.raises(ZeroDivisionError):
+            st.update(1_400_000, 100.0, 1.0, 0.0, 0.0)
+        st.update(1_100_000, 100.0, 1.0)
+        assert not st.ready, state
+    first = features.FeatureState()
+    first.update(-(2**62), 1.0, 1.0)  # at the "no tick yet" sentinel
+    assert not first.ready
+    bare = features.FeatureState.__new__(features.FeatureState)  # usable without __init__
+    assert bare.update(0, 100.0, 1.0)[6] == 5.0
+
+
+def test_the_c_buffer_gives_memory_back_after_a_burst():
+    """A burst of 400,000 ticks inside 300 s grows the buffer; once the window has moved on
+    (compaction) it shrinks again, as the reference's list does."""
+    import tracemalloc
+
+    st = features.FeatureState()
+    tracemalloc.start()
+    try:
+        for i in range(400_000):
+            st.update(i // 2, 100.0 + (i % 7), 1.0)
+        peak = tracemalloc.get_traced_memory()[0]
+        t0 = 200_000
+        for i in range(3_000):
+            st.update(t0 + 300_001 + i * 1_000, 100.0, 1.0)
+        after = tracemalloc.get_traced_memory()[0]
+    finally:
+        tracemalloc.stop()
+    assert peak > 10_000_000 and after < peak / 10, (peak, after)
+
+
 def test_incremental_equals_vectorised_on_all_real_ticks():
     ticks = realdata.load()
     assert len(ticks) == 500_000
