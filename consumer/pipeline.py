@@ -376,13 +376,14 @@ class Pipeline:
 
     def _model_info(self, artifact: str) -> pb.ModelInfoResponse | None:
         """ModelInfo of ``artifact``, asked again after SCHEMA_RECHECK_S (5 s after a failure,
-        which gives None: the callers go on without it)."""
+        which gives None: the callers go on without it). It blocks the loop, so its deadline
+        is short: a healthy server answers in about a millisecond."""
         now = time.monotonic()
         info, until = self._info.get(artifact, (None, 0.0))
         if now < until:
             return info
         try:
-            info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
+            info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=0.5)
             self._info[artifact] = (info, now + SCHEMA_RECHECK_S)
         except grpc.RpcError as exc:
             logger.warning(
