@@ -52,12 +52,13 @@ class Manifest:
         return cls.parse((folder / MANIFEST_FILE).read_text())
 
     @classmethod
-    def parse(cls, text: str, checked: tuple[tuple[str, str, bool], ...] = ()) -> Manifest:
-        """Strict JSON; ``checked`` fields (field, kind, required: the servers pass
-        proto/contract.toml's) are checked first, with the native server's messages.
-        Unknown fields are ignored, missing metadata takes its default."""
-        raw = json.loads(text, parse_constant=refuse_constant)
-        check_fields(raw, checked)
+    def parse(cls, text: str) -> Manifest:
+        """Strict JSON (no NaN or Infinity)."""
+        return cls.from_raw(json.loads(text, parse_constant=refuse_constant))
+
+    @classmethod
+    def from_raw(cls, raw: dict) -> Manifest:
+        """Unknown fields are ignored, missing metadata takes its default."""
         known = {f.name for f in fields(cls)}
         kept = {k: v for k, v in raw.items() if k in known}
         kept["feature_names"] = tuple(kept["feature_names"])

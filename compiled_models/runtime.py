@@ -61,7 +61,7 @@ class CompiledModel:
             raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
         try:
             check_fields(raw, checked)
-            manifest = Manifest.parse(self.manifest_json)
+            manifest = Manifest.from_raw(raw)
         except (ValueError, TypeError, KeyError) as exc:
             raise ArtifactError(f"artifact {folder.name}: {exc}") from exc
         self.manifest = manifest

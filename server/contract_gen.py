@@ -15,18 +15,6 @@ NAME_CHARS_IN_ERROR = 32
 MODEL_CHARS_IN_ERROR = 64
 DIMS_IN_ERROR = 8
 
-KINDS: dict[str, grpc.StatusCode] = {
-    "InvalidArgument": grpc.StatusCode.INVALID_ARGUMENT,
-    "ResourceExhausted": grpc.StatusCode.RESOURCE_EXHAUSTED,
-    "NotFound": grpc.StatusCode.NOT_FOUND,
-    "NoModel": grpc.StatusCode.UNAVAILABLE,
-    "ArtifactUnavailable": grpc.StatusCode.UNAVAILABLE,
-    "DeadlineExceeded": grpc.StatusCode.DEADLINE_EXCEEDED,
-    "Cancelled": grpc.StatusCode.CANCELLED,
-    "Internal": grpc.StatusCode.INTERNAL,
-}
-"""The `type` label values: error kind -> gRPC code."""
-
 
 def malformed(*, type_name: str, detail: str) -> ServiceError:
     return ServiceError(
@@ -368,13 +356,3 @@ MANIFEST_FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("trained_on", "string", False),
 )
 """(field, kind, required): what a server checks in a manifest, in order."""
-
-LABELS: dict[str, str] = {
-    "method": "a method of the Predictor or GRPCInferenceService .proto service",
-    "code": "a gRPC status code name (OK, INVALID_ARGUMENT, ...)",
-    "type": "an error kind of [kinds]",
-    "artifact": "an artifact of the models directory that was loaded; '' when a call resolved none",
-    "sha256": "the active artifact's library digest (one series at a time)",
-    "result": "ok or failed",
-}
-"""Every label either server sets, and the values it takes."""

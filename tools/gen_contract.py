@@ -76,7 +76,7 @@ def load(path: Path = CONTRACT) -> dict:
         for label in m["labels"]:
             if label not in c["labels"]:
                 raise ValueError(f"metrics.{key}: label {label!r} is not documented in [labels]")
-    uppercase = [k.upper() for k in (*c["limits"], *c["metrics"])] + ["KINDS", "METRICS", "LABELS"]
+    uppercase = [k.upper() for k in (*c["limits"], *c["metrics"])] + ["METRICS"]
     if len(set(uppercase)) != len(uppercase):
         raise ValueError(f"a limit and a metric share a name: {sorted(uppercase)}")
     errors(c)  # every error checked at load
@@ -145,9 +145,7 @@ def render_py(c: dict) -> str:
         "",
     ]
     out += [f"{k.upper()} = {v!r}" for k, v in c["limits"].items()]
-    out += ["", "KINDS: dict[str, grpc.StatusCode] = {"]
-    out += [f"    {k!r}: grpc.StatusCode.{v}," for k, v in c["kinds"].items()]
-    out += ["}", '"""The `type` label values: error kind -> gRPC code."""', ""]
+    out += [""]
     for e in errors(c):
         py_type = {"s": "str", "d": "int"}
         args = ", ".join(["*", *(f"{n}: {py_type[t]}" for n, t in e.params)]) if e.params else ""
@@ -186,9 +184,6 @@ def render_py(c: dict) -> str:
     out += ["", "MANIFEST_FIELDS: tuple[tuple[str, str, bool], ...] = ("]
     out += [f"    {f!r}," for f in manifest_fields(c)]
     out += [")", '"""(field, kind, required): what a server checks in a manifest, in order."""']
-    out += ["", "LABELS: dict[str, str] = {"]
-    out += [f"    {k!r}: {v!r}," for k, v in c["labels"].items()]
-    out += ["}", '"""Every label either server sets, and the values it takes."""']
     return "\n".join(out).replace("\n\n\n\n", "\n\n\n") + "\n"
 
 
@@ -227,14 +222,7 @@ def render_go(c: dict) -> str:
         "const (",
     ]
     out += [f"\t{_camel(k)} = {v}" for k, v in c["limits"].items()]
-    out += [
-        ")",
-        "",
-        "// errorKinds are the `type` label values, each with its gRPC code.",
-        "var errorKinds = map[string]grpccodes.Code{",
-    ]
-    out += [f'\t"{k}": grpccodes.{_go_code(v)},' for k, v in c["kinds"].items()]
-    out += ["}"]
+    out += [")"]
     for e in errors(c):
         fmt, args = _go_format(e.message)
         go_type = {"s": "string", "d": "int"}

@@ -17,18 +17,6 @@ const (
 	dimsInError       = 8
 )
 
-// errorKinds are the `type` label values, each with its gRPC code.
-var errorKinds = map[string]grpccodes.Code{
-	"InvalidArgument":     grpccodes.InvalidArgument,
-	"ResourceExhausted":   grpccodes.ResourceExhausted,
-	"NotFound":            grpccodes.NotFound,
-	"NoModel":             grpccodes.Unavailable,
-	"ArtifactUnavailable": grpccodes.Unavailable,
-	"DeadlineExceeded":    grpccodes.DeadlineExceeded,
-	"Cancelled":           grpccodes.Canceled,
-	"Internal":            grpccodes.Internal,
-}
-
 func errMalformed(typeName string, detail string) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("request is not a valid %s: %s", typeName, detail)}
 }
