@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import _ctypes
 import ctypes
-import json
 import os
 from pathlib import Path
 
@@ -18,13 +17,7 @@ import numpy as np
 from compiled_models import _fastcall  # built by `make models` (build_fastcall.py)
 from compiled_models.calibration import parse as parse_calibration
 from compiled_models.libcheck import LibraryError, check_elf, confined_path
-from compiled_models.manifest import (
-    MANIFEST_FILE,
-    Manifest,
-    check_fields,
-    refuse_constant,
-    sha256_bytes,
-)
+from compiled_models.manifest import MANIFEST_FILE, Manifest, check, sha256_bytes
 
 _F32 = np.dtype(np.float32)
 _call = _fastcall.call
@@ -41,29 +34,21 @@ class InvalidInput(ValueError):
 class CompiledModel:
     """A verified, loaded artifact. ``predict`` is thread-safe and releases the GIL."""
 
-    def __init__(
-        self,
-        folder: Path,
-        expected_features: tuple[str, ...] | None = None,
-        checked: tuple[tuple[str, str, bool], ...] = (),
-    ):
+    def __init__(self, folder: Path, expected_features: tuple[str, ...] | None = None):
         """``expected_features``: refuse an artifact listing others (None: any list; the
-        servers take the list from the manifest). ``checked``: manifest fields checked
-        first (the servers pass proto/contract.toml's)."""
+        servers take the list from the manifest). The manifest is checked against its
+        schema (``manifest.check``, proto/contract.toml [manifest]) before anything in it
+        is trusted, and decoded from the checked document only."""
         folder = Path(folder)
         try:
-            self.manifest_json = (folder / MANIFEST_FILE).read_text()  # read once, as written
-        except (OSError, ValueError) as exc:
+            raw = (folder / MANIFEST_FILE).read_bytes()  # read once
+        except OSError as exc:
             raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
         try:
-            raw = json.loads(self.manifest_json, parse_constant=refuse_constant)
-        except ValueError as exc:
-            raise ArtifactError(f"artifact {folder.name}: unreadable manifest: {exc}") from exc
-        try:
-            check_fields(raw, checked)
-            manifest = Manifest.from_raw(raw)
+            manifest = Manifest.from_raw(check(raw))
         except (ValueError, TypeError, KeyError) as exc:
             raise ArtifactError(f"artifact {folder.name}: {exc}") from exc
+        self.manifest_json = raw.decode("utf-8")  # as written (check: valid UTF-8)
         self.manifest = manifest
         self.name = manifest.name
         if self.name != folder.name:
@@ -75,8 +60,6 @@ class CompiledModel:
             self.calibration = parse_calibration(manifest.calibration)
         except ValueError as exc:
             raise ArtifactError(f"artifact {self.name}: {exc}") from None
-        if not isinstance(manifest.trained_on, str):
-            raise ArtifactError(f"artifact {self.name}: trained_on must be a string")
         if expected_features is not None and manifest.feature_names != tuple(expected_features):
             raise ArtifactError(
                 f"artifact {self.name}: feature schema {list(manifest.feature_names)} "

@@ -11,6 +11,7 @@ import grpc
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, start_http_server
 
+from compiled_models.manifest_schema_gen import MANIFEST_MAX_BYTES
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.pipeline import Pipeline
@@ -75,7 +76,11 @@ def main() -> None:
     start_http_server(s.metrics_port, s.metrics_host, registry=registry)
     provider = make_tracer_provider("volspike-consumer")
     consumer, producer = kafka_clients(s)
-    channel = grpc.insecure_channel(s.server, options=[("grpc.enable_retries", 0)])
+    # ModelInfo carries a whole manifest: the receive limit fits the largest one the
+    # manifest schema allows, with room for the rest of the answer.
+    receive = 4 * MANIFEST_MAX_BYTES
+    options = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", receive)]
+    channel = grpc.insecure_channel(s.server, options=options)
     pipeline = Pipeline(
         s,
         consumer,

@@ -51,13 +51,30 @@ class ConsumerSettings:
     live_sample_dir: str = str(Path(__file__).resolve().parent.parent / ".run" / "live-sample")
     """Where the latest scored feature rows are written for the drift report (`make drift`)."""
     live_sample_rows: int = 10_000
-    """Rows kept in the live sample (a ring: the most recent ones)."""
+    """Rows in the live sample: a uniform sample of the rows scored over the last
+    live_sample_window_s (consumer/drift.py LiveSample)."""
+    live_sample_window_s: float = 1200.0
+    """The window the live sample covers (20 minutes)."""
     live_sample_flush_s: float = 30.0
     """How often the live sample file is rewritten."""
     drift_report_metrics: str = str(
         Path(__file__).resolve().parent.parent / "reports" / "drift" / "metrics.json"
     )
     """The last drift report's summary, exported with this consumer's metrics."""
+    max_symbols: int = 20_000
+    """Most symbols whose feature state is kept (consumer/states.py): past it, the tenth
+    with the oldest clocks is evicted (counted; they start cold if they trade again)."""
+    max_late_ms: int = 5_000
+    """A tick further behind its symbol's latest tick is dead-lettered (reason ``late``)."""
+    max_window_ticks: int = 300_000
+    """Most ticks one symbol may hold in its 300 s window (1,000 ticks/s); past it a tick is
+    dead-lettered (reason ``symbol_flood``)."""
+    answer_retries: int = 2
+    """A malformed answer (wrong length, a probability outside [0, 1]) is asked again this
+    many times, then its batch is dead-lettered (reason ``bad_answer``)."""
+    schema_wait_s: float = 10.0
+    """How long a batch waits for ModelInfo to confirm its artifact's feature list before it
+    is dead-lettered (reason ``schema_unconfirmed``); never published unchecked."""
     warmup_ms: int = WARMUP_MS + 10_000
     """On assignment, feature state is rebuilt from this much event time before the
     committed offset: the features' longest window (300 s) plus 10 s, so a symbol that

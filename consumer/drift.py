@@ -1,8 +1,9 @@
 """Continuous drift, counted where the features are made: each micro-batch's feature values
 and predictions go into the active artifact's reference bins (from its manifest, asked once
 per artifact with ModelInfo), one numpy pass per feature, and leave as Prometheus counters;
-recording rules turn them into each feature's PSI (observability/rules.py). A bounded ring of
-the latest rows is written now and then for the Evidently report (`make drift`).
+recording rules turn them into each feature's PSI (observability/rules.py). A uniform sample of
+the last 20 minutes' rows, with the artifact that scored each, is written now and then for the
+Evidently report (`make drift`).
 """
 
 from __future__ import annotations
@@ -18,24 +19,40 @@ import numpy as np
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from compiled_models.manifest_schema_gen import MANIFEST_DRIFT_MAX_EDGES, MANIFEST_MAX_FEATURES
 from drift import bins as db
 
 logger = logging.getLogger(__name__)
 PREDICTION = "prediction"  # the feature label of the predicted probability's bins
+MAX_ARTIFACTS = 4
+"""Artifacts whose bins are exported at once: a new one evicts the one seen longest ago, so
+the series count stays bounded (at most 4 x 257 x 34) however many rollbacks there were."""
 
 
 class ArtifactBins:
     """One artifact's reference bins and the live counts against them."""
 
-    def __init__(self, artifact: str, manifest: dict) -> None:
-        spec = manifest.get("drift") or {}
-        names = tuple(manifest["feature_names"])
-        if set(spec.get("features", {})) != set(names) or "prediction" not in spec:
-            raise ValueError(f"artifact {artifact}: manifest has no drift bins for its features")
+    def __init__(self, artifact: str, manifest: object) -> None:
+        """Checks what it reads as the manifest schema says (proto/contract.toml): the
+        server that sent it may be of another version; anything else is a ValueError."""
+        spec = manifest.get("drift") if isinstance(manifest, dict) else None
+        names = manifest.get("feature_names") if isinstance(manifest, dict) else None
+        if (
+            not isinstance(names, list)
+            or not 0 < len(names) <= MANIFEST_MAX_FEATURES
+            or not all(isinstance(n, str) for n in names)
+            or not isinstance(spec, dict)
+            or not isinstance(spec.get("features"), dict)
+            or set(spec["features"]) != set(names)
+            or "prediction" not in spec
+        ):
+            raise ValueError(
+                f"artifact {artifact[:64]}: manifest has no drift bins for its features"
+            )
         self.artifact = artifact
-        self.names = names
-        self.bins = [db.Bins.from_json(spec["features"][n]) for n in names]
-        self.pred_bins = db.Bins.from_json(spec["prediction"])
+        self.names = tuple(names)
+        self.bins = [_bins(spec["features"][n]) for n in names]
+        self.pred_bins = _bins(spec["prediction"])
         self.counts = [np.zeros(b.size, np.int64) for b in self.bins]
         self.pred_counts = np.zeros(self.pred_bins.size, np.int64)
 
@@ -43,6 +60,21 @@ class ArtifactBins:
         for j, b in enumerate(self.bins):
             self.counts[j] += db.count(b, x[:, j].astype(np.float64))
         self.pred_counts += db.count(self.pred_bins, probs.astype(np.float64))
+
+
+def _bins(d: object) -> db.Bins:
+    if (
+        not isinstance(d, dict)
+        or not isinstance(d.get("edges"), list)
+        or not isinstance(d.get("shares"), list)
+        or len(d["edges"]) > MANIFEST_DRIFT_MAX_EDGES
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in d["edges"])
+        or not all(isinstance(v, int | float) and not isinstance(v, bool) for v in d["shares"])
+    ):
+        raise ValueError(
+            f"drift bins must be {{edges: 0-{MANIFEST_DRIFT_MAX_EDGES} numbers, shares: numbers}}"
+        )
+    return db.Bins.from_json(d)
 
 
 class DriftCounter(Collector):
@@ -58,7 +90,14 @@ class DriftCounter(Collector):
 
     def add(self, ab: ArtifactBins) -> None:
         with self._lock:
-            self.by_artifact[ab.artifact] = ab
+            self.by_artifact.pop(ab.artifact, None)
+            self.by_artifact[ab.artifact] = ab  # the newest last
+            while len(self.by_artifact) > MAX_ARTIFACTS:
+                del self.by_artifact[next(iter(self.by_artifact))]
+
+    def discard(self, artifact: str) -> None:
+        with self._lock:
+            self.by_artifact.pop(artifact, None)
 
     def collect(self):
         live = CounterMetricFamily(
@@ -87,58 +126,130 @@ class DriftCounter(Collector):
         yield from self._report()
 
     def _report(self):
-        """The last `make drift` report's summary (a small JSON file it writes)."""
+        """The last `make drift` report's summary (a small JSON file it writes). A file that
+        is not what the report writes exports nothing: it must never fail the scrape."""
         if self.report_metrics is None or not self.report_metrics.exists():
             return
         try:
             d = json.loads(self.report_metrics.read_text())
-        except (OSError, ValueError):
+            stamp = float(d["timestamp"])
+            judged = d.get("artifacts") or {d["artifact"]: d}  # every artifact it judged
+            shares = [(str(a)[:64], float(r["drifted_share"])) for a, r in judged.items()]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            logger.warning("drift report summary %s is unreadable", self.report_metrics)
             return
         ts = GaugeMetricFamily(
             "volspike_drift_report_timestamp_seconds", "When the last drift report was made."
         )
-        ts.add_metric([], float(d["timestamp"]))
+        ts.add_metric([], stamp)
         share = GaugeMetricFamily(
             "volspike_drift_report_drifted_share",
-            "Share of features the last drift report found drifted.",
+            "Share of features the last drift report found drifted, by artifact judged.",
             labels=["artifact"],
         )
-        share.add_metric([d["artifact"]], float(d["drifted_share"]))
+        for artifact, v in shares:
+            share.add_metric([artifact], v)
         yield ts
         yield share
 
 
-class LiveSample:
-    """The latest ``rows`` scored feature rows and their predictions, in a ring; written to
-    ``folder/<name>.npz`` (atomically) every ``every_s`` seconds for the drift report."""
+class _Stratum:
+    """One slice of the window: a uniform reservoir (Algorithm R) of the rows scored in it."""
 
-    def __init__(self, folder: Path, rows: int, every_s: float, name: str) -> None:
-        self.folder, self.every_s = folder, every_s
+    __slots__ = ("art", "n", "p", "seen", "x")
+
+    def __init__(self, cap: int, width: int) -> None:
+        self.x = np.empty((cap, width), np.float32)
+        self.p = np.empty(cap, np.float32)
+        self.art = np.empty(cap, np.int32)  # index into LiveSample.artifacts
+        self.n = self.seen = 0
+
+    def add(self, x: np.ndarray, p: np.ndarray, art: int, rng: np.random.Generator) -> None:
+        cap = len(self.p)
+        free = min(cap - self.n, len(x))
+        if free:
+            self.x[self.n : self.n + free] = x[:free]
+            self.p[self.n : self.n + free] = p[:free]
+            self.art[self.n : self.n + free] = art
+            self.n += free
+        rest = len(x) - free
+        if rest:  # row i (the seen-th row overall) replaces a random slot with prob cap/seen
+            seen = self.seen + free + np.arange(1, rest + 1)
+            j = (rng.random(rest) * seen).astype(np.int64)
+            keep = j < cap
+            self.x[j[keep]] = x[free:][keep]
+            self.p[j[keep]] = p[free:][keep]
+            self.art[j[keep]] = art
+        self.seen += len(x)
+
+
+class LiveSample:
+    """A uniform sample of the rows scored over the last ``window_s`` seconds, with the
+    artifact that scored each row; written to ``folder/<name>.npz`` (atomically) every
+    ``every_s`` seconds for the drift report (`make drift`).
+
+    The window is cut into ``strata`` slices, each a reservoir of up to ``rows`` rows; a
+    written sample draws from each slice in proportion to the rows it saw, so it is uniform
+    over the window whatever the rate did, and slices older than the window are dropped.
+    (Before: the last ``rows`` consecutive rows, ~33 s at 300 ticks/s: the features of
+    neighbouring ticks share their windows, so a stationary stream read as drifted.)"""
+
+    def __init__(
+        self,
+        folder: Path,
+        rows: int,
+        every_s: float,
+        name: str,
+        window_s: float = 1200.0,
+        strata: int = 20,
+        clock=time.time,
+        seed: int | None = None,
+    ) -> None:
+        self.folder, self.every_s, self.rows = folder, every_s, rows
+        self.window_s, self.slice_s = window_s, window_s / strata
         self.path = folder / f"{name}.npz"
-        self.x: np.ndarray | None = None
-        self.p = np.empty(rows, np.float32)
-        self.n = self.pos = 0
+        self.clock = clock
+        self.rng = np.random.default_rng(seed)
         self.names: tuple[str, ...] = ()
-        self.artifact = ""
+        self.artifacts: list[str] = []
+        self.slices: dict[int, _Stratum] = {}
         self._next = time.monotonic() + every_s
 
     def add(self, artifact: str, names: tuple[str, ...], x: np.ndarray, probs: np.ndarray) -> None:
-        cap = len(self.p)
-        if self.x is None or names != self.names or artifact != self.artifact:
-            self.x = np.empty((cap, x.shape[1]), np.float32)
-            self.n = self.pos = 0
-            self.names, self.artifact = names, artifact
-        take = min(len(x), cap)
-        x, probs = x[-take:], probs[-take:]
-        end = self.pos + take
-        first = min(end, cap) - self.pos
-        self.x[self.pos : self.pos + first] = x[:first]
-        self.p[self.pos : self.pos + first] = probs[:first]
-        if first < take:
-            self.x[: take - first] = x[first:]
-            self.p[: take - first] = probs[first:]
-        self.pos = end % cap
-        self.n = min(self.n + take, cap)
+        if names != self.names:  # another feature list: rows are not comparable
+            self.names, self.artifacts, self.slices = names, [], {}
+        if artifact not in self.artifacts:
+            self.artifacts.append(artifact)
+        k = int(self.clock() // self.slice_s)
+        sl = self.slices.get(k)
+        if sl is None:
+            self._expire(k)
+            sl = self.slices[k] = _Stratum(self.rows, x.shape[1])
+        sl.add(x, probs, self.artifacts.index(artifact), self.rng)
+
+    def _expire(self, now_slice: int) -> None:
+        oldest = now_slice - round(self.window_s / self.slice_s) + 1
+        for k in [k for k in self.slices if k < oldest]:
+            del self.slices[k]
+
+    def sample(self) -> tuple[np.ndarray, np.ndarray, np.ndarray, int]:
+        """(x, probabilities, artifact per row, rows seen in the window)."""
+        self._expire(int(self.clock() // self.slice_s))
+        live = [sl for sl in self.slices.values() if sl.n]
+        seen = sum(sl.seen for sl in live)
+        width = len(self.names)
+        if not live:
+            return np.empty((0, width), np.float32), np.empty(0, np.float32), np.empty(0, str), 0
+        target = min(self.rows, sum(sl.n for sl in live))
+        xs, ps, arts = [], [], []
+        for sl in live:
+            k = min(sl.n, round(target * sl.seen / seen))
+            pick = self.rng.choice(sl.n, k, replace=False) if k < sl.n else np.arange(sl.n)
+            xs.append(sl.x[pick])
+            ps.append(sl.p[pick])
+            arts.append(sl.art[pick])
+        names = np.array(self.artifacts)
+        return np.concatenate(xs), np.concatenate(ps), names[np.concatenate(arts)], seen
 
     def maybe_flush(self) -> None:
         if time.monotonic() >= self._next:
@@ -146,7 +257,7 @@ class LiveSample:
 
     def flush(self) -> None:
         self._next = time.monotonic() + self.every_s
-        if self.x is None or self.n == 0:
+        if not any(sl.n for sl in self.slices.values()):
             return
         try:
             self._write()
@@ -154,15 +265,17 @@ class LiveSample:
             logger.exception("writing the live sample %s failed", self.path)
 
     def _write(self) -> None:
-        assert self.x is not None  # flush() checked
+        x, p, artifacts, seen = self.sample()
         self.folder.mkdir(parents=True, exist_ok=True)
         tmp = self.path.with_suffix(f".tmp{os.getpid()}.npz")
         np.savez(
             tmp,
-            x=self.x[: self.n],
-            p=self.p[: self.n],
+            x=x,
+            p=p,
             names=np.array(self.names),
-            artifact=np.array(self.artifact),
+            artifacts=artifacts,
+            window_s=np.array(self.window_s),
+            seen=np.array(seen),
             written=np.array(time.time()),
         )
         tmp.replace(self.path)  # the report never reads half a file

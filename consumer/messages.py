@@ -40,10 +40,22 @@ REASONS = (
     "bid_ask",
 )
 """The closed set of ``reason`` label values of the dead-letter counter for bad ticks."""
-PIPELINE_REASONS = ("feature_overflow", "predict_rejected", "schema_mismatch", "undeliverable")
-"""Dead-letter reasons of a good tick the pipeline could not answer: its features overflow
-float32, the server refused its batch, the server's model lists other features than this
-consumer computes, or the answer could not be written."""
+PIPELINE_REASONS = (
+    "late",
+    "symbol_flood",
+    "feature_overflow",
+    "predict_rejected",
+    "bad_answer",
+    "schema_mismatch",
+    "schema_unconfirmed",
+    "undeliverable",
+)
+"""Dead-letter reasons of a good tick the pipeline could not answer: it is further behind its
+symbol's clock than max_late_ms, its symbol already holds max_window_ticks, its features
+overflow float32, the server refused its batch, the server's answer was malformed (wrong
+length, a probability outside [0, 1]) after retries, the server's model lists other
+features than this consumer computes, ModelInfo could not confirm the model's features
+within schema_wait_s, or the answer could not be written."""
 
 
 class BadTick(ValueError):

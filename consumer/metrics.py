@@ -42,6 +42,20 @@ class ConsumerMetrics:
         )
         for reason in (*REASONS, *PIPELINE_REASONS):
             self.dead_lettered.labels(reason)  # the closed set, present from the start
+        self.symbols = Gauge(
+            "volspike_consumer_symbols",
+            "Symbols whose feature state is held (partition, symbol pairs).",
+            registry=registry,
+        )
+        self.symbols_evicted = Counter(
+            "volspike_consumer_symbols_evicted",
+            "Symbol states dropped: idle (no tick for 300 s + slack: it could no longer be "
+            "warm) or cap (max_symbols reached: the oldest clocks go first).",
+            ["why"],
+            registry=registry,
+        )
+        for why in ("idle", "cap"):
+            self.symbols_evicted.labels(why)
         self.errors = Counter(
             "volspike_consumer_errors", "Errors, by type.", ["type"], registry=registry
         )

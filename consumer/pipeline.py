@@ -51,7 +51,8 @@ from consumer.drift import ArtifactBins, LiveSample
 from consumer.messages import BadTick, decode_tick, encode_prediction, encode_tick
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
-from market.features import FEATURE_NAMES, N_FEATURES, FeatureState
+from consumer.states import SymbolStates
+from market.features import FEATURE_NAMES, N_FEATURES
 from market.ticks import Tick
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -74,6 +75,8 @@ _TRANSIENT = {
 
 SCHEMA_RECHECK_S = 60.0
 """How long an artifact's checked feature list is trusted before ModelInfo is asked again."""
+SWEEP_S = 10.0
+"""How often symbols that can no longer be warm are dropped (consumer/states.py)."""
 
 
 @dataclass
@@ -105,7 +108,14 @@ class Pipeline:
         self.stub = stub
         self.metrics = metrics
         self.tracer = tracer
-        self.states: dict[tuple[int, str], FeatureState] = {}
+        self.states = SymbolStates(
+            settings.max_symbols,
+            settings.max_late_ms,
+            settings.max_window_ticks,
+            settings.max_future_ms,
+        )
+        self._next_sweep = time.monotonic() + SWEEP_S
+        self._unconfirmed: dict[str, float] = {}  # artifact -> since when ModelInfo fails
         self.acks: dict[int, PartitionAcks] = {}
         self.warm_until: dict[int, int] = {}  # partition -> first offset to score
         self.clock = SteadyWallClock()  # event times are judged against it
@@ -114,6 +124,7 @@ class Pipeline:
             settings.live_sample_rows,
             settings.live_sample_flush_s,
             f"{settings.group_id}-{socket.gethostname()}-{os.getpid()}",
+            window_s=settings.live_sample_window_s,
         )
         self._drift_retry: dict[str, float] = {}
         # artifact -> (its ModelInfo, None after a failed call; when to ask again)
@@ -169,6 +180,17 @@ class Pipeline:
             self._next_commit = t + self.s.commit_interval_ms / 1000
         if t >= self._next_stats:
             self._stats(t)
+        if t >= self._next_sweep:
+            self._next_sweep = t + SWEEP_S
+            self._sweep()
+
+    def _sweep(self) -> None:
+        self.states.sweep()
+        for why, n in self.states.evicted.items():
+            if n:
+                self.metrics.symbols_evicted.labels(why).inc(n)
+        self.states.evicted = dict.fromkeys(self.states.evicted, 0)
+        self.metrics.symbols.set(len(self.states))
 
     # --- input ------------------------------------------------------------------
     def _handle(self, msgs: list[Message]) -> None:
@@ -201,7 +223,11 @@ class Pipeline:
             except BadTick as exc:
                 self._dead_letter(m, str(exc), exc.kind)
                 continue
-            st = self._state(p, tick.symbol)
+            st = self.states.get(p, tick.symbol)
+            refused = self.states.admit(st, tick.event_time_ms)
+            if refused is not None:
+                self._dead_letter_tick(p, off, tick, *refused)
+                continue
             row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
             if st.ready:
                 rows.append(row)
@@ -249,15 +275,9 @@ class Pipeline:
             tick = decode_tick(raw, now, self.s.max_future_ms)
         except BadTick:
             return
-        self._state(p, tick.symbol).update(
-            tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask
-        )
-
-    def _state(self, p: int, symbol: str) -> FeatureState:
-        st = self.states.get((p, symbol))
-        if st is None:
-            st = self.states[(p, symbol)] = FeatureState()
-        return st
+        st = self.states.get(p, tick.symbol)
+        if self.states.admit(st, tick.event_time_ms) is None:  # as when it was scored
+            st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
 
     # --- Predict ------------------------------------------------------------------
     def _submit(
@@ -298,8 +318,8 @@ class Pipeline:
                 return
             self.inflight.popleft()
             resp = self._response(head) if head.future is not None else pb.PredictResponse()
-            if resp is not None and head.meta and self._schema_differs(head, resp.artifact):
-                resp = None  # its answers would be for other columns: dead letters
+            if resp is not None and head.meta and self._schema_refused(head, resp.artifact):
+                resp = None  # unconfirmed, or for other columns: dead letters
             head.call_span.end()
             if resp is None:
                 head.span.end()
@@ -344,15 +364,23 @@ class Pipeline:
             )
 
     def _observe_drift(self, b: Batch, resp: pb.PredictResponse) -> None:
-        """Count this batch into the artifact's reference bins and the live sample."""
-        ab = self._artifact_bins(resp.artifact)
-        if ab is None:
-            return
-        assert b.request is not None  # a batch with scored rows has a request
-        x = np.frombuffer(b.request.packed.float32_le, np.float32).reshape(-1, N_FEATURES)
-        probs = np.asarray(resp.probabilities, np.float32)
-        ab.observe(x, probs)
-        self.sample.add(ab.artifact, ab.names, x, probs)
+        """Count this batch into the artifact's reference bins and the live sample. Drift
+        is a side line: whatever goes wrong here costs no answer (counted, logged, and the
+        artifact's bins are asked for again a minute later)."""
+        try:
+            ab = self._artifact_bins(resp.artifact)
+            if ab is None:
+                return
+            assert b.request is not None  # a batch with scored rows has a request
+            x = np.frombuffer(b.request.packed.float32_le, np.float32).reshape(-1, N_FEATURES)
+            probs = np.asarray(resp.probabilities, np.float32)
+            ab.observe(x, probs)
+            self.sample.add(ab.artifact, ab.names, x, probs)
+        except Exception:
+            self.metrics.errors.labels("drift").inc()
+            logger.exception("drift bins of %s failed; retrying in 60 s", resp.artifact[:64])
+            self.metrics.drift.discard(resp.artifact)
+            self._drift_retry[resp.artifact] = time.monotonic() + 60
 
     def _artifact_bins(self, artifact: str) -> ArtifactBins | None:
         """The artifact's reference bins, from its manifest (ModelInfo); a manifest without
@@ -367,7 +395,7 @@ class Pipeline:
             return None
         try:
             ab = ArtifactBins(artifact, json.loads(info.manifest_json))
-        except (ValueError, KeyError) as exc:
+        except Exception as exc:  # any manifest: never fatal
             logger.warning("no drift bins for %s (%s); retrying in 60 s", artifact, exc)
             self._drift_retry[artifact] = time.monotonic() + 60
             return None
@@ -382,82 +410,148 @@ class Pipeline:
         info, until = self._info.get(artifact, (None, 0.0))
         if now < until:
             return info
+        return self._ask_model_info(artifact)
+
+    def _ask_model_info(self, artifact: str) -> pb.ModelInfoResponse | None:
+        now = time.monotonic()
         try:
             info = self.stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=0.5)
-            self._info[artifact] = (info, now + SCHEMA_RECHECK_S)
         except grpc.RpcError as exc:
             logger.warning(
-                "ModelInfo for %s failed (%s); asking again in 5 s", artifact, exc.code()
+                "ModelInfo for %s failed (%s); asking again in 5 s", artifact[:64], exc.code()
             )
-            info = None
             self._info[artifact] = (None, now + 5.0)
+            return None
+        self._info[artifact] = (info, now + SCHEMA_RECHECK_S)
         return info
 
     def _response(self, b: Batch) -> pb.PredictResponse | None:
+        """The batch's answer, retried while the server is unavailable and asked again when
+        malformed; None when its ticks were dead-lettered instead."""
         assert b.future is not None  # called only for batches that were sent
         try:
-            return b.future.result()
-        except grpc.RpcError as err:
-            if err.code() not in RETRYABLE:
-                self._rejected(b, err)
-                return None
             try:
-                return self._retry(b, err.code())
-            except grpc.RpcError as again:  # a retry answered with a final error
-                self._rejected(b, again)
-                return None
+                resp = b.future.result()
+            except grpc.RpcError as err:
+                if err.code() not in RETRYABLE:
+                    raise
+                resp = self._retry(b, err.code())
+            for _ in range(self.s.answer_retries):
+                problem = self._answer_problem(b, resp)
+                if problem is None:
+                    return resp
+                self.metrics.errors.labels("bad_answer").inc()
+                logger.warning("malformed answer (%s); asking again", problem)
+                resp = self._retry(b, None)
+        except grpc.RpcError as err:  # final, or a retry answered with a final error
+            self._rejected(b, err)
+            return None
+        problem = self._answer_problem(b, resp)
+        if problem is None:
+            return resp
+        self._dead_letter_batch(b, f"malformed answer from the server: {problem}", "bad_answer")
+        return None
 
-    def _schema_differs(self, b: Batch, artifact: str) -> bool:
+    @staticmethod
+    def _answer_problem(b: Batch, resp: pb.PredictResponse | None) -> str | None:
+        """What is wrong with an answer (None: nothing): one probability in [0, 1] and one
+        label per row, and a name of the artifact that scored them."""
+        if resp is None:
+            return "no answer"
+        rows, n_p, n_l = len(b.meta), len(resp.probabilities), len(resp.labels)
+        if n_p != rows or n_l != rows:
+            return f"{n_p} probabilities and {n_l} labels for {rows} rows"
+        probs = np.asarray(resp.probabilities, np.float32)
+        if not np.all((probs >= 0.0) & (probs <= 1.0)):  # NaN fails too
+            i = int(np.flatnonzero(~((probs >= 0.0) & (probs <= 1.0)))[0])
+            return f"probability {float(probs[i])!r} of row {i} is not in [0, 1]"
+        if not resp.artifact:
+            return "no artifact named"
+        return None
+
+    def _dead_letter_batch(self, b: Batch, reason: str, kind: str) -> None:
+        logger.error(reason)
+        b.call_span.set_status(Status(StatusCode.ERROR, kind))
+        for p, off, tick in b.meta:
+            self._dead_letter_tick(p, off, tick, reason, kind)
+
+    def _schema_refused(self, b: Batch, artifact: str) -> bool:
         """Packed rows carry no names: an artifact listing other features than this consumer
         computes (same width, another order) would score the wrong columns. Checked once
         per artifact (ModelInfo) and again every SCHEMA_RECHECK_S (a server keeps one schema
-        per process, but a restarted one may serve a rebuilt artifact of the same name). If
-        ModelInfo fails, answers are written unchecked (counted in
-        volspike_consumer_errors_total{type="schema_check"}) and it is asked again 5 s later."""
+        per process, but a restarted one may serve a rebuilt artifact of the same name).
+        Fails closed: while ModelInfo fails, the batch waits (consumption paused) up to
+        schema_wait_s from the first failure, then its ticks are dead letters
+        (schema_unconfirmed) until ModelInfo answers again; never published unchecked."""
         info = self._model_info(artifact)
         if info is None:
             self.metrics.errors.labels("schema_check").inc()
-            return False
+            info = self._confirm_schema(artifact)
+        if info is None:
+            self._dead_letter_batch(
+                b,
+                f"ModelInfo could not confirm the feature list of artifact {artifact[:64]!r} "
+                f"within {self.s.schema_wait_s:g} s; answers are never published unchecked",
+                "schema_unconfirmed",
+            )
+            return True
+        self._unconfirmed.pop(artifact, None)
         names = tuple(info.feature_names)
         if names == FEATURE_NAMES:
             return False
         reason = (
-            f"artifact {artifact} lists features {list(names)}; this consumer computes "
-            f"{list(FEATURE_NAMES)}"
+            f"artifact {artifact[:64]} lists features {list(names)[:32]}; this consumer "
+            f"computes {list(FEATURE_NAMES)}"
         )
-        logger.error(reason)
-        b.call_span.set_status(Status(StatusCode.ERROR, "schema_mismatch"))
-        for p, off, tick in b.meta:
-            self._dead_letter_tick(p, off, tick, reason, "schema_mismatch")
+        self._dead_letter_batch(b, reason, "schema_mismatch")
         return True
+
+    def _confirm_schema(self, artifact: str) -> pb.ModelInfoResponse | None:
+        """Ask ModelInfo again with backoff (consumption paused, group membership kept)
+        until schema_wait_s after the artifact's first failure."""
+        until = self._unconfirmed.setdefault(artifact, time.monotonic()) + self.s.schema_wait_s
+        if time.monotonic() >= until:
+            return None
+        assignment = self.consumer.assignment()
+        self.consumer.pause(assignment)
+        delay = 0.1
+        try:
+            while not self.aborting and time.monotonic() < until:
+                self._sleep(min(delay, max(until - time.monotonic(), 0.0)))
+                delay = min(delay * 2, 2.0)
+                info = self._ask_model_info(artifact)
+                if info is not None:
+                    return info
+            return None
+        finally:
+            self.consumer.resume(assignment)
 
     def _rejected(self, b: Batch, err: grpc.RpcError) -> None:
         """The server refused the batch for good: every scored tick is a dead letter."""
         code = err.code()
         b.call_span.set_status(Status(StatusCode.ERROR, str(code)))
         reason = f"Predict rejected the batch: {code.name}: {err.details()}"
-        logger.error(reason)
-        for p, off, tick in b.meta:
-            self._dead_letter_tick(p, off, tick, reason, "predict_rejected")
+        self._dead_letter_batch(b, reason, "predict_rejected")
 
-    def _retry(self, b: Batch, code: grpc.StatusCode) -> pb.PredictResponse | None:
+    def _retry(self, b: Batch, code: grpc.StatusCode | None) -> pb.PredictResponse:
         """Retry with capped exponential backoff and jitter; consumption is paused
-        meanwhile so nothing piles up and nothing is dropped."""
+        meanwhile so nothing piles up and nothing is dropped. ``code`` None: the last
+        answer was malformed (counted as retries{code="BAD_ANSWER"})."""
         assignment = self.consumer.assignment()
         self.consumer.pause(assignment)
         delay = 0.05
         try:
             while not self.aborting:
-                self.metrics.retries.labels(code.name).inc()
-                logger.warning(
-                    "Predict %s; retrying %d rows in %.2f s", code.name, len(b.meta), delay
-                )
+                why = code.name if code is not None else "BAD_ANSWER"
+                self.metrics.retries.labels(why).inc()
+                logger.warning("Predict %s; retrying %d rows in %.2f s", why, len(b.meta), delay)
                 self._sleep(delay * (0.5 + random.random() / 2))
                 delay = min(delay * 2, self.s.retry_max_backoff_s)
                 try:
-                    return self.stub.Predict(
+                    resp: pb.PredictResponse = self.stub.Predict(
                         b.request, timeout=self.s.deadline_s, metadata=b.metadata
                     )
+                    return resp
                 except grpc.RpcError as err:
                     code = err.code()
                     if code not in RETRYABLE:
@@ -688,5 +782,5 @@ class Pipeline:
         for p in revoked:
             self.acks.pop(p, None)
             self.warm_until.pop(p, None)
-        self.states = {k: v for k, v in self.states.items() if k[0] not in revoked}
+        self.states.drop_partitions(revoked)
         self.backlog = [m for m in self.backlog if m.partition() not in revoked]

@@ -288,7 +288,19 @@ static PyMethodDef fs_methods[] = {
 static PyMemberDef fs_members[] = {
     {"ready", T_BOOL, offsetof(FeatureState, ready), READONLY,
      "The symbol has WARMUP_MS of unbroken history."},
+    {"last_t", T_LONGLONG, offsetof(FeatureState, last_t), READONLY,
+     "The symbol's clock: the latest event time it has seen (-2**62 before its first tick)."},
     {NULL, 0, 0, 0, NULL},
+};
+
+static PyObject* fs_held(FeatureState* s, void* closure) {
+    (void)closure;
+    return PyLong_FromSsize_t(s->len - s->h300);
+}
+
+static PyGetSetDef fs_getset[] = {
+    {"held", (getter)fs_held, NULL, "Ticks held in the 300 s window.", NULL},
+    {NULL, NULL, NULL, NULL, NULL},
 };
 
 static PyTypeObject FeatureStateType = {
@@ -298,6 +310,7 @@ static PyTypeObject FeatureStateType = {
     .tp_flags = Py_TPFLAGS_DEFAULT,
     .tp_new = fs_new,
     .tp_init = (initproc)fs_init,
+    .tp_getset = fs_getset,
     .tp_dealloc = (destructor)fs_dealloc,
     .tp_methods = fs_methods,
     .tp_members = fs_members,

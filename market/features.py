@@ -101,6 +101,16 @@ class PyFeatureState:
         self._last_t = -(2**62)
         self.ready = False
 
+    @property
+    def last_t(self) -> int:
+        """The symbol's clock: the latest event time it has seen (-2**62 before its first)."""
+        return self._last_t
+
+    @property
+    def held(self) -> int:
+        """Ticks held in the 300 s window."""
+        return len(self._buf) - self._h300
+
     def _reset(self) -> None:
         self._buf: list[tuple[int, float, float, float, float]] = []  # (t, p, r^2, size, bps)
         self._h1 = self._h5 = self._h30 = self._h60 = self._h300 = 0

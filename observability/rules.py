@@ -44,7 +44,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     p, s, a = cfg["predict"], cfg["service"], cfg["alerting"]
     predict = 'method="Predict"'
     calls = f"sum(rate(volspike_rpc_requests_total{{{predict}}}[{{w}}]))"
-    faults = "|".join(a["server_fault_codes"])
+    faults = "|".join(a["server_fault_kinds"])
     lag = "volspike_consumer_end_to_end_lag_seconds"
     answered = f"sum(rate({lag}_count[{{w}}]))"
     lat = "volspike_rpc_duration_seconds"
@@ -67,7 +67,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "availability",
             "Predict availability",
             s["availability"],
-            f'(sum(rate(volspike_rpc_requests_total{{{predict},code=~"{faults}"}}[{{w}}]))'
+            f'(sum(rate(volspike_rpc_errors_total{{{predict},type=~"{faults}"}}[{{w}}]))'
             f" or vector(0)) / {calls}",
             calls,
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault",

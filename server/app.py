@@ -24,6 +24,7 @@ from server.config import Settings, read_model_config
 from server.kserve import InferenceService
 from server.metrics import ServerMetrics
 from server.predictor import PredictorService
+from server.ratelimit import limit_client_triggered_logs
 from server.registry import ModelRegistry
 from server.rpc import generic_handler
 
@@ -61,7 +62,7 @@ class App:
             logger.exception("model config %s is unreadable", self.settings.model_config)
             return False
         try:
-            self.registry.configure(config.artifact, config.servable)
+            self.registry.configure(config.artifact, config.servable, config.model_name)
         except Exception:
             logger.exception("model switch from %s failed", self.settings.model_config)
             return False
@@ -101,6 +102,7 @@ def create_server(
 ) -> App:
     """Build the server with every service registered and bind ``settings.port``
     (0 picks a free port). Health starts NOT_SERVING until a model is warm."""
+    limit_client_triggered_logs()  # a client must not be able to write a line per call
     tracer = tracer_provider.get_tracer("volspike.server")
     registry = ModelRegistry(settings.models_dir, metrics)
     server = grpc.server(

@@ -10,6 +10,7 @@ from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 ENV_PREFIX = "VOLSPIKE_"
+DEFAULT_MODEL_NAME = "volspike"
 
 
 @dataclass(frozen=True)
@@ -68,10 +69,13 @@ class ModelConfig:
     """The model config file (``config/model.toml``)."""
 
     artifact: str
-    """The active artifact: what a call that names no model gets."""
+    """The active artifact: what a call that names no model (or ``model_name``) gets."""
     servable: tuple[str, ...] = ()
     """Further artifacts loaded (verified and warmed) beside the active one and answerable
     by name. Nothing else is ever loaded because a client named it."""
+    model_name: str = DEFAULT_MODEL_NAME
+    """The served model's stable name: KServe clients name it (and pin an artifact with
+    ``model_version``) while the artifact behind it changes; ModelInfo reports it."""
 
 
 def read_model_config(model_config: Path) -> ModelConfig:
@@ -83,7 +87,10 @@ def read_model_config(model_config: Path) -> ModelConfig:
     servable = data.get("servable", [])
     if not isinstance(servable, list) or not all(isinstance(s, str) and s for s in servable):
         raise ValueError(f"{model_config}: 'servable' must be a list of artifact names")
-    return ModelConfig(name, tuple(dict.fromkeys(s for s in servable if s != name)))
+    model_name = data.get("model_name", DEFAULT_MODEL_NAME)
+    if not isinstance(model_name, str) or not model_name:
+        raise ValueError(f"{model_config}: 'model_name' must be a non-empty string")
+    return ModelConfig(name, tuple(dict.fromkeys(s for s in servable if s != name)), model_name)
 
 
 def active_artifact(model_config: Path) -> str:

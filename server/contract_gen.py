@@ -14,6 +14,8 @@ NAMES_IN_ERROR = 5
 NAME_CHARS_IN_ERROR = 32
 MODEL_CHARS_IN_ERROR = 64
 DIMS_IN_ERROR = 8
+CLIENT_DEADLINE_FLOOR_MS = 25
+MESSAGE_CHARS = 1024
 
 
 def malformed(*, type_name: str, detail: str) -> ServiceError:
@@ -98,6 +100,14 @@ def unknown_output(*, name: str, outputs: str) -> ServiceError:
     )
 
 
+def duplicate_output(*, name: str) -> ServiceError:
+    return ServiceError(
+        "InvalidArgument",
+        grpc.StatusCode.INVALID_ARGUMENT,
+        f"outputs: '{name}' is requested more than once",
+    )
+
+
 def input_count(*, width: int, count: int) -> ServiceError:
     return ServiceError(
         "InvalidArgument",
@@ -152,9 +162,25 @@ def not_served(*, name: str, servable: str) -> ServiceError:
     )
 
 
+def version_not_served(*, name: str, version: str, servable: str) -> ServiceError:
+    return ServiceError(
+        "NotFound",
+        grpc.StatusCode.NOT_FOUND,
+        f"model '{name}' has no servable version '{version}'; servable: {servable}",
+    )
+
+
+def request_unread(*, detail: str) -> ServiceError:
+    return ServiceError(
+        "ResourceExhausted",
+        grpc.StatusCode.RESOURCE_EXHAUSTED,
+        f"the request could not be read: {detail}",
+    )
+
+
 def deadline_before() -> ServiceError:
     return ServiceError(
-        "DeadlineExceeded",
+        "ClientDeadline",
         grpc.StatusCode.DEADLINE_EXCEEDED,
         "deadline expired before the call was served",
     )
@@ -171,6 +197,14 @@ def deadline_scoring(*, rows: int) -> ServiceError:
         "DeadlineExceeded",
         grpc.StatusCode.DEADLINE_EXCEEDED,
         f"deadline exceeded while scoring {rows:d} rows",
+    )
+
+
+def client_deadline_scoring(*, rows: int, floor_ms: int) -> ServiceError:
+    return ServiceError(
+        "ClientDeadline",
+        grpc.StatusCode.DEADLINE_EXCEEDED,
+        f"deadline exceeded while scoring {rows:d} rows; the call had less than {floor_ms:d} ms left when it began (the latency this service promises)",
     )
 
 
@@ -345,14 +379,3 @@ METRICS = (
     ACTIVE_MODEL,
     SERVING,
 )
-
-MANIFEST_FIELDS: tuple[tuple[str, str, bool], ...] = (
-    ("name", "string", True),
-    ("feature_names", "names", True),
-    ("decision_threshold", "probability", True),
-    ("library", "string", True),
-    ("library_sha256", "sha256", True),
-    ("calibration", "object", False),
-    ("trained_on", "string", False),
-)
-"""(field, kind, required): what a server checks in a manifest, in order."""

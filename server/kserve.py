@@ -39,8 +39,8 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
     @rpc("/inference.GRPCInferenceService/ModelReady")
     def ModelReady(self, request, context, call: CallInfo):
         try:
-            self.registry.get(request.name)
-        except ServiceError:  # not served, no model, failed to load
+            self.registry.resolve(request.name, request.version)
+        except ServiceError:  # not served, no model, failed to load, version not served
             return v2.ModelReadyResponse(ready=False)
         return v2.ModelReadyResponse(ready=True)
 
@@ -50,12 +50,23 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc("/inference.GRPCInferenceService/ModelMetadata")
     def ModelMetadata(self, request, context, call: CallInfo):
-        model = self.registry.get(request.name)
+        """``name``: the model name for a call naming it (or nothing), else the artifact's.
+        ``versions``: the artifact a version or an artifact name pins, else every servable
+        artifact, the active one first."""
+        model_name = self.registry.model_name
+        model = self.registry.resolve(request.name, request.version)
         call.artifact = model.name
+        generic = request.name in ("", model_name)
+        if request.version or not generic:
+            versions = [model.name]
+        else:
+            active = self.registry.active
+            first = [active.name] if active is not None else []
+            versions = first + [n for n in self.registry.servable() if n not in first]
         tensor = v2.ModelMetadataResponse.TensorMetadata
         return v2.ModelMetadataResponse(
-            name=model.name,
-            versions=[model.sha256[:12]],
+            name=model_name if generic else model.name,
+            versions=versions,
             platform="tl2cgen",
             inputs=[tensor(name="features", datatype="FP32", shape=[-1, model.n_features])],
             outputs=[tensor(name=n, datatype=d, shape=[-1]) for n, d in OUTPUTS.items()],
@@ -63,13 +74,16 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc("/inference.GRPCInferenceService/ModelInfer")
     def ModelInfer(self, request, context, call: CallInfo):
-        model = self.registry.get(request.model_name)
+        """``model_version`` pins an artifact; the response names the model as the request
+        did (the model name, or the artifact's) and the artifact in ``model_version``."""
+        model_name = self.registry.model_name
+        model = self.registry.resolve(request.model_name, request.model_version)
         call.artifact = model.name
         x, field = self._decode(request, model.n_features)
         call.rows = len(x)
         codec.reject_infinite(x, field)
         with self.child_span(call, "predict", {"volspike.rows": len(x)}):
-            probs = score(model, x, context, self.metrics)
+            probs = score(model, x, context, self.metrics, call)
         record_predictions(self.metrics, model, probs)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         raw = {
@@ -78,8 +92,8 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         }
         out_tensor = v2.ModelInferResponse.InferOutputTensor
         return v2.ModelInferResponse(
-            model_name=model.name,
-            model_version=model.sha256[:12],
+            model_name=model_name if request.model_name in ("", model_name) else model.name,
+            model_version=model.name,
             id=request.id,
             outputs=[out_tensor(name=n, datatype=OUTPUTS[n], shape=[len(probs)]) for n in wanted],
             raw_output_contents=[raw[n] for n in wanted],
@@ -87,10 +101,14 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
 
     def _decode(self, request: v2.ModelInferRequest, width: int) -> tuple[np.ndarray, str]:
         """The input matrix (shape and row count checked, not its values) and its field."""
-        for o in request.outputs:
+        seen: set[str] = set()
+        for o in request.outputs:  # each answered once: a repeat would multiply the response
+            name = codec.cut(o.name, contract.NAME_CHARS_IN_ERROR)
             if o.name not in OUTPUTS:
-                name = codec.cut(o.name, contract.NAME_CHARS_IN_ERROR)
                 raise contract.unknown_output(name=name, outputs=codec.quoted(sorted(OUTPUTS)))
+            if o.name in seen:
+                raise contract.duplicate_output(name=name)
+            seen.add(o.name)
         if len(request.inputs) != 1:
             raise contract.input_count(width=width, count=len(request.inputs))
         tensor = request.inputs[0]

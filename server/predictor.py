@@ -23,7 +23,9 @@ STOP_CHECK_ROWS = contract.STOP_CHECK_ROWS
 so an expired or abandoned call stops costing a core."""
 
 
-def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) -> np.ndarray:
+def score(
+    model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics, call: CallInfo
+) -> np.ndarray:
     """The native call releases the GIL, so handler threads score in parallel."""
     metrics.scoring.inc(len(x))
     try:
@@ -33,17 +35,21 @@ def score(model: CompiledModel, x: np.ndarray, context, metrics: ServerMetrics) 
             probs = np.empty(len(x), np.float32)
             for lo in range(0, len(x), STOP_CHECK_ROWS):
                 if lo:
-                    _raise_if_ended(context, len(x))
+                    _raise_if_ended(context, call, len(x))
                 probs[lo : lo + STOP_CHECK_ROWS] = model.predict(x[lo : lo + STOP_CHECK_ROWS])
     finally:  # the codec rejects infinities first: the model's own check is a backstop
         metrics.scoring.dec(len(x))
-    _raise_if_ended(context, len(x), cancelled=False)  # a whole answer: only a deadline voids it
+    _raise_if_ended(context, call, len(x), cancelled=False)  # a whole answer: only a deadline
     return probs
 
 
-def _raise_if_ended(context, rows: int, cancelled: bool = True) -> None:
+def _raise_if_ended(context, call: CallInfo, rows: int, cancelled: bool = True) -> None:
     remaining = context.time_remaining()
     if remaining is not None and remaining <= 0:
+        if call.short_deadline:  # the client gave less than the latency the service promises
+            raise contract.client_deadline_scoring(
+                rows=rows, floor_ms=contract.CLIENT_DEADLINE_FLOOR_MS
+            )
         raise contract.deadline_scoring(rows=rows)
     if cancelled and not context.is_active():
         raise contract.cancelled_scoring(rows=rows)
@@ -77,7 +83,7 @@ class Service:
 class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/Predict")
     def Predict(self, request, context, call: CallInfo):
-        model = self.registry.get(request.model)
+        model = self.registry.resolve(request.model)
         call.artifact = model.name
         t0 = time.perf_counter()
         with self.child_span(call, "decode"):
@@ -88,7 +94,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
         with self.child_span(
             call, "predict", {"volspike.rows": len(x), "volspike.artifact": model.name}
         ):
-            probs = score(model, x, context, self.metrics)
+            probs = score(model, x, context, self.metrics, call)
         with self.child_span(call, "encode"):
             response = codec.encode_predict(
                 probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0
@@ -98,7 +104,8 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
 
     @rpc("/volatility.v1.Predictor/ModelInfo")
     def ModelInfo(self, request, context, call: CallInfo):
-        model = self.registry.get(request.model)
+        model_name = self.registry.model_name
+        model = self.registry.resolve(request.model)
         call.artifact = model.name
         loaded = Timestamp()
         loaded.FromNanoseconds(int(self.registry.loaded_at.get(model.name, 0.0) * 1e9))
@@ -117,4 +124,5 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             manifest_json=model.manifest_json,
             calibrated=model.calibration is not None,
             trained_on=m.trained_on,
+            model_name=model_name,
         )

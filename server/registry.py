@@ -14,6 +14,8 @@ from compiled_models.manifest import MANIFEST_FILE, REFERENCE_FILE
 from compiled_models.runtime import ArtifactError, CompiledModel
 from server import contract_gen as contract
 from server.codec import cut, quoted
+from server.config import DEFAULT_MODEL_NAME
+from server.errors import ServiceError
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
@@ -41,6 +43,9 @@ class ModelRegistry:
         self._others: dict[str, CompiledModel] = {}  # servable, loaded; replaced, never mutated
         self._failed: dict[str, str] = {}  # servable whose load failed -> why
         self.schema: tuple[str, tuple[str, ...]] | None = None  # (first artifact, its features)
+        self.model_name = DEFAULT_MODEL_NAME
+        """The served model's stable name (config ``model_name``): a call naming it (or no
+        model) gets the active artifact, or the version (artifact) it pins."""
         self._lock = threading.Lock()
 
     def available(self) -> list[str]:
@@ -50,6 +55,38 @@ class ModelRegistry:
     def servable(self) -> list[str]:
         active = self.active
         return sorted({*self._others, *([active.name] if active is not None else [])})
+
+    def resolve(self, name: str = "", version: str = "") -> CompiledModel:
+        """The artifact a call means. ``name`` "" or the model name: the active artifact,
+        or the servable one ``version`` names. Otherwise ``name`` is an artifact's name
+        (``get``), and a ``version`` other than that name is not served. Never loads."""
+        model_name = self.model_name
+        if name and name != model_name:
+            model = self.get(name)
+            if version and version != model.name:
+                raise self._version_not_served(name, version)
+            return model
+        active = self.active
+        if not version:
+            if active is None:
+                raise contract.no_model()
+            return active
+        if active is not None and version == active.name:
+            return active
+        pinned = self._others.get(version)
+        if pinned is not None:
+            return pinned
+        failed = self._failed.get(version)
+        if failed is not None:
+            raise contract.artifact_unavailable(name=version, reason=failed)
+        raise self._version_not_served(model_name, version)
+
+    def _version_not_served(self, name: str, version: str) -> ServiceError:
+        return contract.version_not_served(
+            name=cut(name, contract.MODEL_CHARS_IN_ERROR),
+            version=cut(version, contract.MODEL_CHARS_IN_ERROR),
+            servable=quoted(self.servable()),
+        )
 
     def get(self, name: str = "") -> CompiledModel:
         """The active model for ``""``, else the named servable artifact. Never loads."""
@@ -68,10 +105,14 @@ class ModelRegistry:
             name=cut(name, contract.MODEL_CHARS_IN_ERROR), servable=quoted(self.servable())
         )
 
-    def configure(self, artifact: str, servable: tuple[str, ...]) -> None:
+    def configure(
+        self, artifact: str, servable: tuple[str, ...], model_name: str = DEFAULT_MODEL_NAME
+    ) -> None:
         """Make ``artifact`` active (if it is not) and load the servable ones not loaded
         yet; drop those no longer listed. A failed activation leaves the old model
-        active and raises after the servable set is settled."""
+        active and raises after the servable set is settled. ``model_name``: the served
+        model's name from now on."""
+        self.model_name = model_name
         error: Exception | None = None
         previous = active = self.active
         if active is None or active.name != artifact:
@@ -126,7 +167,7 @@ class ModelRegistry:
                 raise ArtifactError(f"artifact name {name!r} is not a folder name")
             if not (folder / MANIFEST_FILE).exists():
                 raise ArtifactError(f"artifact {name}: no manifest in {folder}")
-            model = CompiledModel(folder, checked=contract.MANIFEST_FIELDS)
+            model = CompiledModel(folder)  # checks the manifest against its schema first
             self._check_schema(model)
             _warm_up(model, folder)
         except Exception:

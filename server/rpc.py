@@ -34,6 +34,9 @@ class CallInfo:
     span: trace.Span
     artifact: str = ""
     rows: int = 0
+    short_deadline: bool = False
+    """Less than CLIENT_DEADLINE_FLOOR_MS of the deadline was left when the server began the
+    call: timing out while scoring is then the client's (ClientDeadline)."""
 
 
 class Malformed:
@@ -116,16 +119,25 @@ def rpc(full_method: str):
                         raise contract.deadline_before()
                     if not context.is_active():
                         raise contract.cancelled_before()
+                    floor = contract.CLIENT_DEADLINE_FLOOR_MS / 1000
+                    call.short_deadline = remaining is not None and remaining < floor
                     return fn(self, request, context, call)
                 except ServiceError as exc:
                     code = exc.code
-                    _record_error(metrics, span, method, exc)
-                    context.abort(code, exc.message)  # raises: the call ends here
-                except Exception:
-                    logger.exception("%s failed", full_method)
+                    message = status_message(exc.message)
+                    _record_error(metrics, span, method, exc.kind, code, message)
+                    context.abort(code, message)  # raises: the call ends here
+                except Exception as exc:
+                    # rate limited (server/ratelimit.py): a request that makes a handler
+                    # raise could otherwise write a traceback per call
+                    logger.exception(
+                        "%s failed",
+                        full_method,
+                        extra={"ratelimit_cause": (full_method, type(exc).__name__)},
+                    )
                     err = contract.internal()  # the cause is logged, never sent
                     code = err.code
-                    _record_error(metrics, span, method, err)
+                    _record_error(metrics, span, method, err.kind, code, err.message)
                     context.abort(code, err.message)
                 finally:
                     elapsed = time.perf_counter() - t0
@@ -152,7 +164,17 @@ def rpc(full_method: str):
     return deco
 
 
-def _record_error(metrics: ServerMetrics, span, method: str, err: ServiceError) -> None:
-    metrics.errors.labels(method, err.code.name, err.kind).inc()
-    span.set_status(Status(StatusCode.ERROR, err.message))
-    span.set_attribute("error.type", err.kind)
+def status_message(message: str) -> str:
+    """The status message a call ends with: at most contract.MESSAGE_CHARS characters (code
+    points), the last three "..." when cut, as the native server cuts it (a reason quoting
+    an operator's artifact, e.g. 45 KB of feature names, included)."""
+    limit = contract.MESSAGE_CHARS
+    return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _record_error(
+    metrics: ServerMetrics, span, method: str, kind: str, code: grpc.StatusCode, message: str
+) -> None:
+    metrics.errors.labels(method, code.name, kind).inc()
+    span.set_status(Status(StatusCode.ERROR, message))
+    span.set_attribute("error.type", kind)

@@ -78,27 +78,41 @@ class RpcError(grpc.RpcError):
 
 
 class Stub:
-    """Predict.future answers ``first``; a blocking retry (Predict(...)) raises ``retry``."""
+    """Predict.future answers ``first`` (a code: that error; a function of the row count: its
+    answer); a blocking retry (Predict(...)) raises ``retry`` or answers ``retry(rows)``.
+    ModelInfo answers ``features`` and ``manifest`` (None: it fails UNAVAILABLE)."""
 
-    def __init__(self, first: grpc.StatusCode | None = None, retry=None, features=None) -> None:
+    def __init__(self, first=None, retry=None, features=FEATURE_NAMES, manifest: str = "") -> None:
         self.first, self.retry, self.features = first, retry, features
+        self.manifest = manifest
         self.Predict = self
-        self.model_info_calls = 0
+        self.model_info_calls = self.retries = 0
 
     def future(self, req, timeout=None, metadata=None) -> Future:
-        if self.first is not None:
-            return Future(err=RpcError(self.first))
         n = len(req.packed.float32_le) // (4 * N_FEATURES)
-        return Future(pb.PredictResponse(probabilities=[0.5] * n, labels=[False] * n, artifact="m"))
+        if isinstance(self.first, grpc.StatusCode):
+            return Future(err=RpcError(self.first))
+        if self.first is not None:
+            return Future(self.first(n))
+        return Future(answer(n))
 
     def __call__(self, req, timeout=None, metadata=None):
-        raise RpcError(self.retry)
+        self.retries += 1
+        if isinstance(self.retry, grpc.StatusCode):
+            raise RpcError(self.retry)
+        return self.retry(len(req.packed.float32_le) // (4 * N_FEATURES))
 
     def ModelInfo(self, req, timeout=None):
         self.model_info_calls += 1
-        if self.features is None:  # no drift bins, schema unknown: not under test
+        if self.features is None:
             raise RpcError(grpc.StatusCode.UNAVAILABLE)
-        return pb.ModelInfoResponse(feature_names=self.features)
+        return pb.ModelInfoResponse(feature_names=self.features, manifest_json=self.manifest)
+
+
+def answer(n: int, probs: list[float] | None = None, labels: int | None = None):
+    probs = [0.5] * n if probs is None else probs
+    k = len(probs) if labels is None else labels
+    return pb.PredictResponse(probabilities=probs, labels=[False] * k, artifact="m")
 
 
 class Consumer:
@@ -130,7 +144,7 @@ def tick(sym: str, t: int, price: float) -> bytes:
 
 def warm(pl: Pipeline, symbol: str) -> None:  # 310 s of history: the symbol is ready
     for k in range(310):
-        pl._state(0, symbol).update(T0 + k * 1000, 100.0 + (k % 3), 1.0)
+        pl.states.get(0, symbol).update(T0 + k * 1000, 100.0 + (k % 3), 1.0)
 
 
 def outputs(pl: Pipeline) -> list[tuple]:
@@ -195,16 +209,21 @@ def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, 
         assert "lists features ['spread_bps_rel'" in dict(headers)["error"].decode()
 
 
-def test_the_schema_check_is_cached_rechecked_and_fails_open(tmp_path, monkeypatch):
+def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeypatch):
     """Asked once per artifact, again after SCHEMA_RECHECK_S (a restarted server may serve a
-    rebuilt artifact of the same name); a failed ModelInfo writes the answers unchecked,
-    counts schema_check and asks again 5 s later, not on every batch."""
+    rebuilt artifact of the same name). While ModelInfo fails the batch waits (asking again
+    with backoff) up to schema_wait_s, then its ticks are dead letters (schema_unconfirmed),
+    never published unchecked; later batches are dead letters at once until ModelInfo
+    answers again (asked every 5 s). Before: a failed ModelInfo published the answers
+    unchecked, so a manifest that broke ModelInfo (invalid UTF-8, > 4 MB) let a reordered
+    feature list through. (Mutation: returning False when info is None publishes batch 0.)"""
     from consumer import pipeline as pipeline_module
 
     clock = [1000.0]
     monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
     stub = Stub(features=None)  # ModelInfo fails
     pl = pipeline(tmp_path, stub)
+    pl._sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # type: ignore[method-assign]
     warm(pl, "A")
 
     def batch(off: int) -> None:
@@ -212,19 +231,227 @@ def test_the_schema_check_is_cached_rechecked_and_fails_open(tmp_path, monkeypat
         pl._complete(drain=True)
 
     batch(0)
+    waited = clock[0] - 1000.0
+    assert outputs(pl)[-1] == ("dlq", 0, "schema_unconfirmed")
+    assert pl.s.schema_wait_s <= waited < pl.s.schema_wait_s + 2.5
+    assert stub.model_info_calls >= 4  # asked again with backoff while the batch waited
+    calls = stub.model_info_calls
     batch(1)
-    assert stub.model_info_calls == 1 and outputs(pl)[-1] == ("pred", 1, 0.5)
-    assert pl.metrics.errors.labels("schema_check")._value.get() == 2
+    assert outputs(pl)[-1] == ("dlq", 1, "schema_unconfirmed")  # no second wait
+    assert stub.model_info_calls == calls and clock[0] - 1000.0 == waited
     clock[0] += 5
     stub.features = list(FEATURE_NAMES)
     batch(2)
     batch(3)
-    assert stub.model_info_calls == 2
+    assert outputs(pl)[-2:] == [("pred", 2, 0.5), ("pred", 3, 0.5)]
+    assert stub.model_info_calls == calls + 1
     stub.features = list(FEATURE_NAMES[::-1])  # the artifact was rebuilt in another order
     clock[0] += pipeline_module.SCHEMA_RECHECK_S - 1
     batch(4)
     assert outputs(pl)[-1] == ("pred", 4, 0.5)  # still trusted
     clock[0] += 1
     batch(5)
-    assert stub.model_info_calls == 3 and outputs(pl)[-1] == ("dlq", 5, "schema_mismatch")
+    assert stub.model_info_calls == calls + 2 and outputs(pl)[-1] == ("dlq", 5, "schema_mismatch")
     assert pl.acks[0].advance() == 6
+
+
+def test_a_schema_confirmed_after_a_short_outage_publishes_the_waiting_batch(tmp_path, monkeypatch):
+    """ModelInfo down for 1 s (a server restarting): the batch waits and is then published."""
+    from consumer import pipeline as pipeline_module
+
+    clock = [1000.0]
+    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
+    stub = Stub(features=None)
+
+    def sleep(s: float) -> None:
+        clock[0] += s
+        if clock[0] > 1001.0:
+            stub.features = FEATURE_NAMES
+
+    pl = pipeline(tmp_path, stub)
+    pl._sleep = sleep  # type: ignore[method-assign]
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    assert outputs(pl) == [("pred", 0, 0.5)]
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [
+        (lambda n: answer(n, [0.5] * (n - 1)), "1 probabilities and 1 labels for 2 rows"),
+        (lambda n: answer(n, labels=0), "2 probabilities and 0 labels for 2 rows"),
+        (lambda n: answer(n, [0.5, float("nan")]), "probability nan of row 1 is not in [0, 1]"),
+        (lambda n: answer(n, [0.5, 1.5]), "probability 1.5 of row 1 is not in [0, 1]"),
+        (lambda n: pb.PredictResponse(), "0 probabilities and 0 labels for 2 rows"),
+    ],
+)
+def test_a_malformed_answer_is_asked_again_then_dead_lettered_not_a_crash(tmp_path, first, why):
+    """A version-skewed or buggy server answering one probability fewer than rows (or no
+    labels) killed the consumer at every start (zip(strict=True) escaped run()). Now it is
+    asked again answer_retries times, then the batch's ticks are dead letters naming what
+    was wrong, and the warming tick behind them is still answered in order."""
+    stub = Stub(first=first, retry=first)
+    pl = pipeline(tmp_path, stub)
+    warm(pl, "A")
+    warm(pl, "C")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0)), Msg(1, tick("B", 311_000, 5.0))])
+    pl._handle([Msg(2, tick("C", 311_000, 101.0)), Msg(3, tick("A", 311_001, 101.0))])
+    pl._complete(drain=True)
+    assert stub.retries == 2 * pl.s.answer_retries
+    assert outputs(pl)[:2] == [("dlq", 0, "bad_answer"), ("pred", 1, "warm")]
+    assert outputs(pl)[2:] == [("dlq", 2, "bad_answer"), ("dlq", 3, "bad_answer")]
+    _, _, headers = pl.producer.out[2]  # type: ignore[attr-defined]
+    assert dict(headers)["error"].decode() == f"malformed answer from the server: {why}"
+    assert pl.acks[0].advance() == 4  # nothing lost
+    assert pl.metrics.dead_lettered.labels("bad_answer")._value.get() == 3
+
+
+def test_a_malformed_answer_fixed_on_retry_is_published(tmp_path):
+    stub = Stub(first=lambda n: answer(n, [0.5] * (n - 1)), retry=lambda n: answer(n, [0.25] * n))
+    pl = pipeline(tmp_path, stub)
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    assert outputs(pl) == [("pred", 0, 0.25)] and stub.retries == 1
+
+
+BINS = {"edges": [0.0, 1.0], "shares": [0.25, 0.25, 0.25, 0.25]}
+
+
+@pytest.mark.parametrize(
+    "drift",
+    [
+        ["x"],  # a list, not an object: AttributeError before
+        {"features": {n: [[0.0], [1.0]] for n in FEATURE_NAMES}, "prediction": BINS},
+        {"features": {n: {"edges": [[0.0, 1.0]], "shares": [1]} for n in FEATURE_NAMES}},
+        {
+            "features": {
+                n: {"edges": [[0.0, 1.0]], "shares": [0.5, 0.5, 0.0]} for n in FEATURE_NAMES
+            },
+            "prediction": BINS,
+        },  # 2-D edges
+        {
+            "features": {
+                n: {"edges": list(range(4000)), "shares": [0.0] * 4002} for n in FEATURE_NAMES
+            },
+            "prediction": BINS,
+        },  # 4,000 bins per feature: ~36,000 series
+        {"features": {n: BINS for n in FEATURE_NAMES}, "prediction": BINS, "x": 1},
+        "not json {",
+    ],
+)
+def test_a_hostile_drift_field_costs_no_answer(tmp_path, drift):
+    """An artifact whose manifest drift field is not bins (served by a server that does not
+    check it) crashed the consumer at its first scored batch, at every restart."""
+    import json
+
+    manifest = (
+        drift
+        if isinstance(drift, str)
+        else json.dumps({"feature_names": list(FEATURE_NAMES), "drift": drift})
+    )
+    pl = pipeline(tmp_path, Stub(manifest=manifest))
+    warm(pl, "A")
+    for off in range(3):
+        pl._handle([Msg(off, tick("A", 311_000 + off, 101.0))])
+        pl._complete(drain=True)
+    assert outputs(pl) == [("pred", off, 0.5) for off in range(3)]
+    if not isinstance(drift, dict) or "x" not in drift:
+        assert "m" not in pl.metrics.drift.by_artifact  # refused, not half-counted
+
+
+def test_good_drift_bins_are_counted_and_an_observe_failure_costs_no_answer(tmp_path):
+    import json
+
+    manifest = json.dumps(
+        {
+            "feature_names": list(FEATURE_NAMES),
+            "drift": {"features": {n: BINS for n in FEATURE_NAMES}, "prediction": BINS},
+        }
+    )
+    pl = pipeline(tmp_path, Stub(manifest=manifest))
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    ab = pl.metrics.drift.by_artifact["m"]
+    assert int(ab.pred_counts.sum()) == 1
+
+    def boom(x, p):
+        raise AttributeError("a bug in the drift code")
+
+    ab.observe = boom  # type: ignore[method-assign]
+    pl._handle([Msg(1, tick("A", 311_001, 101.0))])
+    pl._complete(drain=True)
+    assert outputs(pl) == [("pred", 0, 0.5), ("pred", 1, 0.5)]
+    assert pl.metrics.errors.labels("drift")._value.get() == 1
+    assert "m" not in pl.metrics.drift.by_artifact
+
+
+def test_drift_bins_are_kept_for_the_latest_artifacts_only():
+    """Series were kept for every artifact ever seen (each rollback added ~340)."""
+    from consumer.drift import MAX_ARTIFACTS, ArtifactBins, DriftCounter
+
+    spec = {"feature_names": ["a"], "drift": {"features": {"a": BINS}, "prediction": BINS}}
+    dc = DriftCounter()
+    for k in range(10):
+        dc.add(ArtifactBins(f"art-{k}", spec))
+    assert list(dc.by_artifact) == [f"art-{k}" for k in range(10 - MAX_ARTIFACTS, 10)]
+    dc.add(ArtifactBins("art-6", spec))  # seen again: now the newest
+    assert list(dc.by_artifact)[-1] == "art-6" and len(dc.by_artifact) == MAX_ARTIFACTS
+
+
+def test_late_ticks_and_a_flooded_symbol_are_dead_letters(tmp_path):
+    """Ticks older than their symbol's clock count as arriving at the clock, so they piled up
+    in its window while the clock stood still (2 M late ticks: +81 MB on one symbol)."""
+    pl = pipeline(tmp_path, Stub())
+    pl.states.max_window_ticks = 310
+    warm(pl, "A")  # clock at 309 s, 300 ticks held in (9 s, 309 s]
+    late = pl.s.max_late_ms
+    pl._handle(
+        [
+            Msg(0, tick("A", 309_000 - late, 101.0)),  # exactly max_late_ms late: scored
+            Msg(1, tick("A", 309_000 - late - 1, 101.0)),  # 1 ms more: refused
+        ]
+    )
+    pl._handle([Msg(2 + k, tick("A", 309_500, 101.0)) for k in range(12)])
+    pl._complete(drain=True)
+    out = sorted(outputs(pl), key=lambda o: o[1])  # dead letters leave at once
+    assert out[:2] == [("pred", 0, 0.5), ("dlq", 1, "late")]
+    assert [o[2] for o in out[2:]] == [0.5] * 9 + ["symbol_flood"] * 3
+    _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
+    assert (
+        f"is {late + 1} ms older than the symbol's latest tick" in dict(headers)["error"].decode()
+    )
+    assert pl.acks[0].advance() == 14
+
+
+def test_symbol_state_is_evicted_when_idle_and_capped():
+    """300,000 distinct symbols (one tick each) took the consumer from 135 MB to 1 GB, never
+    released. Idle: a symbol whose clock is WARMUP_MS + slack behind its partition's newest
+    tick can no longer be warm; cap: past max_symbols the oldest tenth goes."""
+    from consumer.states import SymbolStates
+
+    st = SymbolStates(max_symbols=1000, max_late_ms=5000, max_window_ticks=10, max_future_ms=5000)
+    for k in range(3000):
+        st.get(0, f"S{k}").update(T0 + k, 100.0, 1.0)
+    assert len(st) <= 1000 and st.evicted["cap"] >= 2000
+    assert ("0", "S2999") not in st.states and (0, "S2999") in st.states  # newest kept
+    st.get(1, "OLD").update(T0, 100.0, 1.0)
+    st.get(1, "NEW").update(T0 + st.idle_ms, 100.0, 1.0)
+    assert st.sweep() == 0  # exactly at the bound: kept
+    st.get(1, "NEWER").update(T0 + st.idle_ms + 1, 100.0, 1.0)
+    assert st.sweep() == 1 and (1, "OLD") not in st.states and (1, "NEW") in st.states
+
+
+@pytest.mark.parametrize("artifact", ["crypto-v1", "xgb-v2"])
+def test_the_built_artifacts_drift_bins_are_accepted(artifact):
+    """A feature without reference values has no edges (drift/bins.py): 0 edges is valid."""
+    import json
+
+    from consumer.drift import ArtifactBins
+    from tests.conftest import artifact_dir
+
+    manifest = json.loads((artifact_dir(artifact) / "manifest.json").read_text())
+    ab = ArtifactBins(artifact, manifest)
+    assert ab.names == FEATURE_NAMES and len(ab.bins) == N_FEATURES

@@ -109,18 +109,22 @@ def test_every_make_target_and_variable_in_the_docs_exists():
                 assert w in make_targets(), f"{doc}: make target {w!r} does not exist"
 
 
-def test_every_module_runs_help_and_knows_the_flags_used():
-    pythons = {".venv/bin/python": sys.executable, ".venv-drift/bin/python": None}
+@pytest.mark.parametrize(
+    "venv",
+    [".venv", pytest.param(".venv-drift", marks=pytest.mark.slow)],  # only `make test` builds it
+)
+def test_every_module_runs_help_and_knows_the_flags_used(venv):
+    pythons = {".venv": sys.executable, ".venv-drift": str(ROOT / ".venv-drift" / "bin" / "python")}
     for doc, words in all_commands():
-        if words[0] not in pythons or words[1:2] != ["-m"]:
+        if words[0] != f"{venv}/bin/python" or words[1:2] != ["-m"]:
             continue
-        python = pythons[words[0]] or str(ROOT / ".venv-drift" / "bin" / "python")
-        text = help_text(python, words[2])
+        text = help_text(pythons[venv], words[2])
         for w in words[3:]:
             if w.startswith("--"):
                 assert w.split("=")[0] in text, f"{doc}: {words[2]} has no flag {w}"
 
 
+@pytest.mark.slow  # `make test` builds the binary; `make test-fast` does not
 def test_the_native_server_help_runs():
     out = subprocess.run([str(NATIVE_SERVER), "--help"], capture_output=True, text=True, timeout=30)
     assert "-model-config" in out.stdout + out.stderr

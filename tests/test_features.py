@@ -246,3 +246,27 @@ def test_synthetic_regimes_switch_volatility():
     assert hi > 2.5 * lo  # calm and stressed stretches both occur
     stressed = ticks["stressed"].to_numpy()[btc]
     assert np.median(rv[btc][stressed]) > 1.5 * np.median(rv[btc][~stressed])
+
+
+def test_clock_and_held_ticks_agree_in_both_states():
+    """The consumer bounds state with ``last_t`` and ``held`` (consumer/states.py): both
+    implementations report the same after in-order, late, gapped and same-time ticks."""
+    times = [5_000, 6_000, 5_500, 6_000, 400_000, 400_001, 399_000, 710_000, 710_000]
+    for state in (features.FeatureState, features.PyFeatureState):
+        st = state()
+        assert st.last_t == -(2**62) and st.held == 0
+        seen = []
+        for t in times:
+            st.update(t, 100.0, 1.0)
+            seen.append((st.last_t, st.held))
+        assert seen == [
+            (5_000, 1),
+            (6_000, 2),
+            (6_000, 3),  # late: counted at the clock
+            (6_000, 4),
+            (400_000, 1),  # a gap over 300 s: history starts again
+            (400_001, 2),
+            (400_001, 3),
+            (710_000, 1),
+            (710_000, 2),
+        ], state

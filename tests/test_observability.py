@@ -75,6 +75,25 @@ def test_slo_thresholds_exist_as_histogram_buckets():
     assert cfg["service"]["max_lag_seconds"] in LAG_BUCKETS
 
 
+def test_availability_counts_only_contract_kinds_that_are_the_servers_fault():
+    """The availability SLI selects error kinds by name: a misspelled kind would match
+    nothing and hide every outage; a client kind (ClientDeadline, Cancelled, a bad request)
+    would page on impatient clients (a 10 ms-deadline storm made ~9,700 INTERNAL counts)."""
+    import tomllib
+
+    from loadtest import slo
+
+    kinds = tomllib.loads((ROOT / "proto" / "contract.toml").read_text())["kinds"]
+    faults = slo.load()["alerting"]["server_fault_kinds"]
+    assert set(faults) <= set(kinds), set(faults) - set(kinds)
+    assert not {"ClientDeadline", "Cancelled", "InvalidArgument", "ResourceExhausted"} & set(faults)
+    assert {"Internal", "NoModel", "DeadlineExceeded"} <= set(faults)
+    # a call that began with less than the promised latency left is the client's
+    from server.contract_gen import CLIENT_DEADLINE_FLOOR_MS
+
+    assert slo.load()["predict"]["p95_ms"] == CLIENT_DEADLINE_FLOOR_MS
+
+
 def test_compose_is_valid_and_mounts_only_existing_files():
     out = run(
         sys.executable, "-m", "check_jsonschema", "--builtin-schema", "vendor.compose-spec",

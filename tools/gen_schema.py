@@ -106,6 +106,10 @@ def main() -> None:
     renderers = (
         (SERVICES_FILE, render_services),
         (gen_contract.PY_FILE, lambda: ruff_format(gen_contract.render_py(contract))),
+        (
+            gen_contract.MANIFEST_PY_FILE,
+            lambda: ruff_format(gen_contract.render_manifest_py(contract)),
+        ),
         (gen_contract.GO_FILE, lambda: gofmt(gen_contract.render_go(contract))),
     )
     for path, make in renderers:

@@ -126,6 +126,7 @@ func (a *App) LoadConfigured() {
 		slog.Error("model config is unreadable", "config", a.settings.ModelConfig, "error", err)
 		return
 	}
+	a.registry.SetModelName(cfg.ModelName)
 	if err := a.registry.Configure(cfg.Artifact, cfg.Servable); err != nil {
 		slog.Error("model switch failed; the previous model keeps serving", "artifact", cfg.Artifact, "error", err)
 	}

@@ -10,11 +10,13 @@ import (
 
 // Limits of the serving contract.
 const (
-	stopCheckRows     = 4096
-	namesInError      = 5
-	nameCharsInError  = 32
-	modelCharsInError = 64
-	dimsInError       = 8
+	stopCheckRows         = 4096
+	namesInError          = 5
+	nameCharsInError      = 32
+	modelCharsInError     = 64
+	dimsInError           = 8
+	clientDeadlineFloorMs = 25
+	messageChars          = 1024
 )
 
 func errMalformed(typeName string, detail string) error {
@@ -61,6 +63,10 @@ func errUnknownOutput(name string, outputs string) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("outputs: unknown output '%s'; this model has %s", name, outputs)}
 }
 
+func errDuplicateOutput(name string) error {
+	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("outputs: '%s' is requested more than once", name)}
+}
+
 func errInputCount(width int, count int) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("inputs: expected exactly 1 input tensor of FP32 [N, %d], got %d", width, count)}
 }
@@ -89,8 +95,16 @@ func errNotServed(name string, servable string) error {
 	return &ServiceError{Code: grpccodes.NotFound, Kind: "NotFound", Msg: fmt.Sprintf("model '%s' is not served; servable: %s", name, servable)}
 }
 
+func errVersionNotServed(name string, version string, servable string) error {
+	return &ServiceError{Code: grpccodes.NotFound, Kind: "NotFound", Msg: fmt.Sprintf("model '%s' has no servable version '%s'; servable: %s", name, version, servable)}
+}
+
+func errRequestUnread(detail string) error {
+	return &ServiceError{Code: grpccodes.ResourceExhausted, Kind: "ResourceExhausted", Msg: fmt.Sprintf("the request could not be read: %s", detail)}
+}
+
 func errDeadlineBefore() error {
-	return &ServiceError{Code: grpccodes.DeadlineExceeded, Kind: "DeadlineExceeded", Msg: "deadline expired before the call was served"}
+	return &ServiceError{Code: grpccodes.DeadlineExceeded, Kind: "ClientDeadline", Msg: "deadline expired before the call was served"}
 }
 
 func errCancelledBefore() error {
@@ -99,6 +113,10 @@ func errCancelledBefore() error {
 
 func errDeadlineScoring(rows int) error {
 	return &ServiceError{Code: grpccodes.DeadlineExceeded, Kind: "DeadlineExceeded", Msg: fmt.Sprintf("deadline exceeded while scoring %d rows", rows)}
+}
+
+func errClientDeadlineScoring(rows int, floorMs int) error {
+	return &ServiceError{Code: grpccodes.DeadlineExceeded, Kind: "ClientDeadline", Msg: fmt.Sprintf("deadline exceeded while scoring %d rows; the call had less than %d ms left when it began (the latency this service promises)", rows, floorMs)}
 }
 
 func errCancelledScoring(rows int) error {
@@ -134,16 +152,46 @@ var (
 	mServing              = metricSpec{Name: "volspike_serving", Type: "gauge", Help: "1 while health is SERVING, else 0.", Labels: []string{}}
 )
 
-// manifestFields: what a server checks in a manifest, in order.
+// The manifest schema (proto/contract.toml [manifest]).
+const (
+	manifestMaxBytes      = 1048576
+	manifestMaxDepth      = 32
+	manifestTextChars     = 4096
+	manifestMaxFeatures   = 256
+	manifestDriftMaxEdges = 32
+)
+
+// manifestKinds: what each kind means (a field "must be" this).
+var manifestKinds = map[string]string{
+	"artifact":    "a name of 1-64 letters, digits, '.', '_' or '-' that does not start with '.'",
+	"features":    "a list of 1-256 distinct names, each 1-64 letters, digits or '_', not starting with a digit",
+	"probability": "a number in [0, 1]",
+	"sha256":      "64 lowercase hex digits",
+	"text":        "a string of at most 4096 characters",
+	"calibration": "an object",
+	"drift":       "{} or an object {features: {<each feature>: bins}, prediction: bins}, bins being {edges: 0-32 increasing numbers, shares: len(edges) + 2 numbers in [0, 1]}",
+	"object":      "an object",
+}
+
+// manifestFields: every field a manifest may hold, in check order.
 var manifestFields = []struct {
 	Name, Kind string
 	Required   bool
 }{
-	{"name", "string", true},
-	{"feature_names", "names", true},
+	{"name", "artifact", true},
+	{"feature_names", "features", true},
 	{"decision_threshold", "probability", true},
-	{"library", "string", true},
+	{"library", "text", true},
 	{"library_sha256", "sha256", true},
-	{"calibration", "object", false},
-	{"trained_on", "string", false},
+	{"calibration", "calibration", false},
+	{"drift", "drift", false},
+	{"trained_on", "text", false},
+	{"description", "text", false},
+	{"created", "text", false},
+	{"versions", "object", false},
+	{"compile_options", "object", false},
+	{"label", "object", false},
+	{"data_period", "object", false},
+	{"metrics", "object", false},
+	{"params", "object", false},
 }

@@ -35,7 +35,7 @@ func (s *Service) ServerReady(context.Context, *Call, *v2.ServerReadyRequest) (p
 }
 
 func (s *Service) ModelReady(_ context.Context, _ *Call, req *v2.ModelReadyRequest) (proto.Message, error) {
-	_, err := s.registry.Get(req.Name)
+	_, err := s.registry.Resolve(req.Name, req.Version)
 	return &v2.ModelReadyResponse{Ready: err == nil}, nil
 }
 
@@ -58,14 +58,25 @@ var serverVersion = func() string {
 }()
 
 func (s *Service) ModelMetadata(_ context.Context, call *Call, req *v2.ModelMetadataRequest) (proto.Message, error) {
-	model, err := s.registry.Get(req.Name)
+	served := s.registry.ModelName()
+	model, err := s.registry.resolve(served, req.Name, req.Version)
 	if err != nil {
 		return nil, err
 	}
 	call.Artifact = model.Name
+	byModelName := req.Name == "" || req.Name == served
+	versions := []string{model.Name}
+	if byModelName && req.Version == "" { // every version: the active one first
+		versions = versions[:1]
+		for _, name := range s.registry.Servable() {
+			if name != model.Name {
+				versions = append(versions, name)
+			}
+		}
+	}
 	resp := &v2.ModelMetadataResponse{
-		Name:     model.Name,
-		Versions: []string{model.Sha256[:12]},
+		Name:     servedName(served, req.Name, model),
+		Versions: versions,
 		Platform: "tl2cgen",
 		Inputs:   []*v2.ModelMetadataResponse_TensorMetadata{{Name: "features", Datatype: "FP32", Shape: []int64{-1, int64(model.NFeatures)}}},
 	}
@@ -76,7 +87,8 @@ func (s *Service) ModelMetadata(_ context.Context, call *Call, req *v2.ModelMeta
 }
 
 func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInferRequest) (proto.Message, error) {
-	model, err := s.registry.Get(req.ModelName)
+	served := s.registry.ModelName()
+	model, err := s.registry.resolve(served, req.ModelName, req.ModelVersion)
 	if err != nil {
 		return nil, err
 	}
@@ -97,7 +109,7 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 			wanted = append(wanted, o.Name)
 		}
 	}
-	resp := &v2.ModelInferResponse{ModelName: model.Name, ModelVersion: model.Sha256[:12], Id: req.Id}
+	resp := &v2.ModelInferResponse{ModelName: servedName(served, req.ModelName, model), ModelVersion: model.Name, Id: req.Id}
 	for _, name := range wanted {
 		resp.Outputs = append(resp.Outputs, &v2.ModelInferResponse_InferOutputTensor{
 			Name: name, Datatype: outputTypes[name], Shape: []int64{int64(rows)}})
@@ -120,13 +132,27 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 	return resp, nil
 }
 
+// servedName is the model name a KServe response carries: the served model name when the
+// request named it (or nothing), else the artifact the request named.
+func servedName(served, requested string, model *Model) string {
+	if requested == "" || requested == served {
+		return served
+	}
+	return model.Name
+}
+
 func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, string, error) {
-	for _, o := range req.Outputs {
+	seen := make(map[string]bool, len(outputTypes))
+	for _, o := range req.Outputs { // per output, in request order: unknown? then repeated?
 		if _, ok := outputTypes[o.Name]; !ok {
 			names := append([]string(nil), outputOrder...)
 			sort.Strings(names)
 			return nil, "", errUnknownOutput(cut(o.Name, nameCharsInError), quoted(names))
 		}
+		if seen[o.Name] {
+			return nil, "", errDuplicateOutput(cut(o.Name, nameCharsInError))
+		}
+		seen[o.Name] = true
 	}
 	if len(req.Inputs) != 1 {
 		return nil, "", errInputCount(width, len(req.Inputs))

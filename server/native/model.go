@@ -47,11 +47,10 @@ import (
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
-	"errors"
 	"fmt"
+	"io"
 	"os"
 	"path/filepath"
-	"regexp"
 	"runtime"
 	"sync"
 	"time"
@@ -63,21 +62,22 @@ const (
 	referenceFile = "reference.f32" // little-endian float32 rows written by `make models`
 )
 
-// Manifest holds the fields the server uses; JSON is the whole document as written
-// (ModelInfo's manifest_json).
+// Manifest holds the fields the server uses, filled by exact key from the checked document
+// (manifest.go: never by json.Unmarshal, whose key matching ignores case); JSON is the whole
+// document as written (ModelInfo's manifest_json).
 type Manifest struct {
-	Name              string   `json:"name"`
-	Description       string   `json:"description"`
-	Created           string   `json:"created"`
-	FeatureNames      []string `json:"feature_names"`
-	DecisionThreshold float64  `json:"decision_threshold"`
-	Library           string   `json:"library"`
-	LibrarySha256     string   `json:"library_sha256"`
+	Name              string
+	Description       string
+	Created           string
+	FeatureNames      []string
+	DecisionThreshold float64
+	Library           string
+	LibrarySha256     string
 	// {} or absent: identity; else an isotonic map (calibration.go).
-	CalibrationJSON json.RawMessage `json:"calibration"`
+	CalibrationJSON json.RawMessage
 	// One sentence saying what the artifact was trained on.
-	TrainedOn string `json:"trained_on"`
-	JSON      string `json:"-"`
+	TrainedOn string
+	JSON      string
 }
 
 // ArtifactError: the artifact on disk cannot be trusted or does not fit the schema.
@@ -107,22 +107,18 @@ type Model struct {
 // LoadModel verifies the library's sha256 and the feature schema, then loads it.
 func LoadModel(folder string) (*Model, error) {
 	name := filepath.Base(folder)
-	raw, err := os.ReadFile(filepath.Join(folder, manifestFile))
+	raw, err := readManifest(filepath.Join(folder, manifestFile))
 	if err != nil {
-		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
-	}
-	var doc any
-	if err := json.Unmarshal(raw, &doc); err != nil {
-		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
-	}
-	if err := checkManifestFields(doc); err != nil {
 		return nil, artifactErr("artifact %s: %v", name, err)
 	}
-	var m Manifest
-	if err := json.Unmarshal(raw, &m); err != nil {
-		return nil, artifactErr("artifact %s: unreadable manifest: %v", name, err)
+	doc, err := checkManifest(raw)
+	if err != nil {
+		return nil, artifactErr("artifact %s: %v", name, err)
 	}
-	m.JSON = string(raw) // the manifest as `make models` wrote it, byte for byte (as the Python server)
+	m, err := manifestFromChecked(doc, raw)
+	if err != nil {
+		return nil, artifactErr("artifact %s: %v", name, err)
+	}
 	if m.Name != name {
 		return nil, artifactErr("artifact %s: manifest names it '%s'; an artifact's name is its folder's", name, m.Name)
 	}
@@ -150,6 +146,26 @@ func LoadModel(folder string) (*Model, error) {
 	}
 	runtime.SetFinalizer(model, (*Model).Close)
 	return model, nil
+}
+
+// readManifest reads a manifest file, at most one byte past the limit: a larger one is
+// refused by its size (checkManifest) without being read whole.
+func readManifest(path string) ([]byte, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return nil, fmt.Errorf("unreadable manifest: %v", err)
+	}
+	defer f.Close()
+	raw, err := io.ReadAll(io.LimitReader(f, manifestMaxBytes+1))
+	if err != nil {
+		return nil, fmt.Errorf("unreadable manifest: %v", err)
+	}
+	if len(raw) > manifestMaxBytes {
+		if st, err := f.Stat(); err == nil && st.Mode().IsRegular() && st.Size() > int64(len(raw)) {
+			return nil, fmt.Errorf("manifest is %d bytes; the limit is %d", st.Size(), manifestMaxBytes)
+		}
+	}
+	return raw, nil
 }
 
 func (m *Model) open(data []byte) error {
@@ -240,65 +256,4 @@ func (m *Model) WarmUp(folder string) error {
 		}
 	}
 	return nil
-}
-
-var manifestKinds = map[string]string{
-	"string":      "a string",
-	"names":       "a non-empty list of distinct strings",
-	"probability": "a number in [0, 1]",
-	"sha256":      "64 lowercase hex digits",
-	"object":      "an object",
-}
-
-var sha256Hex = regexp.MustCompile(`^[0-9a-f]{64}$`)
-
-// checkManifestFields checks the fields a server reads (proto/contract.toml [manifest], in
-// order) with the Python server's messages, before anything in the manifest is trusted.
-func checkManifestFields(doc any) error {
-	obj, ok := doc.(map[string]any)
-	if !ok {
-		return errors.New("manifest is not a JSON object")
-	}
-	for _, f := range manifestFields {
-		v, present := obj[f.Name]
-		if !present {
-			if f.Required {
-				return fmt.Errorf("manifest field '%s' is missing", f.Name)
-			}
-			continue
-		}
-		if !manifestKindOK(f.Kind, v) {
-			return fmt.Errorf("manifest field '%s' must be %s", f.Name, manifestKinds[f.Kind])
-		}
-	}
-	return nil
-}
-
-func manifestKindOK(kind string, v any) bool {
-	switch kind {
-	case "string":
-		_, ok := v.(string)
-		return ok
-	case "names":
-		list, ok := v.([]any)
-		seen := map[string]bool{}
-		for _, x := range list {
-			s, isStr := x.(string)
-			if !isStr || seen[s] {
-				return false
-			}
-			seen[s] = true
-		}
-		return ok && len(list) > 0
-	case "probability":
-		p, ok := v.(float64)
-		return ok && p >= 0 && p <= 1
-	case "sha256":
-		s, ok := v.(string)
-		return ok && sha256Hex.MatchString(s)
-	case "object":
-		_, ok := v.(map[string]any)
-		return ok
-	}
-	return false
 }

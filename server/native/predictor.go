@@ -28,7 +28,7 @@ type Service struct {
 
 // Predict: named rows or packed float32 -> probability and label per row.
 func (s *Service) Predict(ctx context.Context, call *Call, req *pb.PredictRequest) (proto.Message, error) {
-	model, err := s.registry.Get(req.Model)
+	model, err := s.registry.Resolve(req.Model, "")
 	if err != nil {
 		return nil, err
 	}
@@ -67,7 +67,7 @@ func (s *Service) predict(ctx context.Context, call *Call, model *Model, x []flo
 	rows := len(x) / model.NFeatures
 	call.Rows = rows
 	end := s.childSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
-	probs, err := s.score(ctx, model, x, rows, field)
+	probs, err := s.score(ctx, call, model, x, rows, field)
 	end()
 	if err == nil {
 		s.metrics.RecordPredictions(model, probs)
@@ -146,7 +146,7 @@ func predictRange(ctx context.Context, model *Model, x, out []float32, lo, hi in
 }
 
 // score runs the trees; an infinity found by the native loop names its row.
-func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int, field string) ([]float32, error) {
+func (s *Service) score(ctx context.Context, call *Call, model *Model, x []float32, rows int, field string) ([]float32, error) {
 	out := make([]float32, rows)
 	s.metrics.scoring.Add(float64(rows))
 	bad, complete := predictOnCores(ctx, model, x, out)
@@ -155,7 +155,7 @@ func (s *Service) score(ctx context.Context, model *Model, x []float32, rows int
 	case bad >= 0:
 		return nil, errInfinite(field, bad)
 	case pastDeadline(ctx): // even a whole answer is void after the deadline (as in Python)
-		return nil, errDeadlineScoring(rows)
+		return nil, deadlineScoring(call, rows)
 	case !complete: // cancelled while scoring: rows are missing, answer nothing
 		return nil, errCancelledScoring(rows)
 	}
@@ -281,9 +281,9 @@ func nameList(names []string) string {
 	return s
 }
 
-// ModelInfo describes the active artifact (or the named one).
+// ModelInfo describes the active artifact (or the named one) and the served model name.
 func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequest) (proto.Message, error) {
-	model, err := s.registry.Get(req.Model)
+	model, err := s.registry.Resolve(req.Model, "")
 	if err != nil {
 		return nil, err
 	}
@@ -303,5 +303,6 @@ func (s *Service) ModelInfo(_ context.Context, call *Call, req *pb.ModelInfoRequ
 		ManifestJson:       model.Manifest.JSON,
 		Calibrated:         model.Calibration != nil,
 		TrainedOn:          m.TrainedOn,
+		ModelName:          s.registry.ModelName(),
 	}, nil
 }

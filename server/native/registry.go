@@ -35,14 +35,28 @@ type Registry struct {
 
 	schema     []string // the feature list this process serves (guarded by mu)
 	schemaFrom string   // the artifact it came from: the first one made active
+
+	modelName atomic.Pointer[string] // the name served whatever the active artifact (config model_name)
 }
+
+// defaultModelName is the served model name when the model config does not set model_name.
+const defaultModelName = "volspike"
 
 func NewRegistry(dir string, metrics *Metrics) *Registry {
 	r := &Registry{dir: dir, metrics: metrics}
 	r.others.Store(&map[string]*Model{})
 	r.failed.Store(&map[string]string{})
+	name := defaultModelName
+	r.modelName.Store(&name)
 	return r
 }
+
+// ModelName is the served model name (config model_name): a call naming it (or nothing)
+// gets the active artifact, whichever it is.
+func (r *Registry) ModelName() string { return *r.modelName.Load() }
+
+// SetModelName sets the served model name.
+func (r *Registry) SetModelName(name string) { r.modelName.Store(&name) }
 
 // Available lists the artifacts on disk an operator can switch to.
 func (r *Registry) Available() []string {
@@ -81,6 +95,41 @@ func (r *Registry) Get(name string) (*Model, error) {
 		return nil, errArtifactUnavailable(name, why)
 	}
 	return nil, errNotServed(cut(name, modelCharsInError), quoted(r.Servable()))
+}
+
+// Resolve finds the model a call names: name "" or the served model name means the active
+// artifact, or with a version the servable artifact of that name; otherwise name is an
+// artifact's name (Get), which version may only repeat. Never loads.
+func (r *Registry) Resolve(name, version string) (*Model, error) {
+	return r.resolve(r.ModelName(), name, version)
+}
+
+// resolve is Resolve with the served model name read once by the caller.
+func (r *Registry) resolve(served, name, version string) (*Model, error) {
+	if name != "" && name != served {
+		m, err := r.Get(name)
+		if err == nil && version != "" && version != m.Name {
+			return nil, errVersionNotServed(cut(name, modelCharsInError), cut(version, modelCharsInError), quoted(r.Servable()))
+		}
+		return m, err
+	}
+	active := r.active.Load()
+	if version == "" {
+		if active == nil {
+			return nil, errNoModel()
+		}
+		return active, nil
+	}
+	if active != nil && active.Name == version {
+		return active, nil
+	}
+	if m := (*r.others.Load())[version]; m != nil {
+		return m, nil
+	}
+	if why, ok := (*r.failed.Load())[version]; ok {
+		return nil, errArtifactUnavailable(version, why)
+	}
+	return nil, errVersionNotServed(cut(served, modelCharsInError), cut(version, modelCharsInError), quoted(r.Servable()))
 }
 
 // Configure makes artifact active (if it is not) and loads the servable ones not loaded
@@ -205,13 +254,21 @@ func (r *Registry) checkSchema(m *Model) error {
 type ModelConfig struct {
 	Artifact string   `toml:"artifact"` // the active artifact
 	Servable []string `toml:"servable"` // further artifacts loaded and answerable by name
+	// The name the service answers under whatever artifact is active (default "volspike").
+	ModelName string `toml:"model_name"`
 }
 
 // ReadModelConfig parses the model config; a half-written or wrong file is an error.
 func ReadModelConfig(path string) (ModelConfig, error) {
 	var cfg ModelConfig
-	if _, err := toml.DecodeFile(path, &cfg); err != nil {
+	md, err := toml.DecodeFile(path, &cfg)
+	if err != nil {
 		return cfg, fmt.Errorf("%s: %w", path, err)
+	}
+	if !md.IsDefined("model_name") {
+		cfg.ModelName = defaultModelName
+	} else if cfg.ModelName == "" {
+		return cfg, fmt.Errorf("%s: 'model_name' must be a non-empty string", path)
 	}
 	if cfg.Artifact == "" {
 		return cfg, fmt.Errorf("%s: 'artifact' must name a compiled artifact", path)

@@ -8,6 +8,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"go.opentelemetry.io/otel/attribute"
@@ -54,6 +55,9 @@ type Call struct {
 	Span     trace.Span
 	Artifact string
 	Rows     int
+	// ShortDeadline: the call had less than clientDeadlineFloorMs of its deadline left when
+	// the server began it; timing out while scoring is then the client's (ClientDeadline).
+	ShortDeadline bool
 }
 
 // Handler serves one decoded request.
@@ -96,13 +100,13 @@ func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) err
 	newReq func() Req, h Handler[Req], full string) (resp proto.Message, err error) {
 	defer func() { // a bug must cost one call (INTERNAL), never the server
 		if p := recover(); p != nil {
-			slog.Error("call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
+			callLogs.Log(slog.LevelError, "panic "+full, "call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
 			resp, err = nil, fmt.Errorf("panic: %v", p)
 		}
 	}()
 	var raw rawRequest
 	if err := dec(&raw); err != nil {
-		return nil, err
+		return nil, readFailure(ctx, err, full)
 	}
 	req := newReq()
 	if err := proto.Unmarshal(raw.data, req); err != nil {
@@ -114,7 +118,63 @@ func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) err
 		}
 		return nil, errCancelledBefore()
 	}
-	return h(ctx, call, req)
+	if d, ok := ctx.Deadline(); ok {
+		call.ShortDeadline = time.Until(d) < clientDeadlineFloorMs*time.Millisecond
+	}
+	resp, err = h(ctx, call, req)
+	var se *ServiceError
+	if err != nil && !errors.As(err, &se) {
+		err = handlerFailure(call, err)
+	}
+	return resp, err
+}
+
+// readFailure maps a request grpc-go could not read to the status the client sees, counted
+// as such rather than as the server's INTERNAL: its deadline had passed or it went away
+// before the server read the call (ClientDeadline, Cancelled), or the request exceeds the
+// receive limit (ResourceExhausted, grpc-go's message). Anything else (a corrupt compressed
+// request) stays INTERNAL.
+func readFailure(ctx context.Context, err error, full string) error {
+	mapped := err
+	code := grpccodes.Unknown
+	if st, ok := status.FromError(err); ok {
+		code = st.Code()
+	}
+	switch {
+	case pastDeadline(ctx), errors.Is(err, context.DeadlineExceeded), code == grpccodes.DeadlineExceeded:
+		mapped = errDeadlineBefore()
+	case ctx.Err() != nil, errors.Is(err, context.Canceled), code == grpccodes.Canceled:
+		mapped = errCancelledBefore()
+	case code == grpccodes.ResourceExhausted: // over the receive size limit
+		mapped = errRequestUnread(status.Convert(err).Message())
+	}
+	var se *ServiceError
+	if errors.As(mapped, &se) && slog.Default().Enabled(ctx, slog.LevelDebug) {
+		callLogs.Log(slog.LevelDebug, "unread "+full+" "+se.Kind, "request not read", "method", full, "code", codeName(se.Code), "error", err)
+	}
+	return mapped
+}
+
+// handlerFailure maps a handler's context error to the status it stands for (none does
+// today; handlers return ServiceErrors): a deadline that passed or a cancel while the call
+// was being served, as score reports them. Any other error is a bug: INTERNAL.
+func handlerFailure(call *Call, err error) error {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return deadlineScoring(call, call.Rows)
+	case errors.Is(err, context.Canceled):
+		return errCancelledScoring(call.Rows)
+	}
+	return err
+}
+
+// deadlineScoring: the deadline passed while the call was served; whose fault it is depends
+// on how much of it was left when the server began (proto/contract.toml [limits]).
+func deadlineScoring(call *Call, rows int) error {
+	if call.ShortDeadline {
+		return errClientDeadlineScoring(rows, clientDeadlineFloorMs)
+	}
+	return errDeadlineScoring(rows)
 }
 
 // pastDeadline: the call's deadline has passed. A client whose deadline expires also resets
@@ -132,15 +192,19 @@ func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) 
 	if err != nil {
 		var se *ServiceError
 		if !errors.As(err, &se) {
-			// A grpc-go status or a bug: logged, answered INTERNAL as the Python server does.
-			slog.Error("call failed", "method", method, "error", err)
+			// A bug (or a request grpc-go could not read for another reason than the
+			// client's: serve maps those): logged, answered INTERNAL as the Python server
+			// does. Logged at most once per method per interval: a client may cause it on
+			// every call (a corrupt compressed request).
+			callLogs.Log(slog.LevelError, "failed "+method, "call failed", "method", method, "error", cutMessage(err.Error()))
 			se = errInternal().(*ServiceError)
 		}
 		code = se.Code
+		msg := cutMessage(se.Msg)
 		w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
-		span.SetStatus(codes.Error, se.Msg)
+		span.SetStatus(codes.Error, msg)
 		span.SetAttributes(attribute.String("error.type", se.Kind))
-		err = status.Error(se.Code, se.Msg)
+		err = status.Error(se.Code, msg)
 	}
 	span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
 	if call.Artifact != "" {
@@ -158,6 +222,25 @@ func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) 
 	}
 	w.metrics.requests.WithLabelValues(method, codeName(code)).Inc()
 	return err
+}
+
+// cutMessage bounds a status message to messageChars characters (code points), the last
+// three replaced by "..." when cut (proto/contract.toml [limits]), as the Python server does.
+func cutMessage(msg string) string {
+	if len(msg) <= messageChars { // bytes >= code points: nothing to cut
+		return msg
+	}
+	n := 0
+	for i := range msg { // i: the byte offset of each code point
+		if n == messageChars-3 {
+			if utf8.RuneCountInString(msg[i:]) <= 3 {
+				return msg
+			}
+			return msg[:i] + "..."
+		}
+		n++
+	}
+	return msg
 }
 
 // codeNames spell codes as Python's grpc.StatusCode names do (OK, INVALID_ARGUMENT).

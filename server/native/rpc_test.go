@@ -1,11 +1,18 @@
 package main
 
 import (
+	"bytes"
 	"context"
+	"errors"
+	"fmt"
+	"log/slog"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
+	dto "github.com/prometheus/client_model/go"
 	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace/noop"
 	grpccodes "google.golang.org/grpc/codes"
@@ -44,5 +51,201 @@ func TestMalformedBytesNameTheMessageType(t *testing.T) {
 	st, _ := status.FromError(err)
 	if st.Code() != grpccodes.InvalidArgument || !strings.Contains(st.Message(), "not a valid volatility.v1.ModelInfoRequest") {
 		t.Fatalf("got %v", err)
+	}
+}
+
+// counter reads one child of a counter family.
+func counter(t *testing.T, v *prometheus.CounterVec, labels ...string) float64 {
+	t.Helper()
+	var m dto.Metric
+	if err := v.WithLabelValues(labels...).Write(&m); err != nil {
+		t.Fatal(err)
+	}
+	return m.GetCounter().GetValue()
+}
+
+// callWith runs one ModelInfo call through w with ctx, the request read by dec.
+func callWith(w *Wrapper, ctx context.Context, dec func(any) error, h Handler[*pb.ModelInfoRequest]) error {
+	m := unary(w, "volatility.v1.Predictor", "ModelInfo", newReq[pb.ModelInfoRequest], h)
+	_, err := m.Handler(nil, ctx, dec, nil)
+	return err
+}
+
+func noHandler(t *testing.T) Handler[*pb.ModelInfoRequest] {
+	return func(context.Context, *Call, *pb.ModelInfoRequest) (proto.Message, error) {
+		t.Error("handler called for a request that was not read")
+		return nil, nil
+	}
+}
+
+// Mutation: make serve return dec's error unmapped (as before) and every case but the
+// decompression one turns INTERNAL.
+func TestARequestThatCouldNotBeReadCountsTheClientsCode(t *testing.T) {
+	expired, cancel1 := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel1()
+	cancelled, cancel2 := context.WithCancel(context.Background())
+	cancel2()
+	// The client's deadline passes while the request is read: the transport says Canceled
+	// or DeadlineExceeded; the deadline decides, as in Python.
+	expiredReset := status.Error(grpccodes.Canceled, "context canceled")
+	tooBig := status.Error(grpccodes.ResourceExhausted, "grpc: received message larger than max (70 vs. 64)")
+	cases := []struct {
+		ctx         context.Context
+		err         error
+		code        grpccodes.Code
+		kind, msg   string
+		logsAnError bool
+	}{
+		{expired, expiredReset, grpccodes.DeadlineExceeded, "ClientDeadline", "deadline expired before the call was served", false},
+		{expired, context.DeadlineExceeded, grpccodes.DeadlineExceeded, "ClientDeadline", "deadline expired before the call was served", false},
+		{cancelled, status.Error(grpccodes.Canceled, "context canceled"), grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served", false},
+		{cancelled, errors.New("io: read/write on closed pipe"), grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served", false},
+		{context.Background(), tooBig, grpccodes.ResourceExhausted, "ResourceExhausted", "the request could not be read: grpc: received message larger than max (70 vs. 64)", false},
+		{context.Background(), status.Error(grpccodes.DeadlineExceeded, "x"), grpccodes.DeadlineExceeded, "ClientDeadline", "deadline expired before the call was served", false},
+		{context.Background(), status.Error(grpccodes.Canceled, "y"), grpccodes.Canceled, "Cancelled", "the client cancelled the call before it was served", false},
+		{context.Background(), status.Error(grpccodes.Internal, "grpc: failed to decompress the received message: gzip: invalid header"),
+			grpccodes.Internal, "Internal", "internal error (logged on the server)", true},
+		{context.Background(), errors.New("something else"), grpccodes.Internal, "Internal", "internal error (logged on the server)", true},
+	}
+	for i, c := range cases {
+		w := testWrapper()
+		logs := captureLogs(t)
+		callLogs = newLogLimiter(logInterval)
+		err := callWith(w, c.ctx, func(any) error { return c.err }, noHandler(t))
+		st, _ := status.FromError(err)
+		if st.Code() != c.code || st.Message() != c.msg {
+			t.Errorf("%d: got %v, want %v %q", i, err, c.code, c.msg)
+		}
+		if counter(t, w.metrics.requests, "ModelInfo", codeName(c.code)) != 1 ||
+			counter(t, w.metrics.errors, "ModelInfo", codeName(c.code), c.kind) != 1 ||
+			(c.code != grpccodes.Internal && counter(t, w.metrics.requests, "ModelInfo", "INTERNAL") != 0) {
+			t.Errorf("%d: counted wrong: %v %v %v", i, counter(t, w.metrics.requests, "ModelInfo", codeName(c.code)),
+				counter(t, w.metrics.errors, "ModelInfo", codeName(c.code), c.kind), counter(t, w.metrics.requests, "ModelInfo", "INTERNAL"))
+		}
+		if got := strings.Contains(logs.String(), "level=ERROR"); got != c.logsAnError {
+			t.Errorf("%d: logged an error: %v, want %v: %s", i, got, c.logsAnError, logs)
+		}
+	}
+}
+
+func TestAHandlersContextErrorIsTheClientsCode(t *testing.T) {
+	expired, cancel := context.WithDeadline(context.Background(), time.Now().Add(-time.Millisecond))
+	defer cancel()
+	read := func(v any) error { v.(*rawRequest).data = nil; return nil }
+	for _, c := range []struct {
+		err       error
+		code      grpccodes.Code
+		kind, msg string
+	}{
+		{fmt.Errorf("scoring: %w", context.DeadlineExceeded), grpccodes.DeadlineExceeded, "DeadlineExceeded", "deadline exceeded while scoring 3 rows"},
+		{context.Canceled, grpccodes.Canceled, "Cancelled", "the client cancelled the call while 3 rows were being scored"},
+		{errors.New("a bug"), grpccodes.Internal, "Internal", "internal error (logged on the server)"},
+		{status.Error(grpccodes.Unavailable, "a bug too"), grpccodes.Internal, "Internal", "internal error (logged on the server)"},
+	} {
+		w := testWrapper()
+		err := callWith(w, context.Background(), read, func(_ context.Context, call *Call, _ *pb.ModelInfoRequest) (proto.Message, error) {
+			call.Rows = 3
+			return nil, c.err
+		})
+		if st, _ := status.FromError(err); st.Code() != c.code || st.Message() != c.msg ||
+			counter(t, w.metrics.errors, "ModelInfo", codeName(c.code), c.kind) != 1 {
+			t.Errorf("%v: got %v, want %v %s %q", c.err, err, c.code, c.kind, c.msg)
+		}
+	}
+	// A call whose deadline passed before the handler ran never reaches it.
+	err := callWith(testWrapper(), expired, read, noHandler(t))
+	if st, _ := status.FromError(err); st.Code() != grpccodes.DeadlineExceeded {
+		t.Errorf("got %v", err)
+	}
+}
+
+// Mutation: drop cutMessage in finish and the 45 KB reason arrives whole.
+func TestStatusMessagesAreCutToMessageChars(t *testing.T) {
+	for _, c := range []struct {
+		in   string
+		want string
+	}{
+		{"", ""},
+		{strings.Repeat("a", messageChars), strings.Repeat("a", messageChars)},
+		{strings.Repeat("a", messageChars+1), strings.Repeat("a", messageChars-3) + "..."},
+		{strings.Repeat("é", messageChars), strings.Repeat("é", messageChars)}, // 2048 bytes, 1024 characters
+		{strings.Repeat("é", messageChars+1), strings.Repeat("é", messageChars-3) + "..."},
+		{strings.Repeat("a", messageChars-3) + "😀😀😀😀", strings.Repeat("a", messageChars-3) + "..."},
+		{strings.Repeat("a", messageChars-4) + "😀😀😀😀", strings.Repeat("a", messageChars-4) + "😀😀😀😀"},
+	} {
+		if got := cutMessage(c.in); got != c.want {
+			t.Errorf("cutMessage(%d chars) = %d chars %q...", utf8.RuneCountInString(c.in), utf8.RuneCountInString(got), got[max(0, len(got)-12):])
+		}
+	}
+	names := make([]string, 3000) // an operator's artifact with 45 KB of feature names
+	for i := range names {
+		names[i] = fmt.Sprintf("feature_%010d", i)
+	}
+	reason := "artifact x: features " + quoted(names) + " differ"
+	err := callWith(testWrapper(), context.Background(), func(v any) error { return nil },
+		func(context.Context, *Call, *pb.ModelInfoRequest) (proto.Message, error) {
+			return nil, errArtifactUnavailable("x", reason)
+		})
+	st, _ := status.FromError(err)
+	full := errArtifactUnavailable("x", reason).Error()
+	if len(full) < 45000 || utf8.RuneCountInString(st.Message()) != messageChars || st.Code() != grpccodes.Unavailable ||
+		st.Message() != full[:messageChars-3]+"..." {
+		t.Fatalf("got %d chars: %.80s", utf8.RuneCountInString(st.Message()), st.Message())
+	}
+}
+
+// captureLogs sends slog's default logger to a buffer for the test.
+func captureLogs(t *testing.T) *bytes.Buffer {
+	var buf bytes.Buffer
+	saved := slog.Default()
+	slog.SetDefault(slog.New(slog.NewTextHandler(&buf, nil)))
+	t.Cleanup(func() { slog.SetDefault(saved) })
+	return &buf
+}
+
+func TestLogLimiterLetsOneLinePerCausePerInterval(t *testing.T) {
+	now := time.Unix(1000, 0)
+	l := newLogLimiter(10 * time.Second)
+	l.now = func() time.Time { return now }
+	logs := captureLogs(t)
+	for range 5 {
+		l.Log(slog.LevelError, "a", "line a", "n", 1)
+	}
+	l.Log(slog.LevelError, "b", "line b") // another cause is not held back by a's
+	now = now.Add(9 * time.Second)
+	l.Log(slog.LevelError, "a", "line a")
+	now = now.Add(time.Second)
+	l.Log(slog.LevelError, "a", "line a")
+	l.Log(slog.LevelError, "a", "line a")
+	now = now.Add(11 * time.Second)
+	l.Log(slog.LevelError, "a", "line a")
+	lines := strings.Split(strings.TrimSpace(logs.String()), "\n")
+	want := []string{"msg=\"line a\" n=1", "msg=\"line b\"", "msg=\"line a\" suppressed=5", "msg=\"line a\" suppressed=1"}
+	if len(lines) != len(want) {
+		t.Fatalf("got %d lines:\n%s", len(lines), logs)
+	}
+	for i, w := range want {
+		if !strings.HasSuffix(lines[i], w) {
+			t.Errorf("line %d: %q, want ...%q", i, lines[i], w)
+		}
+	}
+}
+
+// A client that causes a logged failure on every call (a corrupt compressed request) gets
+// one log line per interval, not one per call. Mutation: log with slog.Error directly in
+// finish and this sees 200 lines.
+func TestAStormOfFailingCallsLogsOnce(t *testing.T) {
+	logs := captureLogs(t)
+	callLogs = newLogLimiter(logInterval)
+	w := testWrapper()
+	corrupt := status.Error(grpccodes.Internal, "grpc: failed to decompress the received message: gzip: invalid header")
+	for range 200 {
+		_ = callWith(w, context.Background(), func(any) error { return corrupt }, noHandler(t))
+	}
+	if n := strings.Count(logs.String(), "call failed"); n != 1 {
+		t.Fatalf("%d lines logged:\n%.2000s", n, logs)
+	}
+	if counter(t, w.metrics.requests, "ModelInfo", "INTERNAL") != 200 {
+		t.Fatal("every call is still counted")
 	}
 }

@@ -303,16 +303,71 @@ def hostile_models(root) -> None:
         manifest = json.loads((root / name / "manifest.json").read_text())
         manifest["name"] = name
         edit(manifest)
-        (root / name / "manifest.json").write_text(json.dumps(manifest))
+        text = json.dumps(manifest).encode()
+        if name in RAW_EDITS:
+            text = RAW_EDITS[name](text)
+        (root / name / "manifest.json").write_bytes(text)
 
 
+def _set(**kv):
+    return lambda m: m.update(kv)
+
+
+def _nested(depth: int) -> object:
+    v: object = 1
+    for _ in range(depth):
+        v = [v]
+    return v
+
+
+def _bins(edges) -> dict:
+    return {"edges": edges, "shares": [0.0] * (len(edges) + 2)}
+
+
+def _drift(bins) -> object:
+    return lambda m: m.update(
+        drift={"features": dict.fromkeys(m["feature_names"], bins), "prediction": bins}
+    )
+
+
+# Each manifest a careless operator or a hostile folder can hold; both servers must give the
+# same verdict with the same words (issue: the native server read keys case-insensitively,
+# loaded invalid UTF-8 and bad drift bins; Python refused other documents).
 MANIFEST_EDITS = {
-    "null-threshold": lambda m: m.update(decision_threshold=None),
-    "names-string": lambda m: m.update(feature_names="abcdefghi"),
+    "null-threshold": _set(decision_threshold=None),
+    "names-string": _set(feature_names="abcdefghi"),
     "no-sha": lambda m: m.pop("library_sha256"),
-    "metadata-only": lambda m: (m.pop("versions"), m.update(extra_field=1)),  # still serves
+    "metadata-only": lambda m: (m.pop("versions"), m.update(description="edited")),  # serves
+    "case-threshold": _set(Decision_Threshold=2.0),  # Go took the last case-variant key
+    "case-library": _set(LIBRARY="../xgb-v1/model.so", LIBRARY_SHA256="0" * 64),
+    "extra-field": _set(extra_field=1),
+    "description-number": _set(description=5),  # Python loaded it, then ModelInfo INTERNAL
+    "drift-list": _set(drift=["x"]),  # crashed the consumer at its first batch
+    "drift-lists": _drift([[0.0], [1.0]]),
+    "drift-2d": _drift(_bins([[0.0, 1.0]])),
+    "drift-4000": _drift(_bins(list(range(4000)))),  # ~72,000 series in the consumer
+    "drift-unsorted": _drift(_bins([1.0, 0.0])),
+    "drift-good": _drift(_bins([0.0, 1.0])),  # serves
+    "long-text": _set(trained_on="x" * 5000),
+    "invalid-utf8": _set(description="PLACEHOLDER"),
+    "lone-surrogate": _set(description="\ud800"),
+    "replacement-char": _set(description="\ufffd"),
+    "duplicate-key": _set(),
+    "deep": lambda m: m.update(params={"a": _nested(34)}),
+    "huge-number": _set(metrics={"x": 1}),
+    "over-1mib": _set(params={"blob": "y" * 1_100_000}),
+    "long-features": lambda m: (  # drift bins name the features: none
+        m.pop("drift"),
+        m.update(feature_names=[f"f{i:03d}_" + "z" * 59 for i in range(9)]),
+    ),
+}
+RAW_EDITS = {  # byte-level edits json.dumps cannot write
+    "invalid-utf8": lambda t: t.replace(b'"PLACEHOLDER"', b'"caf\xe9"'),
+    "duplicate-key": lambda t: t.replace(b'"name": ', b'"name": "xgb-v2", "name": ', 1),
+    "huge-number": lambda t: t.replace(b'{"x": 1}', b'{"x": 1e400}'),
 }
 SERVABLE = ("xgb-v1", *MANIFEST_EDITS, "reordered")  # "reordered" loads last
+SERVES = {"metadata-only", "drift-good"}
 
 
 def kserve_calls():
@@ -417,10 +472,31 @@ def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, activ
         assert "not loaded: no model is active yet" in reordered[1], reordered
         return
     details = {m: answers["native"][f"Predict {m!r}"][1] for m in MANIFEST_EDITS}
+    for m in MANIFEST_EDITS:
+        code = answers["native"][f"Predict {m!r}"][0]
+        assert code == ("OK" if m in SERVES else "UNAVAILABLE"), (m, code, details[m])
+        assert len(details[m]) <= 1024, (m, len(details[m]))  # every status message bounded
     assert "field 'decision_threshold' must be a number in [0, 1]" in details["null-threshold"]
-    assert "field 'feature_names' must be a non-empty list of distinct" in details["names-string"]
+    assert "field 'feature_names' must be a list of 1-256 distinct" in details["names-string"]
     assert "manifest field 'library_sha256' is missing" in details["no-sha"]
-    assert answers["native"]["Predict 'metadata-only'"][0] == "OK"
+    for m, field in [("case-threshold", "Decision_Threshold"), ("case-library", "LIBRARY"),
+                     ("extra-field", "extra_field")]:  # fmt: skip
+        assert f"manifest field '{field}' is not in the manifest schema" in details[m], details[m]
+    assert (
+        "manifest field 'description' must be a string of at most 4096"
+        in details["description-number"]
+    )
+    for m in ("drift-list", "drift-lists", "drift-2d", "drift-4000", "drift-unsorted"):
+        assert "manifest field 'drift' must be {} or an object" in details[m], details[m]
+    assert "manifest field 'trained_on' must be a string of at most 4096" in details["long-text"]
+    assert "manifest is not valid UTF-8" in details["invalid-utf8"]
+    for m in ("lone-surrogate", "replacement-char"):
+        assert "holds text that is not valid Unicode" in details[m], details[m]
+    assert "manifest has the key 'name' twice" in details["duplicate-key"]
+    assert "manifest nests deeper than 32 levels" in details["deep"]
+    assert "manifest holds a number out of range: 1e400" in details["huge-number"]
+    assert "; the limit is 1048576" in details["over-1mib"]
+    assert "differ from ['ret_1s_z'" in details["long-features"]
 
 
 def test_the_python_server_refuses_a_proto_method_without_a_handler():

@@ -69,6 +69,7 @@ def test_model_info_and_bad_input_over_grpcurl(server):
     info = json.loads(out.stdout)
     assert info["featureNames"] == list(FEATURE_NAMES)
     assert info["active"] is True and "xgb-v1" in info["availableArtifacts"]
+    assert info["modelName"] == "volspike" and info["artifact"] == "xgb-v2"
     bad = grpcurl(
         server,
         "volatility.v1.Predictor/Predict",

@@ -63,7 +63,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json", "calibrated", "trained_on")
+    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json", "calibrated", "trained_on", "model_name")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +76,7 @@ class ModelInfoResponse(_message.Message):
     MANIFEST_JSON_FIELD_NUMBER: _ClassVar[int]
     CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
+    MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     artifact_sha256: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -88,4 +89,5 @@ class ModelInfoResponse(_message.Message):
     manifest_json: str
     calibrated: bool
     trained_on: str
-    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ..., calibrated: _Optional[bool] = ..., trained_on: _Optional[str] = ...) -> None: ...
+    model_name: str
+    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ..., calibrated: _Optional[bool] = ..., trained_on: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...

@@ -126,7 +126,8 @@ func (x *PackedRows) GetNumFeatures() uint32 {
 
 type PredictRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Artifact name; empty means the active artifact.
+	// Empty or the served model name (ModelInfo.model_name): the active artifact, whichever it
+	// is; an artifact's own name: that artifact while it is servable.
 	Model string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	// Either rows or packed, not both.
 	Rows          []*Row      `protobuf:"bytes,2,rep,name=rows,proto3" json:"rows,omitempty"`
@@ -276,7 +277,7 @@ func (x *PredictResponse) GetServerComputeSeconds() float64 {
 
 type ModelInfoRequest struct {
 	state protoimpl.MessageState `protogen:"open.v1"`
-	// Artifact name; empty means the active artifact.
+	// Empty or the served model name: the active artifact; an artifact's name: that artifact.
 	Model         string `protobuf:"bytes,1,opt,name=model,proto3" json:"model,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
@@ -337,7 +338,10 @@ type ModelInfoResponse struct {
 	// mapped through it, and decision_threshold is on that calibrated scale.
 	Calibrated bool `protobuf:"varint,11,opt,name=calibrated,proto3" json:"calibrated,omitempty"`
 	// One sentence from the manifest saying what the artifact was trained on ("" if unset).
-	TrainedOn     string `protobuf:"bytes,12,opt,name=trained_on,json=trainedOn,proto3" json:"trained_on,omitempty"`
+	TrainedOn string `protobuf:"bytes,12,opt,name=trained_on,json=trainedOn,proto3" json:"trained_on,omitempty"`
+	// The name the service answers under whatever artifact is active (config model_name):
+	// clients that call by it never notice a rollback. Artifacts are its versions.
+	ModelName     string `protobuf:"bytes,13,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -456,6 +460,13 @@ func (x *ModelInfoResponse) GetTrainedOn() string {
 	return ""
 }
 
+func (x *ModelInfoResponse) GetModelName() string {
+	if x != nil {
+		return x.ModelName
+	}
+	return ""
+}
+
 var File_proto_volatility_v1_predictor_proto protoreflect.FileDescriptor
 
 const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
@@ -483,7 +494,7 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"\x12decision_threshold\x18\x05 \x01(\x02R\x11decisionThreshold\x124\n" +
 	"\x16server_compute_seconds\x18\x06 \x01(\x01R\x14serverComputeSeconds\"(\n" +
 	"\x10ModelInfoRequest\x12\x14\n" +
-	"\x05model\x18\x01 \x01(\tR\x05model\"\xce\x03\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\xed\x03\n" +
 	"\x11ModelInfoResponse\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12#\n" +
@@ -500,7 +511,9 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"calibrated\x18\v \x01(\bR\n" +
 	"calibrated\x12\x1d\n" +
 	"\n" +
-	"trained_on\x18\f \x01(\tR\ttrainedOn2\xa5\x01\n" +
+	"trained_on\x18\f \x01(\tR\ttrainedOn\x12\x1d\n" +
+	"\n" +
+	"model_name\x18\r \x01(\tR\tmodelName2\xa5\x01\n" +
 	"\tPredictor\x12H\n" +
 	"\aPredict\x12\x1d.volatility.v1.PredictRequest\x1a\x1e.volatility.v1.PredictResponse\x12N\n" +
 	"\tModelInfo\x12\x1f.volatility.v1.ModelInfoRequest\x1a .volatility.v1.ModelInfoResponseb\x06proto3"
