@@ -145,7 +145,8 @@ endif
 
 # Order-only: an emergency rollback never reinstalls the virtualenv.
 rollback: | $(VENV)/.installed
-	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)
+	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE) \
+	  --address 127.0.0.1:$(GRPC_PORT) --metrics-port $(METRICS_PORT)
 
 PROMETHEUS_PORT ?= 9090
 DEMO_ARGS = --server $(SERVER) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \

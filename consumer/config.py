@@ -64,8 +64,6 @@ class ConsumerSettings:
     max_symbols: int = 20_000
     """Most symbols whose feature state is kept (consumer/states.py): past it, the tenth
     with the oldest clocks is evicted (counted; they start cold if they trade again)."""
-    max_late_ms: int = 5_000
-    """A tick further behind its symbol's latest tick is dead-lettered (reason ``late``)."""
     max_window_ticks: int = 300_000
     """Most ticks one symbol may hold in its 300 s window (1,000 ticks/s); past it a tick is
     dead-lettered (reason ``symbol_flood``)."""

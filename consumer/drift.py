@@ -153,6 +153,11 @@ class DriftCounter(Collector):
         yield share
 
 
+MAX_SAMPLED_ARTIFACTS = 16
+"""Distinct artifacts one live sample records (normally one or two: the active one and the
+one before a rollback)."""
+
+
 class _Stratum:
     """One slice of the window: a uniform reservoir (Algorithm R) of the rows scored in it."""
 
@@ -219,6 +224,8 @@ class LiveSample:
         if names != self.names:  # another feature list: rows are not comparable
             self.names, self.artifacts, self.slices = names, [], {}
         if artifact not in self.artifacts:
+            if len(self.artifacts) >= MAX_SAMPLED_ARTIFACTS:  # a server naming a new one
+                return  # in every answer: its rows are not sampled (the pipeline logs it)
             self.artifacts.append(artifact)
         k = int(self.clock() // self.slice_s)
         sl = self.slices.get(k)
@@ -261,7 +268,7 @@ class LiveSample:
             return
         try:
             self._write()
-        except OSError:  # disk full, folder gone: the sample waits, the answers do not
+        except Exception:  # disk full, folder gone, a bug: the sample waits, answers do not
             logger.exception("writing the live sample %s failed", self.path)
 
     def _write(self) -> None:

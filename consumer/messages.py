@@ -41,7 +41,6 @@ REASONS = (
 )
 """The closed set of ``reason`` label values of the dead-letter counter for bad ticks."""
 PIPELINE_REASONS = (
-    "late",
     "symbol_flood",
     "feature_overflow",
     "predict_rejected",
@@ -50,8 +49,8 @@ PIPELINE_REASONS = (
     "schema_unconfirmed",
     "undeliverable",
 )
-"""Dead-letter reasons of a good tick the pipeline could not answer: it is further behind its
-symbol's clock than max_late_ms, its symbol already holds max_window_ticks, its features
+"""Dead-letter reasons of a good tick the pipeline could not answer: its symbol already holds
+max_window_ticks ticks in its 300 s window (late ticks pile up at a standing clock), its features
 overflow float32, the server refused its batch, the server's answer was malformed (wrong
 length, a probability outside [0, 1]) after retries, the server's model lists other
 features than this consumer computes, ModelInfo could not confirm the model's features

@@ -25,6 +25,7 @@ import json
 import logging
 import os
 import random
+import re
 import socket
 import time
 from collections import deque
@@ -75,6 +76,12 @@ _TRANSIENT = {
 
 SCHEMA_RECHECK_S = 60.0
 """How long an artifact's checked feature list is trusted before ModelInfo is asked again."""
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+"""What an artifact's name may be (proto/contract.toml [manifest] kind artifact): an answer
+naming anything else is malformed (a 1 MB name was published and then blew up the sample)."""
+MAX_ARTIFACTS = 16
+"""Artifacts whose ModelInfo and retry times are remembered at once: a server naming a new
+artifact in every answer must not grow the consumer without bound."""
 SWEEP_S = 10.0
 """How often symbols that can no longer be warm are dropped (consumer/states.py)."""
 
@@ -110,7 +117,6 @@ class Pipeline:
         self.tracer = tracer
         self.states = SymbolStates(
             settings.max_symbols,
-            settings.max_late_ms,
             settings.max_window_ticks,
             settings.max_future_ms,
         )
@@ -224,7 +230,7 @@ class Pipeline:
                 self._dead_letter(m, str(exc), exc.kind)
                 continue
             st = self.states.get(p, tick.symbol)
-            refused = self.states.admit(st, tick.event_time_ms)
+            refused = self.states.admit(st)
             if refused is not None:
                 self._dead_letter_tick(p, off, tick, *refused)
                 continue
@@ -276,7 +282,7 @@ class Pipeline:
         except BadTick:
             return
         st = self.states.get(p, tick.symbol)
-        if self.states.admit(st, tick.event_time_ms) is None:  # as when it was scored
+        if self.states.admit(st) is None:  # as when it was scored
             st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
 
     # --- Predict ------------------------------------------------------------------
@@ -380,7 +386,7 @@ class Pipeline:
             self.metrics.errors.labels("drift").inc()
             logger.exception("drift bins of %s failed; retrying in 60 s", resp.artifact[:64])
             self.metrics.drift.discard(resp.artifact)
-            self._drift_retry[resp.artifact] = time.monotonic() + 60
+            self._remember(self._drift_retry, resp.artifact, time.monotonic() + 60)
 
     def _artifact_bins(self, artifact: str) -> ArtifactBins | None:
         """The artifact's reference bins, from its manifest (ModelInfo); a manifest without
@@ -397,7 +403,7 @@ class Pipeline:
             ab = ArtifactBins(artifact, json.loads(info.manifest_json))
         except Exception as exc:  # any manifest: never fatal
             logger.warning("no drift bins for %s (%s); retrying in 60 s", artifact, exc)
-            self._drift_retry[artifact] = time.monotonic() + 60
+            self._remember(self._drift_retry, artifact, time.monotonic() + 60)
             return None
         self.metrics.drift.add(ab)
         return ab
@@ -420,10 +426,18 @@ class Pipeline:
             logger.warning(
                 "ModelInfo for %s failed (%s); asking again in 5 s", artifact[:64], exc.code()
             )
-            self._info[artifact] = (None, now + 5.0)
+            self._remember(self._info, artifact, (None, now + 5.0))
             return None
-        self._info[artifact] = (info, now + SCHEMA_RECHECK_S)
+        self._remember(self._info, artifact, (info, now + SCHEMA_RECHECK_S))
         return info
+
+    @staticmethod
+    def _remember(d: dict, artifact: str, value) -> None:
+        """Per-artifact memory, the newest MAX_ARTIFACTS only."""
+        d.pop(artifact, None)
+        d[artifact] = value
+        while len(d) > MAX_ARTIFACTS:
+            del d[next(iter(d))]
 
     def _response(self, b: Batch) -> pb.PredictResponse | None:
         """The batch's answer, retried while the server is unavailable and asked again when
@@ -465,8 +479,16 @@ class Pipeline:
         if not np.all((probs >= 0.0) & (probs <= 1.0)):  # NaN fails too
             i = int(np.flatnonzero(~((probs >= 0.0) & (probs <= 1.0)))[0])
             return f"probability {float(probs[i])!r} of row {i} is not in [0, 1]"
-        if not resp.artifact:
-            return "no artifact named"
+        if ARTIFACT_NAME.fullmatch(resp.artifact) is None:
+            return f"artifact name {resp.artifact[:64]!r} is not an artifact's name"
+        labels = np.asarray(resp.labels, bool)
+        flagged = probs >= np.float32(resp.decision_threshold)  # as both servers compare
+        if not np.array_equal(labels, flagged):
+            i = int(np.flatnonzero(labels != flagged)[0])
+            return (
+                f"label {bool(labels[i])} of row {i} contradicts probability "
+                f"{float(probs[i])!r} against threshold {resp.decision_threshold!r}"
+            )
         return None
 
     def _dead_letter_batch(self, b: Batch, reason: str, kind: str) -> None:
@@ -500,8 +522,9 @@ class Pipeline:
         if names == FEATURE_NAMES:
             return False
         reason = (
-            f"artifact {artifact[:64]} lists features {list(names)[:32]}; this consumer "
-            f"computes {list(FEATURE_NAMES)}"
+            f"artifact {artifact} lists features {[n[:64] for n in names[:16]]}"
+            f"{' and more' if len(names) > 16 else ''}; this consumer computes "
+            f"{list(FEATURE_NAMES)}"
         )
         self._dead_letter_batch(b, reason, "schema_mismatch")
         return True
@@ -509,7 +532,9 @@ class Pipeline:
     def _confirm_schema(self, artifact: str) -> pb.ModelInfoResponse | None:
         """Ask ModelInfo again with backoff (consumption paused, group membership kept)
         until schema_wait_s after the artifact's first failure."""
-        until = self._unconfirmed.setdefault(artifact, time.monotonic()) + self.s.schema_wait_s
+        if artifact not in self._unconfirmed:
+            self._remember(self._unconfirmed, artifact, time.monotonic())
+        until = self._unconfirmed[artifact] + self.s.schema_wait_s
         if time.monotonic() >= until:
             return None
         assignment = self.consumer.assignment()

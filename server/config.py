@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import tomllib
 from dataclasses import dataclass, fields, replace
@@ -90,7 +91,13 @@ def read_model_config(model_config: Path) -> ModelConfig:
     model_name = data.get("model_name", DEFAULT_MODEL_NAME)
     if not isinstance(model_name, str) or not model_name:
         raise ValueError(f"{model_config}: 'model_name' must be a non-empty string")
-    return ModelConfig(name, tuple(dict.fromkeys(s for s in servable if s != name)), model_name)
+    servable = list(dict.fromkeys(s for s in servable if s != name))
+    if model_name == name or model_name in servable:
+        raise ValueError(
+            f"{model_config}: 'model_name' {json.dumps(model_name)} is an artifact of this config: "
+            "a call by that name could not reach it"
+        )
+    return ModelConfig(name, tuple(servable), model_name)
 
 
 def active_artifact(model_config: Path) -> str:

@@ -54,15 +54,13 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         ``versions``: the artifact a version or an artifact name pins, else every servable
         artifact, the active one first."""
         model_name = self.registry.model_name
-        model = self.registry.resolve(request.name, request.version)
+        model = self.registry.resolve(request.name, request.version, model_name)
         call.artifact = model.name
         generic = request.name in ("", model_name)
         if request.version or not generic:
             versions = [model.name]
-        else:
-            active = self.registry.active
-            first = [active.name] if active is not None else []
-            versions = first + [n for n in self.registry.servable() if n not in first]
+        else:  # the resolved model is the active one: read once
+            versions = [model.name] + [n for n in self.registry.servable() if n != model.name]
         tensor = v2.ModelMetadataResponse.TensorMetadata
         return v2.ModelMetadataResponse(
             name=model_name if generic else model.name,
@@ -77,7 +75,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         """``model_version`` pins an artifact; the response names the model as the request
         did (the model name, or the artifact's) and the artifact in ``model_version``."""
         model_name = self.registry.model_name
-        model = self.registry.resolve(request.model_name, request.model_version)
+        model = self.registry.resolve(request.model_name, request.model_version, model_name)
         call.artifact = model.name
         x, field = self._decode(request, model.n_features)
         call.rows = len(x)

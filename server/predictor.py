@@ -105,7 +105,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/ModelInfo")
     def ModelInfo(self, request, context, call: CallInfo):
         model_name = self.registry.model_name
-        model = self.registry.resolve(request.model)
+        model = self.registry.resolve(request.model, "", model_name)
         call.artifact = model.name
         loaded = Timestamp()
         loaded.FromNanoseconds(int(self.registry.loaded_at.get(model.name, 0.0) * 1e9))

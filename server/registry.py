@@ -56,11 +56,15 @@ class ModelRegistry:
         active = self.active
         return sorted({*self._others, *([active.name] if active is not None else [])})
 
-    def resolve(self, name: str = "", version: str = "") -> CompiledModel:
+    def resolve(
+        self, name: str = "", version: str = "", served: str | None = None
+    ) -> CompiledModel:
         """The artifact a call means. ``name`` "" or the model name: the active artifact,
         or the servable one ``version`` names. Otherwise ``name`` is an artifact's name
-        (``get``), and a ``version`` other than that name is not served. Never loads."""
-        model_name = self.model_name
+        (``get``), and a ``version`` other than that name is not served. Never loads.
+        ``served``: the model name the caller already read (one read per call, as a reload
+        may change it)."""
+        model_name = self.model_name if served is None else served
         if name and name != model_name:
             model = self.get(name)
             if version and version != model.name:

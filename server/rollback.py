@@ -1,5 +1,8 @@
-"""``make rollback ARTIFACT=<name>``: point the model config at another artifact and
-signal the running server (SIGHUP) to verify, warm and swap it in without a restart."""
+"""``make rollback ARTIFACT=<name>``: point the model config at another artifact, signal the
+running server (SIGHUP) to verify, warm and swap it in without a restart, and wait for its
+verdict. Exit 0 when the server serves the artifact; exit 1 naming the server's reason when it
+refused it (the old model keeps serving) - and then the config names the old artifact again,
+so a restart never starts with an artifact the server refused."""
 
 from __future__ import annotations
 
@@ -8,9 +11,15 @@ import os
 import re
 import signal
 import sys
+import time
+import urllib.request
 from pathlib import Path
 
+import grpc
+
 from compiled_models.manifest import MANIFEST_FILE
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.config import ROOT, active_artifact
 
 
@@ -46,12 +55,66 @@ def server_config(pid: int) -> Path | None:
     return (ROOT / "config" / "model.toml").resolve()
 
 
+def reloads(metrics_url: str) -> float | None:
+    """Reloads the server has tried (volspike_model_reloads_total, every result); None when
+    its metrics cannot be read."""
+    try:
+        with urllib.request.urlopen(metrics_url, timeout=2) as r:
+            text = r.read().decode()
+    except OSError:
+        return None
+    return sum(
+        float(line.rsplit(" ", 1)[1])
+        for line in text.splitlines()
+        if line.startswith("volspike_model_reloads_total{")
+    )
+
+
+def verdict(address: str, artifact: str) -> tuple[str, str]:
+    """("served", ""), ("refused", the server's reason) or ("pending", what it serves)."""
+    with grpc.insecure_channel(address) as ch:
+        stub = pb_grpc.PredictorStub(ch)
+        active = stub.ModelInfo(pb.ModelInfoRequest(), timeout=2).artifact
+        if active == artifact:
+            return "served", ""
+        try:
+            stub.ModelInfo(pb.ModelInfoRequest(model=artifact), timeout=2)
+        except grpc.RpcError as err:
+            if err.code() == grpc.StatusCode.UNAVAILABLE:  # tried and failed: its reason
+                return "refused", f"{err.details()} (it keeps serving {active})"
+        return "pending", f"it serves {active}"
+
+
+def wait_verdict(
+    address: str, metrics_url: str, artifact: str, before: float | None, timeout: float
+) -> tuple[bool, str]:
+    """Until the server has tried a reload since ``before`` (its counter moved; without
+    metrics, any time) and serves ``artifact`` or gives its reason for refusing it; at most
+    ``timeout`` seconds. (Python workers reload one by one: "pending" is asked again.)"""
+    deadline = time.monotonic() + timeout
+    last = "no answer"
+    while time.monotonic() < deadline:
+        now = reloads(metrics_url)
+        if before is None or (now is not None and now > before):
+            try:
+                state, last = verdict(address, artifact)
+            except grpc.RpcError as err:
+                state, last = "pending", f"ModelInfo failed: {err.code().name}"
+            if state != "pending":
+                return state == "served", last
+        time.sleep(0.1)
+    return False, f"no verdict from the server within {timeout:g} s ({last})"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--artifact", required=True)
     p.add_argument("--model-config", type=Path, default=ROOT / "config" / "model.toml")
     p.add_argument("--models-dir", type=Path, default=ROOT / "compiled_models")
     p.add_argument("--pid-file", type=Path, default=ROOT / ".run" / "server.pid")
+    p.add_argument("--address", default="127.0.0.1:50051", help="the server's gRPC address")
+    p.add_argument("--metrics-port", type=int, default=8000, help="the server's metrics port")
+    p.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for the verdict")
     args = p.parse_args()
     available = sorted(d.parent.name for d in args.models_dir.glob(f"*/{MANIFEST_FILE}"))
     if args.artifact not in available:
@@ -71,7 +134,9 @@ def main() -> None:
                 f"rollback: the server (pid {pid}) reads {reads}, not {args.model_config}; "
                 f"nothing changed. Run again with MODEL_CONFIG={reads}"
             )
-    old = set_artifact(args.model_config, args.artifact)
+    metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
+    before = reloads(metrics_url) if pid is not None else None  # before the file changes:
+    old = set_artifact(args.model_config, args.artifact)  # the server also watches it
     print(f"{args.model_config}: artifact {old} -> {args.artifact}")
     if pid is None:
         print(
@@ -80,7 +145,17 @@ def main() -> None:
         )
         return
     os.kill(pid, signal.SIGHUP)
-    print(f"sent SIGHUP to server pid {pid}")
+    print(f"sent SIGHUP to server pid {pid}; waiting for its verdict")
+    served, why = wait_verdict(args.address, metrics_url, args.artifact, before, args.timeout)
+    if served:
+        print(f"the server serves {args.artifact}")
+        return
+    if old != args.artifact:
+        set_artifact(args.model_config, old)  # a restart must not start with a refused one
+    sys.exit(
+        f"rollback: the server did not switch to {args.artifact}: {why}. "
+        f"{args.model_config} names {old} again; nothing else changed"
+    )
 
 
 if __name__ == "__main__":

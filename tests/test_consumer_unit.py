@@ -112,7 +112,9 @@ class Stub:
 def answer(n: int, probs: list[float] | None = None, labels: int | None = None):
     probs = [0.5] * n if probs is None else probs
     k = len(probs) if labels is None else labels
-    return pb.PredictResponse(probabilities=probs, labels=[False] * k, artifact="m")
+    return pb.PredictResponse(
+        probabilities=probs, labels=[False] * k, artifact="m", decision_threshold=0.9
+    )
 
 
 class Consumer:
@@ -401,29 +403,21 @@ def test_drift_bins_are_kept_for_the_latest_artifacts_only():
     assert list(dc.by_artifact)[-1] == "art-6" and len(dc.by_artifact) == MAX_ARTIFACTS
 
 
-def test_late_ticks_and_a_flooded_symbol_are_dead_letters(tmp_path):
+def test_late_ticks_are_answered_until_their_symbol_floods(tmp_path):
     """Ticks older than their symbol's clock count as arriving at the clock, so they piled up
-    in its window while the clock stood still (2 M late ticks: +81 MB on one symbol)."""
+    in its window while the clock stood still (2 M late ticks: +81 MB on one symbol). A late
+    tick is still answered (a re-driven dead letter is late by design); past
+    max_window_ticks held by its symbol, a tick is a dead letter."""
     pl = pipeline(tmp_path, Stub())
     pl.states.max_window_ticks = 310
     warm(pl, "A")  # clock at 309 s, 300 ticks held in (9 s, 309 s]
-    late = pl.s.max_late_ms
-    pl._handle(
-        [
-            Msg(0, tick("A", 309_000 - late, 101.0)),  # exactly max_late_ms late: scored
-            Msg(1, tick("A", 309_000 - late - 1, 101.0)),  # 1 ms more: refused
-        ]
-    )
-    pl._handle([Msg(2 + k, tick("A", 309_500, 101.0)) for k in range(12)])
+    pl._handle([Msg(k, tick("A", 100_000, 101.0)) for k in range(12)])  # 209 s late
     pl._complete(drain=True)
     out = sorted(outputs(pl), key=lambda o: o[1])  # dead letters leave at once
-    assert out[:2] == [("pred", 0, 0.5), ("dlq", 1, "late")]
-    assert [o[2] for o in out[2:]] == [0.5] * 9 + ["symbol_flood"] * 3
+    assert [o[2] for o in out] == [0.5] * 10 + ["symbol_flood"] * 2
     _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
-    assert (
-        f"is {late + 1} ms older than the symbol's latest tick" in dict(headers)["error"].decode()
-    )
-    assert pl.acks[0].advance() == 14
+    assert "already holds 310 ticks in its 300 s window" in dict(headers)["error"].decode()
+    assert pl.acks[0].advance() == 12
 
 
 def test_symbol_state_is_evicted_when_idle_and_capped():
@@ -432,7 +426,7 @@ def test_symbol_state_is_evicted_when_idle_and_capped():
     tick can no longer be warm; cap: past max_symbols the oldest tenth goes."""
     from consumer.states import SymbolStates
 
-    st = SymbolStates(max_symbols=1000, max_late_ms=5000, max_window_ticks=10, max_future_ms=5000)
+    st = SymbolStates(max_symbols=1000, max_window_ticks=10, max_future_ms=5000)
     for k in range(3000):
         st.get(0, f"S{k}").update(T0 + k, 100.0, 1.0)
     assert len(st) <= 1000 and st.evicted["cap"] >= 2000
@@ -455,3 +449,62 @@ def test_the_built_artifacts_drift_bins_are_accepted(artifact):
     manifest = json.loads((artifact_dir(artifact) / "manifest.json").read_text())
     ab = ArtifactBins(artifact, manifest)
     assert ab.names == FEATURE_NAMES and len(ab.bins) == N_FEATURES
+
+
+@pytest.mark.parametrize(
+    ("first", "why"),
+    [
+        (
+            lambda n: pb.PredictResponse(
+                probabilities=[0.5] * n,
+                labels=[False] * n,
+                artifact="B" * 1_000_000,
+                decision_threshold=0.9,
+            ),
+            "artifact name 'BBBB",  # published before, then the live sample tried 37 GiB
+        ),
+        (
+            lambda n: pb.PredictResponse(
+                probabilities=[0.99] * n, labels=[False] * n, artifact="m", decision_threshold=0.5
+            ),
+            "label False of row 0 contradicts probability",
+        ),
+    ],
+)
+def test_an_answer_with_a_bad_name_or_contradicting_labels_is_a_dead_letter(tmp_path, first, why):
+    """Found by a hostile review: these passed the answer check."""
+    pl = pipeline(tmp_path, Stub(first=first, retry=first))
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    pl.sample.flush()
+    assert outputs(pl) == [("dlq", 0, "bad_answer")]
+    _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
+    assert why in dict(headers)["error"].decode()
+    assert len(dict(headers)["error"]) <= 1024
+
+
+def test_a_server_naming_a_new_artifact_in_every_answer_grows_nothing(tmp_path):
+    """Per-artifact memory (ModelInfo answers, retry times, sampled artifact names) keeps
+    the newest few only."""
+    from consumer.drift import MAX_SAMPLED_ARTIFACTS
+    from consumer.pipeline import MAX_ARTIFACTS
+
+    names = iter(range(10**6))
+
+    def first(n: int) -> pb.PredictResponse:
+        return pb.PredictResponse(
+            probabilities=[0.25] * n,
+            labels=[False] * n,
+            artifact=f"a{next(names)}",
+            decision_threshold=0.5,
+        )
+
+    pl = pipeline(tmp_path, Stub(first=first))
+    warm(pl, "A")
+    for off in range(300):
+        pl._handle([Msg(off, tick("A", 311_000 + off, 101.0))])
+        pl._complete(drain=True)
+    assert [o[0] for o in outputs(pl)] == ["pred"] * 300
+    assert len(pl._info) <= MAX_ARTIFACTS and len(pl._drift_retry) <= MAX_ARTIFACTS
+    assert len(pl.sample.artifacts) <= MAX_SAMPLED_ARTIFACTS

@@ -122,3 +122,12 @@ def test_the_model_config_names_the_model(tmp_path):
         with pytest.raises(ValueError, match="'model_name' must be a non-empty string"):
             read_model_config(path)
     assert read_model_config(ROOT / "config" / "model.toml").model_name == "volspike"
+    # the served name may not be an artifact of the config: calls by that name would get
+    # the active artifact, never that one (both servers refuse it)
+    for text in (
+        'artifact = "a"\nmodel_name = "a"\n',
+        'artifact = "a"\nservable = ["b"]\nmodel_name = "b"\n',
+    ):
+        path.write_text(text)
+        with pytest.raises(ValueError, match="is an artifact of this config"):
+            read_model_config(path)

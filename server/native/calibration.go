@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"math"
+	"slices"
 	"sort"
 )
 
@@ -46,8 +47,14 @@ func parseCalibration(raw json.RawMessage) (*Calibration, error) {
 		key string
 		dst *[]float64
 	}{{"x", &c.X}, {"y", &c.Y}} {
-		if err := json.Unmarshal(doc[k.key], k.dst); err != nil || *k.dst == nil {
+		// []*float64: json.Unmarshal reads a null element as "leave it" into []float64
+		// (it loaded [null, 1] as [0, 1]), where Python refuses it.
+		var vals []*float64
+		if err := json.Unmarshal(doc[k.key], &vals); err != nil || vals == nil || slices.Contains(vals, nil) {
 			return nil, errors.New("calibration " + k.key + " must be a list of numbers")
+		}
+		for _, v := range vals {
+			*k.dst = append(*k.dst, *v)
 		}
 	}
 	return c, c.validate()

@@ -49,6 +49,8 @@ func TestEmptyOrAbsentCalibrationIsTheIdentity(t *testing.T) {
 
 // invalidCalibrations is every refusal, by the words its error must contain.
 var invalidCalibrations = map[string]string{
+	`{"method": "isotonic", "x": [null, 1], "y": [0, 1]}`:             "x must be a list of numbers", // loaded as [0, 1] before
+	`{"method": "isotonic", "x": [0, 1], "y": [0, null]}`:             "y must be a list of numbers",
 	`{"method": "isotonic", "x": [0, 0.5, 1], "y": [0, 0.6, 0.4]}`:    "y must be non-decreasing",
 	`{"method": "isotonic", "x": [0, 0.5, 0.5], "y": [0, 0.5, 1]}`:    "x must be strictly increasing",
 	`{"method": "isotonic", "x": [0, 0.7, 0.5], "y": [0, 0.5, 1]}`:    "x must be strictly increasing",

@@ -283,6 +283,9 @@ func ReadModelConfig(path string) (ModelConfig, error) {
 		}
 	}
 	cfg.Servable = servable
+	if cfg.ModelName == cfg.Artifact || slices.Contains(servable, cfg.ModelName) {
+		return cfg, fmt.Errorf("%s: 'model_name' %q is an artifact of this config: a call by that name could not reach it", path, cfg.ModelName)
+	}
 	return cfg, nil
 }
 

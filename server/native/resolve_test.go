@@ -110,7 +110,8 @@ func TestModelNameIsReadFromTheModelConfig(t *testing.T) {
 			t.Errorf("%q: got %+v, %v; want model_name %q", text, cfg, err, want)
 		}
 	}
-	for _, text := range []string{"artifact = \"a\"\nmodel_name = \"\"\n", "artifact = \"a\"\nmodel_name = 3\n"} {
+	for _, text := range []string{"artifact = \"a\"\nmodel_name = \"\"\n", "artifact = \"a\"\nmodel_name = 3\n",
+		"artifact = \"a\"\nmodel_name = \"a\"\n", "artifact = \"a\"\nservable = [\"b\"]\nmodel_name = \"b\"\n"} {
 		_ = os.WriteFile(path, []byte(text), 0o644)
 		if _, err := ReadModelConfig(path); err == nil || !strings.Contains(err.Error(), path) {
 			t.Errorf("%q: got %v, want an error naming the file", text, err)

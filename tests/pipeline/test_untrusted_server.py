@@ -48,7 +48,9 @@ class Skewed(pb_grpc.PredictorServicer):
             probs = probs[:-1]
         if self.mode == "no-labels":
             labels = []
-        return pb.PredictResponse(probabilities=probs, labels=labels, artifact="skewed-v1")
+        return pb.PredictResponse(
+            probabilities=probs, labels=labels, artifact="skewed-v1", decision_threshold=0.5
+        )
 
     def ModelInfo(self, request, context):
         self.infos += 1

@@ -349,6 +349,7 @@ MANIFEST_EDITS = {
     "drift-unsorted": _drift(_bins([1.0, 0.0])),
     "drift-good": _drift(_bins([0.0, 1.0])),  # serves
     "long-text": _set(trained_on="x" * 5000),
+    "calibration-null": _set(calibration={"method": "isotonic", "x": [None, 1], "y": [0, 1]}),
     "invalid-utf8": _set(description="PLACEHOLDER"),
     "lone-surrogate": _set(description="\ud800"),
     "replacement-char": _set(description="\ufffd"),
@@ -497,6 +498,7 @@ def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, activ
     assert "manifest holds a number out of range: 1e400" in details["huge-number"]
     assert "; the limit is 1048576" in details["over-1mib"]
     assert "differ from ['ret_1s_z'" in details["long-features"]
+    assert "calibration x must be a list of numbers" in details["calibration-null"]  # Go: [0, 1]
 
 
 def test_the_python_server_refuses_a_proto_method_without_a_handler():

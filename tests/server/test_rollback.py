@@ -128,13 +128,19 @@ def make_rollback(*args: str) -> subprocess.CompletedProcess:
     return subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=60)
 
 
+def ports(srv: ServerProcess) -> tuple[str, str]:
+    return f"GRPC_PORT={srv.port}", f"METRICS_PORT={srv.metrics_port}"
+
+
 def test_make_rollback_edits_config_and_signals(tmp_path, impl):
     srv = ServerProcess(tmp_path, artifact="xgb-v2", impl=impl).start()
     pid_file = f"PID_FILE={tmp_path / 'server.pid'}"
     try:
-        out = make_rollback("ARTIFACT=baseline-rv60", f"MODEL_CONFIG={srv.model_config}", pid_file)
+        out = make_rollback(
+            "ARTIFACT=baseline-rv60", f"MODEL_CONFIG={srv.model_config}", pid_file, *ports(srv)
+        )
         assert out.returncode == 0, out.stderr
-        assert "sent SIGHUP" in out.stdout
+        assert "sent SIGHUP" in out.stdout and "the server serves baseline-rv60" in out.stdout
         assert 'artifact = "baseline-rv60"' in srv.model_config.read_text()
         deadline = time.monotonic() + 10
         while time.monotonic() < deadline:
@@ -153,5 +159,44 @@ def test_make_rollback_edits_config_and_signals(tmp_path, impl):
         assert wrong.returncode != 0, wrong.stdout
         assert f"reads {srv.model_config.resolve()}, not {other}" in wrong.stderr
         assert other.read_text() == 'artifact = "xgb-v2"\n'
+    finally:
+        assert srv.stop() == 0
+
+
+def test_a_refused_rollback_exits_non_zero_and_a_restart_serves_the_old_model(tmp_path, impl):
+    """`make rollback` exited 0 ("sent SIGHUP") when the server refused the artifact and left
+    the live config naming it: the old model kept serving, but the next restart started
+    NOT_SERVING. Now it waits for the verdict, names the server's reason, exits 1 and puts the
+    old artifact back in the config. (Mutation: returning after the signal as before fails
+    the exit-code assertion.)"""
+    models = tmp_path / "models"
+    for name in ("xgb-v2", "xgb-v1"):
+        shutil.copytree(artifact_dir(name), models / name)
+    lib = models / "xgb-v1" / "model.so"
+    data = bytearray(lib.read_bytes())
+    data[len(data) // 2] ^= 0xFF  # the library no longer matches its manifest's sha256
+    lib.write_bytes(bytes(data))
+    env = {"VOLSPIKE_MODELS_DIR": str(models)}
+    srv = ServerProcess(tmp_path / "s", artifact="xgb-v2", servable=(), impl=impl, env=env)
+    srv.start()
+    pid_file = f"PID_FILE={tmp_path / 's' / 'server.pid'}"
+    try:
+        out = make_rollback(
+            "ARTIFACT=xgb-v1", f"MODEL_CONFIG={srv.model_config}", pid_file, *ports(srv)
+        )
+        assert out.returncode == 1, out.stdout + out.stderr
+        assert "did not switch to xgb-v1" in out.stderr and "sha256" in out.stderr, out.stderr
+        assert "it keeps serving xgb-v2" in out.stderr
+        assert 'artifact = "xgb-v2"' in srv.model_config.read_text()
+        with grpc.insecure_channel(srv.address) as ch:
+            info = pb_grpc.PredictorStub(ch).ModelInfo(pb.ModelInfoRequest(), timeout=5)
+        assert info.artifact == "xgb-v2"
+    finally:
+        assert srv.stop() == 0
+    srv.start()  # the restart an operator fears: it serves the old model, SERVING
+    try:
+        with grpc.insecure_channel(srv.address) as ch:
+            info = pb_grpc.PredictorStub(ch).ModelInfo(pb.ModelInfoRequest(), timeout=5)
+        assert info.artifact == "xgb-v2"
     finally:
         assert srv.stop() == 0
