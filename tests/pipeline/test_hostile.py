@@ -166,28 +166,28 @@ def test_future_event_times_change_no_answer_and_no_commit(kafka, grpc_server, t
 def test_many_symbols_and_a_flooded_symbol_keep_the_consumer_bounded(kafka, grpc_server, tmp_path):
     """300,000 distinct symbols took the consumer from 135 MB to 1 GB, never released, and
     late ticks piled up in a symbol's window while its clock stood still. Here (caps lowered
-    by environment) 300 ticks of one symbol at one standing time, then 6,000 distinct
-    symbols (one tick each) against max_symbols=1,000: the flooded symbol holds 100 ticks and
+    by environment) 900 ticks of one symbol at one standing time, then 6,000 distinct
+    symbols (one tick each) against max_symbols=1,000: the flooded symbol holds 600 ticks and
     the rest are dead letters `symbol_flood`, the states held stay under the cap (evictions
     counted), and every other tick is answered."""
     topics = Topics.fresh(kafka, partitions=1)
     now = int(time.time() * 1000)
     ticks = good_ticks(1_500, 15, now - 120_000)
     nan = float("nan")
-    flood = [encode_row("FLOOD", now - 90_000, 100.0, 1.0, nan, nan) for _ in range(300)]
+    flood = [encode_row("FLOOD", now - 90_000, 100.0, 1.0, nan, nan) for _ in range(900)]
     many = [encode_row(f"S{k:05d}", now - 60_000, 100.0, 1.0, nan, nan) for k in range(6_000)]
     produce(kafka, topics.ticks, ticks + flood + many)
     env = {
         "VOLSPIKE_CONSUMER_MAX_SYMBOLS": "1000",
-        "VOLSPIKE_CONSUMER_MAX_WINDOW_TICKS": "100",
+        "VOLSPIKE_CONSUMER_MAX_WINDOW_TICKS": "600",  # above the good symbols' ~300
     }
     c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path, extra_env=env).start()
     try:
-        dl = dead_letters(kafka, topics.dlq, 200)
-        assert [d["offset"] for d in dl] == list(range(1_600, 1_800))
+        dl = dead_letters(kafka, topics.dlq, 300)
+        assert [d["offset"] for d in dl] == list(range(2_100, 2_400))
         assert {d["headers"]["reason"] for d in dl} == {"symbol_flood"}
-        assert "already holds 100 ticks" in dl[0]["headers"]["error"]
-        want = {(0, o) for o in (*range(1_600), *range(1_800, 7_800))}
+        assert "already holds 600 ticks" in dl[0]["headers"]["error"]
+        want = {(0, o) for o in (*range(2_100), *range(2_400, 8_400))}
         assert set(predictions_covering(kafka, topics.predictions, want, timeout=60)) == want
         deadline = time.monotonic() + 30  # the gauge is set every 10 s
         while time.monotonic() < deadline and not c.metric("volspike_consumer_symbols "):

@@ -253,13 +253,17 @@ def test_both_export_the_same_metric_families(servers):
 
 
 def deadline_errors(srv: ServerProcess) -> float:
-    """volspike_rpc_errors_total{method="Predict", code="DEADLINE_EXCEEDED",
-    type="DeadlineExceeded"} (the servers write labels in different orders)."""
-    want = {("method", "Predict"), ("code", "DEADLINE_EXCEEDED"), ("type", "DeadlineExceeded")}
+    """volspike_rpc_errors_total{method="Predict", code="DEADLINE_EXCEEDED"}, either kind:
+    DeadlineExceeded, or ClientDeadline when the call began with less than 25 ms left (on a
+    loaded machine the 3.6 MB request can take that long to read). The servers write labels
+    in different orders."""
+    want = {("method", "Predict"), ("code", "DEADLINE_EXCEEDED")}
     total = 0.0
     for line in srv.metrics_text().splitlines():
         m = re.match(r"^volspike_rpc_errors_total\{(.*)\} (\S+)", line)
-        if m and set(re.findall(r'(\w+)="([^"]*)"', m.group(1))) == want:
+        labels = set(re.findall(r'(\w+)="([^"]*)"', m.group(1))) if m else set()
+        if m and want <= labels and labels - want <= {("type", "DeadlineExceeded"),
+                                                        ("type", "ClientDeadline")}:  # fmt: skip
             total += float(m.group(2))
     return total
 

@@ -184,7 +184,7 @@ def test_a_refused_rollback_exits_non_zero_and_a_restart_serves_the_old_model(tm
         out = make_rollback(
             "ARTIFACT=xgb-v1", f"MODEL_CONFIG={srv.model_config}", pid_file, *ports(srv)
         )
-        assert out.returncode == 1, out.stdout + out.stderr
+        assert out.returncode != 0, out.stdout + out.stderr  # make says 2 for rollback's 1
         assert "did not switch to xgb-v1" in out.stderr and "sha256" in out.stderr, out.stderr
         assert "it keeps serving xgb-v2" in out.stderr
         assert 'artifact = "xgb-v2"' in srv.model_config.read_text()
