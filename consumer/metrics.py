@@ -94,3 +94,13 @@ class ConsumerMetrics:
             ["code"],
             registry=registry,
         )
+        self.predict_calls = Counter(
+            "volspike_consumer_predict_calls",
+            "Every Predict attempt this consumer made (retries included), by the gRPC code it "
+            "ended with as the client saw it: a dead or hung server counts nothing itself, so "
+            "the availability SLI adds this consumer's UNAVAILABLE and DEADLINE_EXCEEDED.",
+            ["code"],
+            registry=registry,
+        )
+        for code in ("OK", "UNAVAILABLE", "DEADLINE_EXCEEDED"):
+            self.predict_calls.labels(code)  # present from the start: rate() sees the first

@@ -446,7 +446,9 @@ class Pipeline:
         try:
             try:
                 resp = b.future.result()
+                self.metrics.predict_calls.labels("OK").inc()
             except grpc.RpcError as err:
+                self.metrics.predict_calls.labels(err.code().name).inc()
                 if err.code() not in RETRYABLE:
                     raise
                 resp = self._retry(b, err.code())
@@ -576,9 +578,11 @@ class Pipeline:
                     resp: pb.PredictResponse = self.stub.Predict(
                         b.request, timeout=self.s.deadline_s, metadata=b.metadata
                     )
+                    self.metrics.predict_calls.labels("OK").inc()
                     return resp
                 except grpc.RpcError as err:
                     code = err.code()
+                    self.metrics.predict_calls.labels(code.name).inc()
                     if code not in RETRYABLE:
                         raise
             raise RuntimeError("aborted while retrying Predict")

@@ -45,6 +45,11 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     predict = 'method="Predict"'
     calls = f"sum(rate(volspike_rpc_requests_total{{{predict}}}[{{w}}]))"
     faults = "|".join(a["server_fault_kinds"])
+    unanswered = "|".join(a["client_unanswered_codes"])
+    client_bad = (
+        f'(sum(rate(volspike_consumer_predict_calls_total{{code=~"{unanswered}"}}[{{w}}]))'
+        " or vector(0))"
+    )
     lag = "volspike_consumer_end_to_end_lag_seconds"
     answered = f"sum(rate({lag}_count[{{w}}]))"
     lat = "volspike_rpc_duration_seconds"
@@ -67,10 +72,11 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "availability",
             "Predict availability",
             s["availability"],
-            f'(sum(rate(volspike_rpc_errors_total{{{predict},type=~"{faults}"}}[{{w}}]))'
-            f" or vector(0)) / {calls}",
-            calls,
-            f"{s['availability']:.1%} of Predict calls must not fail through the server's fault",
+            f'((sum(rate(volspike_rpc_errors_total{{{predict},type=~"{faults}"}}[{{w}}]))'
+            f" or vector(0)) + {client_bad}) / (({calls} or vector(0)) + {client_bad})",
+            f"({calls} or vector(0)) + {client_bad}",
+            f"{s['availability']:.1%} of Predict calls must not fail through the server's fault "
+            "or go unanswered",
         ),
         Sli(
             "errors",

@@ -71,6 +71,8 @@ def stack(kafka, tmp_path_factory):
             "server": srv,
             "consumer": consumer,
             "work": work,
+            "kafka": kafka,
+            "topics": topics,
         }
     finally:
         consumer.stop()
@@ -210,3 +212,62 @@ def test_make_drift_on_the_live_sample_reaches_prometheus(stack):
     assert got and float(got[0]["value"][1]) > 0.5, got
     age = prom.query("time() - max(volspike_drift_report_timestamp_seconds)")
     assert 0 <= float(age[0]["value"][1]) < 60
+
+
+def alert_state(prom: Prometheus, name: str) -> str:
+    states = [a["state"] for a in prom.api("alerts")["alerts"] if a["labels"]["alertname"] == name]
+    return states[0] if states else "inactive"
+
+
+def test_a_dead_server_burns_the_availability_budget_until_it_is_back(stack):
+    """Runs last: it stops the module's server. Before, the availability SLI was computed from
+    the server's own counters only, and a dead server counts nothing: it stayed 0 through a
+    7-minute outage. Now the consumer's unanswered Predict attempts count: the fast-burn alert
+    fires while the server is down under traffic and clears once calls succeed again.
+    (Mutation: the SLI without the consumer's term stays silent and this fails.)"""
+    import threading
+
+    prom, srv, consumer = stack["prom"], stack["server"], stack["consumer"]
+    kafka, topics = stack["kafka"], stack["topics"]
+    name = "VolspikeAvailabilityBudgetBurnFast"
+    assert alert_state(prom, name) == "inactive"
+    stop = threading.Event()
+
+    def traffic() -> None:  # live ticks the whole time, 10 s of them per replay
+        while not stop.is_set():
+            replay(kafka, topics.ticks, "--source", "synthetic", "--count", "3000", "--rate", "300")
+
+    feeder = threading.Thread(target=traffic)
+    feeder.start()
+    restarted = None
+    try:
+        time.sleep(3)
+        assert srv.stop() == 0
+        down = time.monotonic()
+        while alert_state(prom, name) != "firing" and time.monotonic() - down < 120:
+            time.sleep(1)
+        fired_after = time.monotonic() - down
+        assert alert_state(prom, name) == "firing", prom.query(
+            "volspike_slo:availability_errors:ratio_rate5m"
+        )
+        assert consumer.metric('volspike_consumer_predict_calls_total{code="UNAVAILABLE"}') > 0
+        restarted = ServerProcess(
+            srv.workdir / "again", env=srv.env, servable=(), port=srv.port,
+            metrics_port=srv.metrics_port,
+        ).start()  # fmt: skip
+        up = time.monotonic()
+        while alert_state(prom, name) == "firing" and time.monotonic() - up < 300:
+            time.sleep(2)
+        cleared_after = time.monotonic() - up
+        assert alert_state(prom, name) == "inactive", prom.query(
+            "volspike_slo:availability_errors:ratio_rate5m"
+        )
+        print(
+            f"fired {fired_after:.0f} s after the server stopped; "
+            f"cleared {cleared_after:.0f} s after it was back"
+        )
+    finally:
+        stop.set()
+        feeder.join(120)
+        if restarted is not None:
+            restarted.stop()
