@@ -21,6 +21,7 @@ from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
 from server import contract_gen as contract
+from server.codec import cut
 from server.errors import ServiceError
 from server.metrics import ServerMetrics
 
@@ -126,6 +127,8 @@ def rpc(full_method: str):
                     code = exc.code
                     message = status_message(exc.message)
                     _record_error(metrics, span, method, exc.kind, code, message)
+                    if exc.kind not in ("Cancelled", "ClientDeadline"):  # the client gave up
+                        _log_rejected(context, full_method, exc.kind, code, message)
                     context.abort(code, message)  # raises: the call ends here
                 except Exception as exc:
                     # rate limited (server/ratelimit.py): a request that makes a handler
@@ -170,6 +173,24 @@ def status_message(message: str) -> str:
     an operator's artifact, e.g. 45 KB of feature names, included)."""
     limit = contract.MESSAGE_CHARS
     return message if len(message) <= limit else message[: limit - 3] + "..."
+
+
+def _log_rejected(context, method: str, kind: str, code: grpc.StatusCode, message: str) -> None:
+    """One line per rejected call (rate limited per method and kind: server/ratelimit.py) with
+    who sent it: the peer and the client's name (``x-client-name`` metadata, else its
+    user-agent), so "fix the caller" can be acted on. The native server logs the same."""
+    md = dict(context.invocation_metadata() or ())
+    client = md.get("x-client-name") or md.get("user-agent") or "unknown"
+    logger.warning(
+        "call rejected method=%s code=%s type=%s peer=%s client=%s message=%s",
+        method,
+        code.name,
+        kind,
+        context.peer(),
+        cut(str(client), contract.MODEL_CHARS_IN_ERROR),
+        message,
+        extra={"ratelimit_cause": ("rejected", method, kind)},
+    )
 
 
 def _record_error(

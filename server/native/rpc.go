@@ -20,6 +20,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/mem"
 	"google.golang.org/grpc/metadata"
+	"google.golang.org/grpc/peer"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 )
@@ -90,7 +91,7 @@ func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() 
 			defer span.End()
 			call := &Call{Span: span}
 			resp, err := serve(ctx, call, dec, typeName, newReq, h, full)
-			return resp, w.finish(method, call, err, time.Since(t0).Seconds())
+			return resp, w.finish(ctx, method, call, err, time.Since(t0).Seconds())
 		},
 	}
 }
@@ -187,7 +188,7 @@ func pastDeadline(ctx context.Context) bool {
 
 // finish maps the handler's error to a gRPC status and records the call: span attributes,
 // error and request counters, rows, and the latency with a trace-id exemplar when sampled.
-func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) error {
+func (w *Wrapper) finish(ctx context.Context, method string, call *Call, err error, elapsed float64) error {
 	span, code := call.Span, grpccodes.OK
 	if err != nil {
 		var se *ServiceError
@@ -202,6 +203,9 @@ func (w *Wrapper) finish(method string, call *Call, err error, elapsed float64) 
 		code = se.Code
 		msg := cutMessage(se.Msg)
 		w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
+		if se.Kind != "Cancelled" && se.Kind != "ClientDeadline" { // the client gave up: no rejection
+			logRejected(ctx, method, se.Kind, codeName(code), msg)
+		}
 		span.SetStatus(codes.Error, msg)
 		span.SetAttributes(attribute.String("error.type", se.Kind))
 		err = status.Error(se.Code, msg)
@@ -241,6 +245,29 @@ func cutMessage(msg string) string {
 		n++
 	}
 	return msg
+}
+
+// logRejected writes one line per rejected call (at most one per method and kind per
+// interval, then the count suppressed) with who sent it: the peer address and the client's
+// name (`x-client-name` metadata, else its user-agent), so "fix the caller" can be acted on.
+// Python logs the same fields (server/rpc.py).
+func logRejected(ctx context.Context, method, kind, code, msg string) {
+	addr := "unknown"
+	if p, ok := peer.FromContext(ctx); ok && p.Addr != nil {
+		addr = p.Addr.String()
+	}
+	callLogs.Log(slog.LevelWarn, "rejected "+method+" "+kind, "call rejected", "method", method,
+		"code", code, "type", kind, "peer", addr, "client", clientName(ctx), "message", msg)
+}
+
+// clientName: the caller's `x-client-name` metadata, else its user-agent, cut to 64 characters.
+func clientName(ctx context.Context) string {
+	for _, key := range []string{"x-client-name", "user-agent"} {
+		if v := metadata.ValueFromIncomingContext(ctx, key); len(v) > 0 && v[0] != "" {
+			return cut(v[0], modelCharsInError)
+		}
+	}
+	return "unknown"
 }
 
 // codeNames spell codes as Python's grpc.StatusCode names do (OK, INVALID_ARGUMENT).

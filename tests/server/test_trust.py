@@ -236,3 +236,21 @@ def test_an_oversized_trace_header_is_logged_once_not_per_call(servers):
                 stub.Predict(req, timeout=5, metadata=md)
         lines = srv.log.read_text()[log_before:].splitlines()
         assert len(lines) <= 3, (srv.impl, lines[:5])
+
+
+def test_a_rejected_call_is_logged_with_who_sent_it_once_per_cause(servers):
+    """The runbook says "fix the caller", but no rejected call was logged and nothing recorded
+    the caller. Now one line per method and kind per 10 s names the peer and the client
+    (`x-client-name` metadata, else its user-agent) with the status message."""
+    bad = pb.PredictRequest(rows=[pb.Row(features={"nope": 1.0})])
+    for srv in servers.values():
+        log_before = len(srv.log.read_text())
+        with grpc.insecure_channel(srv.address) as ch:
+            stub = pb_grpc.PredictorStub(ch)
+            for _ in range(50):
+                with pytest.raises(grpc.RpcError):
+                    stub.Predict(bad, timeout=5, metadata=(("x-client-name", "risk-desk-7"),))
+        lines = [ln for ln in srv.log.read_text()[log_before:].splitlines() if "rejected" in ln]
+        assert len(lines) == 1, (srv.impl, lines)
+        assert "risk-desk-7" in lines[0] and "127.0.0.1" in lines[0], lines[0]
+        assert "InvalidArgument" in lines[0] and "unknown feature(s) 'nope'" in lines[0], lines[0]
