@@ -141,6 +141,9 @@ class Context:
     def time_remaining(self):
         return None
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5000"
+
     def is_active(self) -> bool:
         return True
 

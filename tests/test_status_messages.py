@@ -37,6 +37,9 @@ class FakeContext:
     def time_remaining(self):
         return None
 
+    def peer(self) -> str:
+        return "ipv4:127.0.0.1:5000"
+
     def is_active(self) -> bool:
         return True
 

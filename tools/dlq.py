@@ -3,8 +3,10 @@
     python -m tools.dlq --bootstrap 127.0.0.1:9092 show [--limit 20] [--reason too_large]
     python -m tools.dlq --bootstrap 127.0.0.1:9092 redrive --file fixed.jsonl
 
-``show`` prints one line per dead letter: source partition/offset, the reason header and the
-first bytes of the value (``truncated`` when the consumer cut an oversized one). ``redrive``
+``show`` prints one line per dead letter: source partition/offset, its reason kind (the
+``reason`` header: too_large, schema_mismatch, ..., the metric's label; ``--reason`` keeps one
+kind), the ``error`` header that says why, and the first bytes of the value (``truncated``
+when the consumer cut an oversized one). ``redrive``
 produces each line of a JSON-lines file (one corrected tick per line) to the ticks topic,
 keyed by its symbol, and prints how many Kafka acknowledged; the consumer answers them like
 any other tick. Nothing is deleted from the dead-letter topic.
@@ -21,7 +23,7 @@ import orjson
 from confluent_kafka import Consumer, Producer
 
 
-def show(bootstrap: str, topic: str, limit: int, contains: str | None) -> int:
+def show(bootstrap: str, topic: str, limit: int, kind: str | None) -> int:
     c = Consumer(
         {
             "bootstrap.servers": bootstrap,
@@ -44,12 +46,13 @@ def show(bootstrap: str, topic: str, limit: int, contains: str | None) -> int:
                 headers = m.headers() or ()
                 h = {k: v.decode(errors="replace") for k, v in headers}  # type: ignore[str-unpack, union-attr]
                 reason = h.get("error", "")
-                if contains and contains not in reason:
+                if kind and h.get("reason") != kind:  # the closed set, not the free text
                     continue
                 value = (m.value() or b"")[:80].decode(errors="replace")
                 flag = " [truncated]" if h.get("truncated") == "true" else ""
                 print(
-                    f"{h.get('source_partition')}/{h.get('source_offset')}: {reason}{flag}"
+                    f"{h.get('source_partition')}/{h.get('source_offset')}: "
+                    f"[{h.get('reason', '?')}] {reason}{flag}"
                     f" | {value!r}"
                 )
                 shown += 1
@@ -91,7 +94,7 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("show", help="print dead letters with their reasons")
     s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--reason", help="only reasons containing this text")
+    s.add_argument("--reason", help="only this reason kind (the reason header), e.g. too_large")
     r = sub.add_parser("redrive", help="produce corrected ticks (JSON lines) to the ticks topic")
     r.add_argument("--file", type=Path, required=True)
     args = p.parse_args()

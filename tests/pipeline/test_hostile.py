@@ -216,7 +216,15 @@ def test_dead_letters_can_be_inspected_and_redriven(kafka, grpc_server, tmp_path
         base += ["--dlq-topic", topics.dlq, "--ticks-topic", topics.ticks]
         out = subprocess.run([*base, "show"], cwd=ROOT, capture_output=True, text=True, timeout=60)
         assert out.returncode == 0, out.stderr
-        assert "0/25: invalid JSON" in out.stdout and "1 dead letter(s) shown" in out.stdout
+        assert "0/25: [invalid_json] invalid JSON" in out.stdout, out.stdout
+        assert "1 dead letter(s) shown" in out.stdout
+        for kind, shown in (("invalid_json", 1), ("too_large", 0), ("invalid", 0)):
+            # the runbook's `--reason too_large` filtered the free-text error header before
+            out = subprocess.run(
+                [*base, "show", "--reason", kind], cwd=ROOT, capture_output=True, text=True,
+                timeout=60,
+            )  # fmt: skip
+            assert f"{shown} dead letter(s) shown" in out.stdout, (kind, out.stdout)
         fixed = tmp_path / "fixed.jsonl"
         fixed.write_bytes(good[0] + b"\n")  # the corrected tick
         out = subprocess.run(

@@ -25,3 +25,23 @@ def server(tmp_path_factory, impl):
 def channel(server):
     with grpc.insecure_channel(server.address) as ch:
         yield ch
+
+
+@pytest.fixture(scope="module")
+def servers(tmp_path_factory):
+    """Both implementations side by side (xgb-v2 active, xgb-v1 servable), per module."""
+    both = {
+        impl: ServerProcess(
+            tmp_path_factory.mktemp(f"both-{impl}"), impl=impl, servable=("xgb-v1",)
+        )
+        for impl in SERVER_IMPLS
+    }
+    try:
+        for srv in both.values():
+            srv.start(wait_serving=False)
+        for srv in both.values():
+            srv.wait_health("SERVING")
+        yield both
+    finally:
+        for srv in both.values():
+            srv.stop()

@@ -101,23 +101,6 @@ def call(stub, method: str, req) -> tuple[str, str, bytes]:
     return "OK", "", resp.SerializeToString(deterministic=True)
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    both = {
-        impl: ServerProcess(
-            tmp_path_factory.mktemp(f"diff-{impl}"), impl=impl, servable=("xgb-v1",)
-        )
-        for impl in ("native", "python")
-    }
-    for srv in both.values():
-        srv.start(wait_serving=False)
-    for srv in both.values():
-        srv.wait_health("SERVING")
-    yield both
-    for srv in both.values():
-        srv.stop()
-
-
 def test_the_same_request_gets_the_same_answer_from_both(servers):
     chans = {k: grpc.insecure_channel(s.address) for k, s in servers.items()}
     stubs = {k: pb_grpc.PredictorStub(c) for k, c in chans.items()}

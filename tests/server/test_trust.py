@@ -29,25 +29,6 @@ from server.rollback import set_artifact
 from tests.conftest import ServerProcess
 
 
-@pytest.fixture(scope="module")
-def servers(tmp_path_factory):
-    both = {
-        impl: ServerProcess(
-            tmp_path_factory.mktemp(f"trust-{impl}"), impl=impl, servable=("xgb-v1",)
-        )
-        for impl in ("native", "python")
-    }
-    try:
-        for srv in both.values():
-            srv.start(wait_serving=False)
-        for srv in both.values():
-            srv.wait_health("SERVING")
-        yield both
-    finally:
-        for srv in both.values():
-            srv.stop()
-
-
 def error_counts(srv: ServerProcess) -> dict[str, float]:
     """volspike_rpc_errors_total by type (every method)."""
     out: dict[str, float] = {}
