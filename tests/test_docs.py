@@ -24,7 +24,7 @@ SEPARATORS = {"&&", "&", ";", "|", "||"}
 PATH = re.compile(
     r"^(docs|config|observability|compiled_models|tools|server|consumer|drift|loadtest|kafka|proto)/[\w./-]+$"
 )
-GENERATED = ("reports/", ".run/")
+GENERATED = ("reports/", ".run/", "server/native/volspike-server")  # made by runs and builds
 
 
 def shell_commands(text: str) -> list[str]:
