@@ -205,6 +205,7 @@ class Pipeline:
         meta: list[tuple[int, int, Tick]] = []
         warming: list[tuple[int, int, Tick]] = []
         order = bytearray()
+        state_of, flood = self.states.get, self.states.max_window_ticks  # hot loop: locals
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -229,10 +230,10 @@ class Pipeline:
             except BadTick as exc:
                 self._dead_letter(m, str(exc), exc.kind)
                 continue
-            st = self.states.get(p, tick.symbol)
-            refused = self.states.admit(st)
-            if refused is not None:
-                self._dead_letter_tick(p, off, tick, *refused)
+            st = state_of(p, tick.symbol)
+            if st.held >= flood:  # states.admit says why
+                reason, kind = self.states.admit(st) or ("", "symbol_flood")
+                self._dead_letter_tick(p, off, tick, reason, kind)
                 continue
             row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
             if st.ready:
