@@ -70,19 +70,11 @@ class ModelRegistry:
             if version and version != model.name:
                 raise self._version_not_served(name, version)
             return model
-        active = self.active
-        if not version:
-            if active is None:
-                raise contract.no_model()
-            return active
-        if active is not None and version == active.name:
-            return active
-        pinned = self._others.get(version)
-        if pinned is not None:
-            return pinned
-        failed = self._failed.get(version)
-        if failed is not None:
-            raise contract.artifact_unavailable(name=version, reason=failed)
+        try:  # "" is the active artifact; a version, the artifact of that name
+            return self.get(version)
+        except ServiceError as exc:
+            if exc.kind != "NotFound":  # no model yet, or a servable one that failed: as is
+                raise
         raise self._version_not_served(model_name, version)
 
     def _version_not_served(self, name: str, version: str) -> ServiceError:
