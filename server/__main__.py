@@ -53,6 +53,8 @@ def serve(settings: Settings, worker_index: int) -> None:
     start_http_server(
         settings.metrics_port + max(worker_index, 0), settings.host, registry=registry
     )
+    if worker_index < 0:  # one process, both ports ours: only now does the PID file name it
+        write_pid(settings)  # (a second server on taken ports wrote its dead PID there)
     app.set_serving(False)
     # Load before accepting: workers share the port, so a worker that listened before its
     # model was warm would take connections only to answer UNAVAILABLE while its siblings
@@ -152,13 +154,16 @@ def main() -> None:
         workers=args.workers,
         pid_file=args.pid_file,
     )
-    if args.worker_index < 0:
-        if settings.pid_file:
-            settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
-            settings.pid_file.write_text(f"{os.getpid()}\n")
-        if settings.workers > 1:
-            sys.exit(supervise(settings))
+    if args.worker_index < 0 and settings.workers > 1:
+        write_pid(settings)  # the supervisor: its workers bind
+        sys.exit(supervise(settings))
     serve(settings, args.worker_index)
+
+
+def write_pid(settings: Settings) -> None:
+    if settings.pid_file:
+        settings.pid_file.parent.mkdir(parents=True, exist_ok=True)
+        settings.pid_file.write_text(f"{os.getpid()}\n")
 
 
 if __name__ == "__main__":

@@ -23,14 +23,6 @@ func main() {
 }
 
 func run(s Settings) error {
-	if s.PidFile != "" {
-		if err := os.MkdirAll(filepath.Dir(s.PidFile), 0o755); err != nil {
-			return err
-		}
-		if err := os.WriteFile(s.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
-			return err
-		}
-	}
 	// Signals first: a SIGHUP during the first load must mean "reload", not "terminate".
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
@@ -41,7 +33,15 @@ func run(s Settings) error {
 	defer tp.Shutdown(context.Background())
 	app, err := NewApp(s, tp.Tracer("volspike.server"))
 	if err != nil {
-		return err
+		return err // e.g. a port taken: the PID file still names the server that holds it
+	}
+	if s.PidFile != "" { // only once both ports are ours
+		if err := os.MkdirAll(filepath.Dir(s.PidFile), 0o755); err != nil {
+			return err
+		}
+		if err := os.WriteFile(s.PidFile, []byte(strconv.Itoa(os.Getpid())+"\n"), 0o644); err != nil {
+			return err
+		}
 	}
 	served := app.Start()
 	lastMtime := mtime(s.ModelConfig) // before the load: a later edit is seen

@@ -136,3 +136,24 @@ def test_a_worker_that_dies_stops_the_whole_server(tmp_path):
         code = srv.proc.wait(30)
     assert code != 0
     assert "exited with 1; stopping the others" in srv.log.read_text()
+
+
+def test_a_second_server_on_taken_ports_leaves_the_pid_file_alone(tmp_path, impl):
+    """The runbook's TargetDown mitigation, walked with the old server hung: a second
+    `make serve` failed with "address already in use" and still wrote its own (dead) PID into
+    the PID file, so `make rollback` and `kill $(cat .run/server.pid)` then aimed at nothing.
+    The PID file is now written once both ports are the server's. (Mutation: writing it before
+    binding, as before, fails this.)"""
+    first = ServerProcess(tmp_path, impl=impl).start()
+    pid_file = tmp_path / "server.pid"
+    try:
+        assert pid_file.read_text().strip() == str(first.proc.pid)  # type: ignore[union-attr]
+        second = ServerProcess(
+            tmp_path, impl=impl, port=first.port, metrics_port=first.metrics_port
+        ).start(wait_serving=False)
+        assert second.proc is not None
+        assert second.proc.wait(60) != 0  # it could not have both ports
+        assert pid_file.read_text().strip() == str(first.proc.pid)  # type: ignore[union-attr]
+        assert first.health() == "SERVING"
+    finally:
+        assert first.stop() == 0
