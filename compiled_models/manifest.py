@@ -84,7 +84,8 @@ its NaN bin (drift/bins.py), and the built manifests hold {"edges": [], "shares"
 
 _WS = re.compile(r"[ \t\n\r]*")
 _NUMBER = re.compile(r"-?(?:0|[1-9][0-9]*)(\.[0-9]+)?([eE][-+]?[0-9]+)?")
-_ARTIFACT = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
+"""Kind ``artifact``; the consumer checks the name in every answer with it too."""
 _FEATURE = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,63}")
 _SHA256 = re.compile(r"[0-9a-f]{64}")
 _CONSTANTS = {"NaN": "NaN", "Infinity": "Infinity", "-Infinity": "-Infinity"}
@@ -251,7 +252,7 @@ def _number(v: object) -> bool:
 
 def _of_kind(kind: str, v: object, doc: dict[str, Any]) -> bool:
     if kind == "artifact":
-        return isinstance(v, str) and _ARTIFACT.fullmatch(v) is not None
+        return isinstance(v, str) and ARTIFACT_NAME.fullmatch(v) is not None
     if kind == "features":
         return (
             isinstance(v, list)

@@ -25,7 +25,6 @@ import json
 import logging
 import os
 import random
-import re
 import socket
 import time
 from collections import deque
@@ -46,6 +45,7 @@ from opentelemetry import trace
 from opentelemetry.propagate import inject
 from opentelemetry.trace import SpanKind, Status, StatusCode
 
+from compiled_models.manifest import ARTIFACT_NAME
 from consumer.clock import SteadyWallClock
 from consumer.config import ConsumerSettings
 from consumer.drift import ArtifactBins, LiveSample
@@ -76,9 +76,6 @@ _TRANSIENT = {
 
 SCHEMA_RECHECK_S = 60.0
 """How long an artifact's checked feature list is trusted before ModelInfo is asked again."""
-ARTIFACT_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,63}")
-"""What an artifact's name may be (proto/contract.toml [manifest] kind artifact): an answer
-naming anything else is malformed (a 1 MB name was published and then blew up the sample)."""
 MAX_ARTIFACTS = 16
 """Artifacts whose ModelInfo and retry times are remembered at once: a server naming a new
 artifact in every answer must not grow the consumer without bound."""
@@ -231,9 +228,8 @@ class Pipeline:
                 self._dead_letter(m, str(exc), exc.kind)
                 continue
             st = state_of(p, tick.symbol)
-            if st.held >= flood:  # states.admit says why
-                reason, kind = self.states.admit(st) or ("", "symbol_flood")
-                self._dead_letter_tick(p, off, tick, reason, kind)
+            if st.held >= flood:  # states.flooded, inline: the hot loop
+                self._dead_letter_tick(p, off, tick, self.states.flood_reason(st), "symbol_flood")
                 continue
             row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
             if st.ready:
@@ -283,7 +279,7 @@ class Pipeline:
         except BadTick:
             return
         st = self.states.get(p, tick.symbol)
-        if self.states.admit(st) is None:  # as when it was scored
+        if not self.states.flooded(st):  # as when it was scored
             st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
 
     # --- Predict ------------------------------------------------------------------
@@ -479,10 +475,11 @@ class Pipeline:
         if n_p != rows or n_l != rows:
             return f"{n_p} probabilities and {n_l} labels for {rows} rows"
         probs = np.asarray(resp.probabilities, np.float32)
-        if not np.all((probs >= 0.0) & (probs <= 1.0)):  # NaN fails too
-            i = int(np.flatnonzero(~((probs >= 0.0) & (probs <= 1.0)))[0])
+        inside = (probs >= 0.0) & (probs <= 1.0)  # NaN is outside too
+        if not inside.all():
+            i = int(np.flatnonzero(~inside)[0])
             return f"probability {float(probs[i])!r} of row {i} is not in [0, 1]"
-        if ARTIFACT_NAME.fullmatch(resp.artifact) is None:
+        if ARTIFACT_NAME.fullmatch(resp.artifact) is None:  # the manifest schema's kind
             return f"artifact name {resp.artifact[:64]!r} is not an artifact's name"
         labels = np.asarray(resp.labels, bool)
         flagged = probs >= np.float32(resp.decision_threshold)  # as both servers compare

@@ -17,7 +17,7 @@ kinds of eviction are counted.
 Inside one symbol, a tick older than its clock counts as arriving at the clock (late ticks
 cannot rewind the windows), so late ticks pile up while the clock stands still: a tick that
 would make its symbol hold more than ``max_window_ticks`` ticks in its 300 s window is refused
-by ``admit`` (the pipeline dead-letters it, ``symbol_flood``). Late ticks are not refused for
+(``flooded``; the pipeline dead-letters it, ``symbol_flood``). Late ticks are not refused for
 being late: a corrected tick re-driven from the dead-letter topic, or a replay with its
 original times, is late by design and still gets its answer.
 """
@@ -50,15 +50,15 @@ class SymbolStates:
             st = self.states[(p, symbol)] = FeatureState()
         return st
 
-    def admit(self, st: FeatureState) -> tuple[str, str] | None:
-        """None when a tick may update ``st``, else (dead-letter reason, kind)."""
-        if st.held >= self.max_window_ticks:
-            return (
-                f"the symbol already holds {st.held} ticks in its 300 s window "
-                f"(at most {self.max_window_ticks})",
-                "symbol_flood",
-            )
-        return None
+    def flooded(self, st: FeatureState) -> bool:
+        """A tick may not update ``st``: it holds max_window_ticks (``flood_reason`` why)."""
+        return st.held >= self.max_window_ticks
+
+    def flood_reason(self, st: FeatureState) -> str:
+        return (
+            f"the symbol already holds {st.held} ticks in its 300 s window "
+            f"(at most {self.max_window_ticks})"
+        )
 
     def sweep(self) -> int:
         """Drop the symbols that can no longer be warm; returns how many."""
