@@ -105,7 +105,7 @@ proto-check: $(VENV)/.installed $(PROTOC_GEN_GO)
 go-tools:
 	tools/build_go_tools.sh all
 
-# Rules and dashboard are generated from loadtest/slo.toml; the tests fail when they are stale.
+# Rules and dashboard are generated from observability/slo.toml; the tests fail when they are stale.
 observability: $(VENV)/.installed
 	$(PY) -m observability.generate
 

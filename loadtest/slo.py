@@ -1,12 +1,11 @@
-"""SLO numbers from ``loadtest/slo.toml`` and the gate that compares a run against them."""
+"""The Predict SLO numbers (observability/slo.toml) and the gate that compares a run with them."""
 
 from __future__ import annotations
 
-import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 
-SLO_FILE = Path(__file__).with_name("slo.toml")
+from observability.slo import SLO_FILE, load
 
 
 @dataclass(frozen=True)
@@ -26,10 +25,6 @@ class RunResult:
     @property
     def error_ratio(self) -> float:
         return self.failures / self.requests if self.requests else 1.0
-
-
-def load(path: Path = SLO_FILE) -> dict:
-    return tomllib.loads(path.read_text())
 
 
 def predict_slo(path: Path = SLO_FILE, **overrides: float | None) -> Slo:

@@ -16,7 +16,7 @@ from grafana_foundation_sdk.cog.encoder import JSONEncoder
 from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
-from loadtest import slo
+from observability import slo
 
 UID = "volspike-overview"
 PROMETHEUS_UID = "prometheus"  # provisioned in grafana/provisioning/datasources

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from loadtest import slo
+from observability import slo
 
 RUNBOOK = "docs/runbook.md"
 PAGE = (("1h", "5m", 14.4), ("6h", "30m", 6.0))
@@ -30,13 +30,18 @@ class Sli:
     name: str  # e.g. latency
     title: str  # e.g. Predict latency
     objective: float
-    errors: str  # PromQL ratio of bad events over [{w}]
-    events: str  # PromQL rate of all events over [{w}]
+    bad: str  # PromQL rate of bad events over [{w}]
+    total: str  # PromQL rate of the events the bad ones are a share of, over [{w}]
+    events: str  # PromQL rate of all events over [{w}] (the minimum-traffic guard)
     what: str  # one line for the alert description
 
     @property
     def budget(self) -> float:
         return 1.0 - self.objective
+
+    @property
+    def errors(self) -> str:  # PromQL ratio of bad events over [{w}]
+        return f"({self.bad}) / ({self.total})"
 
 
 def slis(cfg: dict | None = None) -> list[Sli]:
@@ -55,6 +60,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     lat = "volspike_rpc_duration_seconds"
     ok = f'{predict},code="OK"'
     fast = f'{ok},le="{le(p["p95_ms"] / 1000)}"'
+    ok_calls = f"sum(rate({lat}_count{{{ok}}}[{{w}}]))"
+    all_calls = f"({calls} or vector(0)) + {client_bad}"
     # A healthy service has no failed-call series at all: "or vector(0)" makes its error
     # ratio 0 instead of empty (empty panels, and burn rates that read as "no data").
     return [
@@ -62,8 +69,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "latency",
             "Predict latency",
             a["latency_objective"],
-            f"1 - (sum(rate({lat}_bucket{{{fast}}}[{{w}}]))"
-            f" / sum(rate({lat}_count{{{ok}}}[{{w}}])))",
+            f"{ok_calls} - sum(rate({lat}_bucket{{{fast}}}[{{w}}]))",
+            ok_calls,
             calls,
             f"more than {a['latency_objective']:.0%} of Predict calls must finish within "
             f"{p['p95_ms']:g} ms",
@@ -72,9 +79,10 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "availability",
             "Predict availability",
             s["availability"],
-            f'((sum(rate(volspike_rpc_errors_total{{{predict},type=~"{faults}"}}[{{w}}]))'
-            f" or vector(0)) + {client_bad}) / (({calls} or vector(0)) + {client_bad})",
-            f"({calls} or vector(0)) + {client_bad}",
+            f'(sum(rate(volspike_rpc_errors_total{{{predict},type=~"{faults}"}}[{{w}}]))'
+            f" or vector(0)) + {client_bad}",
+            all_calls,
+            all_calls,
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault "
             "or go unanswered",
         ),
@@ -82,8 +90,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "errors",
             "Predict error ratio",
             1.0 - p["max_error_ratio"],
-            f'(sum(rate(volspike_rpc_requests_total{{{predict},code!="OK"}}[{{w}}])) or vector(0))'
-            f" / {calls}",
+            f'sum(rate(volspike_rpc_requests_total{{{predict},code!="OK"}}[{{w}}])) or vector(0)',
+            calls,
             calls,
             f"at most {p['max_error_ratio']:.1%} of Predict calls may fail (any non-OK code)",
         ),
@@ -91,7 +99,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             "freshness",
             "Prediction freshness",
             s["lag_objective"],
-            f'1 - (sum(rate({lag}_bucket{{le="{le(s["max_lag_seconds"])}"}}[{{w}}])) / {answered})',
+            f'{answered} - sum(rate({lag}_bucket{{le="{le(s["max_lag_seconds"])}"}}[{{w}}]))',
+            answered,
             answered,
             f"{s['lag_objective']:.0%} of predictions must be produced within "
             f"{s['max_lag_seconds']:g} s of their tick's event time",

@@ -1,4 +1,4 @@
-"""The SLO document and loadtest/slo.toml state the same numbers; the gate judges both ways."""
+"""The SLO document and observability/slo.toml state the same numbers; the gate judges both ways."""
 
 from __future__ import annotations
 

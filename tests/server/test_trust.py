@@ -21,7 +21,7 @@ import grpc
 import numpy as np
 import pytest
 
-from loadtest import slo
+from observability import slo
 from market.features import N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
