@@ -174,5 +174,24 @@ class Jaeger:
             raise
         return data[0] if data else None
 
+    def search(
+        self, service: str, operation: str, tags: dict[str, str], start: float, limit: int = 20
+    ) -> list[dict]:
+        """Traces with one span matching the service, operation and every tag (a tag matches
+        the span's attributes, its scope's, its resource's or its events'), started after
+        ``start`` (unix seconds). Jaeger's query API (/api/traces); api/v3's HTTP search in
+        v1.76.0 has no attribute filter."""
+        return get_json(
+            f"{self.url}/api/traces",
+            {
+                "service": service,
+                "operation": operation,
+                "tags": json.dumps(tags),
+                "start": int(start * 1e6),
+                "end": int((time.time() + 60) * 1e6),
+                "limit": limit,
+            },
+        )["data"]
+
     def stop(self) -> None:
         stop(self.proc)
