@@ -25,6 +25,15 @@ def le(x: float) -> str:
     return repr(float(x))
 
 
+DOWN_WHILE_WAITING = "volspike_slo:server_down_while_waiting"
+# 1 while no server target is up and the consumer reports ticks waiting: nobody is there to
+# count failed calls, so the availability SLI counts that time as bad (its error ratio over a
+# window is at least the share of the window spent so).
+DOWN_WHILE_WAITING_EXPR = (
+    '(max(up{job="volspike-server"}) == bool 0) * on() (sum(volspike_consumer_offset_lag) > bool 0)'
+)
+
+
 @dataclass(frozen=True)
 class Sli:
     name: str  # e.g. latency
@@ -34,6 +43,8 @@ class Sli:
     total: str  # PromQL rate of the events the bad ones are a share of, over [{w}]
     events: str  # PromQL rate of all events over [{w}] (the minimum-traffic guard)
     what: str  # one line for the alert description
+    sources: tuple[tuple[str, str], ...] = ()  # (series the SLI reads, when it must exist)
+    unguarded: str = ""  # PromQL over [{w}]: when true, burning needs no minimum traffic
 
     @property
     def budget(self) -> float:
@@ -57,6 +68,12 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     )
     lag = "volspike_consumer_end_to_end_lag_seconds"
     answered = f"sum(rate({lag}_count[{{w}}]))"
+    # An SLI whose source series is gone reads as healthy (0 errors): each source must exist
+    # whenever its context does (the consumer gets answers; the consumer is scraped).
+    answers_seen = 'sum(rate(volspike_consumer_predict_calls_total{code="OK"}[10m])) > 0'
+    consumer_up = 'max(up{job="volspike-consumer"}) == 1'
+    server_calls = (f"volspike_rpc_requests_total{{{predict}}}", answers_seen)
+    client_calls = ("volspike_consumer_predict_calls_total", consumer_up)
     lat = "volspike_rpc_duration_seconds"
     ok = f'{predict},code="OK"'
     fast = f'{ok},le="{le(p["p95_ms"] / 1000)}"'
@@ -74,6 +91,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             calls,
             f"more than {a['latency_objective']:.0%} of Predict calls must finish within "
             f"{p['p95_ms']:g} ms",
+            ((f"{lat}_bucket{{{fast}}}", answers_seen),),
         ),
         Sli(
             "availability",
@@ -85,6 +103,8 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             all_calls,
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault "
             "or go unanswered",
+            (server_calls, client_calls),
+            f"avg_over_time({DOWN_WHILE_WAITING}[{{w}}]) > 0",
         ),
         Sli(
             "errors",
@@ -94,6 +114,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             calls,
             calls,
             f"at most {p['max_error_ratio']:.1%} of Predict calls may fail (any non-OK code)",
+            (server_calls,),
         ),
         Sli(
             "freshness",
@@ -104,6 +125,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             answered,
             f"{s['lag_objective']:.0%} of predictions must be produced within "
             f"{s['max_lag_seconds']:g} s of their tick's event time",
+            ((f'{lag}_bucket{{le="{le(s["max_lag_seconds"])}"}}', consumer_up),),
         ),
     ]
 
@@ -111,11 +133,58 @@ def slis(cfg: dict | None = None) -> list[Sli]:
 def _record(sli: Sli) -> list[dict]:
     out = []
     for w in WINDOWS:
-        out.append({"record": f"volspike_slo:{sli.name}_errors:ratio_rate{w}",
-                    "expr": sli.errors.replace("{w}", w)})  # fmt: skip
+        ratio = sli.errors.replace("{w}", w)
+        if sli.name == "availability":  # the worse of the call-based and the time-based view
+            down = f"(avg_over_time({DOWN_WHILE_WAITING}[{w}]) or vector(0))"
+            ratio = f"(({ratio}) >= on() {down})\nor on()\n{down}"
+        out.append({"record": f"volspike_slo:{sli.name}_errors:ratio_rate{w}", "expr": ratio})
         out.append({"record": f"volspike_slo:{sli.name}_events:rate{w}",
                     "expr": sli.events.replace("{w}", w)})  # fmt: skip
     return out
+
+
+def _budget(sli: Sli) -> list[dict]:
+    """SLO metadata and the 30-day error budget left (as Sloth and Pyrra record them): the
+    period's error ratio is the mean of the 5 m ratios (moments without events skipped: a
+    0/0 ratio is not recorded in the labelled series)."""
+    lbl = {"slo": sli.name}
+    period = f"{slo.PERIOD_DAYS}d"
+    five = f"volspike_slo:{sli.name}_errors:ratio_rate5m"
+    return [
+        {"record": "volspike_slo_info", "expr": "vector(1)",
+         "labels": {**lbl, "title": sli.title, "objective": f"{sli.objective:g}",
+                    "period": period}},
+        {"record": "volspike_slo:objective:ratio", "expr": f"vector({sli.objective:g})",
+         "labels": lbl},
+        {"record": "volspike_slo:errors:ratio_rate5m", "expr": f"{five} >= 0", "labels": lbl},
+        {"record": f"volspike_slo:errors:ratio_rate{period}",
+         "expr": f'avg_over_time(volspike_slo:errors:ratio_rate5m{{slo="{sli.name}"}}[{period}])',
+         "labels": lbl},
+        {"record": "volspike_slo:error_budget_remaining:ratio",
+         "expr": f'1 - volspike_slo:errors:ratio_rate{period}{{slo="{sli.name}"}}'
+                 f" / {sli.budget:.6g}",
+         "labels": lbl},
+    ]  # fmt: skip
+
+
+def _absent(sli: Sli) -> list[dict]:
+    if not sli.sources:
+        return []
+    expr = "\nor\n".join(f"(absent({s}) and on() ({c}))" for s, c in sli.sources)
+    named = "; ".join(f"`{s}` while `{c}`" for s, c in sli.sources)
+    return [
+        alert(
+            "VolspikeSliSourceAbsent",
+            expr,
+            "ticket",
+            f"{sli.title}: a series its SLI reads is missing",
+            f"A source of the {sli.name} SLI is absent ({named}): the SLI reads no errors "
+            "from it, so its burn-rate alerts cannot fire (renamed metric, lost scrape, "
+            "changed label).",
+            "10m",
+            {"slo": sli.name},
+        )
+    ]
 
 
 def _burn(sli: Sli, pairs, min_rate: float) -> str:
@@ -125,17 +194,32 @@ def _burn(sli: Sli, pairs, min_rate: float) -> str:
         terms.append(
             f"(volspike_slo:{sli.name}_errors:ratio_rate{long} > {limit}"
             f" and volspike_slo:{sli.name}_errors:ratio_rate{short} > {limit}"
-            f" and on() volspike_slo:{sli.name}_events:rate{long} > {min_rate:g})"
+            f" and on() {_guard(sli, long, min_rate)})"
         )
     return "\n  or\n".join(terms)
 
 
-def alert(name: str, expr: str, severity: str, summary: str, description: str, for_="0s"):
+def _guard(sli: Sli, window: str, min_rate: float) -> str:
+    guard = f"volspike_slo:{sli.name}_events:rate{window} > {min_rate:g}"
+    if sli.unguarded:  # e.g. every server down while ticks wait: no call counts anything
+        return f"({guard} or on() {sli.unguarded.replace('{w}', window)})"
+    return guard
+
+
+def alert(
+    name: str,
+    expr: str,
+    severity: str,
+    summary: str,
+    description: str,
+    for_: str = "0s",
+    labels: dict | None = None,
+) -> dict:
     return {
         "alert": name,
         "expr": expr,
         "for": for_,
-        "labels": {"severity": severity},
+        "labels": {"severity": severity, **(labels or {})},
         "annotations": {
             "summary": summary,
             "description": description,
@@ -171,6 +255,9 @@ def slo_groups(cfg: dict | None = None) -> list[dict]:
                 "faster than it accrues. Error ratio now {{ $value | humanizePercentage }}.",
             )
         )
+        rules += _budget(sli) + _absent(sli)
+        if sli.name == "availability":
+            rules.insert(0, {"record": DOWN_WHILE_WAITING, "expr": DOWN_WHILE_WAITING_EXPR})
         groups.append({"name": f"volspike-slo-{sli.name}", "rules": rules})
     return groups
 
@@ -319,6 +406,16 @@ def drift_group(cfg: dict | None = None) -> dict:
             "ticket",
             "The scheduled drift report has not run",
             f"The last `make drift` report is older than {d['report_max_age_hours']} hours.",
+        ),
+        alert(
+            "VolspikeDriftReportStale",
+            "absent(volspike_drift_report_timestamp_seconds)",
+            "ticket",
+            "The scheduled drift report has not run",
+            f"No `make drift` report has reached Prometheus for {d['report_max_age_hours']} "
+            "hours (none since Prometheus started, or the report's metric is not scraped).",
+            f"{d['report_max_age_hours']}h",
+            {"reason": "never_reported"},
         ),
     ]
     return {"name": "volspike-drift", "rules": rules}

@@ -1,0 +1,316 @@
+"""Promtool unit tests generated from the SLO spec, one scenario per number they pin.
+
+For every SLI and every burn-rate pair (long window L, short window S, factor f) of its page
+and ticket alerts, with T = f x (1 - objective):
+
+- above / below:  a steady error ratio of 1.05 T / 0.95 T over L fires / does not fire (the
+  factor, the objective and every bucket bound the SLI reads are pinned within 5 %);
+- recovered:      errors that stopped one step more than S ago do not fire (S is no longer);
+- recent:         errors that stopped one step more than the next shorter window ago still
+  fire (S is no shorter);
+- early:          errors concentrated early in L, under heavy traffic, still fire (L is no
+  shorter);
+- each scenario's older history is ten times the traffic without errors, so a window longer
+  than L sees a ratio below T (L is no longer);
+- guard low / guard high: all-bad traffic at 0.8 / 1.25 times the minimum rate, arriving in
+  the last part of L / only within L, is silent / fires (the minimum and its window).
+
+Availability has one scenario per server fault kind and client code (each alone pages) and
+per other contract kind (alone it does not); the time every server is down while the consumer
+has a backlog pages without any call; the budget series, metadata and absent-source alerts
+have their own. ``python -m observability.generate`` writes them to
+observability/prometheus/tests/generated/; tools/mutate_rules.py proves they pin every number.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from observability import rules, slo
+
+ROOT = Path(__file__).resolve().parent.parent
+MINUTES = {"5m": 5, "30m": 30, "1h": 60, "2h": 120, "6h": 360, "1d": 1440, "3d": 4320}
+OLD_TRAFFIC = 10.0  # older history: this many times the scenario's rate, no errors
+RATE = 1.0  # events/s in a scenario unless it tests the minimum-traffic guard
+
+
+@dataclass(frozen=True)
+class Seg:
+    minutes: int
+    rate: float  # events per second
+    bad: float = 0.0  # share of them that are bad
+
+
+@dataclass
+class Scenario:
+    name: str
+    sli: str
+    alert: str  # the alert it checks
+    segs: list[Seg]
+    fires: bool
+    labels: dict = field(default_factory=dict)  # the alert's labels besides its name
+    variant: tuple = ()  # how bad events are expressed (availability: a kind or a code)
+    extra: list[dict] = field(default_factory=list)  # more input series
+
+    @property
+    def minutes(self) -> int:
+        return sum(s.minutes for s in self.segs)
+
+
+def _fmt(x: float) -> str:
+    return repr(round(x, 6))
+
+
+def counter(segs: list[Seg], step: int, per_step) -> str:
+    """promtool's expanding notation for a counter whose increment per ``step`` minutes in
+    each segment is ``per_step(good, bad)`` (good and bad events in one step)."""
+    out, v = ["0"], 0.0
+    for s in segs:
+        n = s.minutes // step
+        events = s.rate * 60 * step
+        # increments in 1/1024ths: promtool adds them up exactly, and the next segment's
+        # first value is not a hair below the last (which rate() would take for a reset)
+        inc = round(per_step(events * (1 - s.bad), events * s.bad) * 1024) / 1024
+        if n:
+            out.append(f"{_fmt(v + inc)}+{_fmt(inc)}x{n - 1}")
+            v += inc * n
+    return " ".join(out)
+
+
+def _buckets_around(edges, edge: float) -> tuple[float, float]:
+    i = list(edges).index(edge)
+    return edges[i - 1], edges[i + 1]
+
+
+def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
+    """The input series an SLI reads, with ``sc``'s good and bad events written into them."""
+    from consumer.metrics import LAG_BUCKETS
+    from server.contract_gen import RPC_DURATION
+
+    def s(name: str, f) -> dict:
+        return {"series": name, "values": counter(sc.segs, step, f)}
+
+    predict = 'method="Predict",artifact="a"'
+    out: list[dict]
+    if sc.sli == "latency":
+        fast = cfg["predict"]["p95_ms"] / 1000
+        lo, hi = _buckets_around(RPC_DURATION.buckets, fast)
+        h = "volspike_rpc_duration_seconds"
+        ok = f'{predict},code="OK"'
+        out = [
+            s(f"volspike_rpc_requests_total{{{ok}}}", lambda g, b: g + b),
+            s(f"{h}_count{{{ok}}}", lambda g, b: g + b),
+            s(f'{h}_bucket{{{ok},le="{rules.le(lo)}"}}', lambda g, b: g / 2),
+            s(f'{h}_bucket{{{ok},le="{rules.le(fast)}"}}', lambda g, b: g),
+            s(f'{h}_bucket{{{ok},le="{rules.le(hi)}"}}', lambda g, b: g + b / 2),
+            s(f'{h}_bucket{{{ok},le="+Inf"}}', lambda g, b: g + b),
+        ]
+    elif sc.sli == "availability":
+        how, what = sc.variant or ("kind", cfg["alerting"]["server_fault_kinds"][0])
+        out = [s(f'volspike_rpc_requests_total{{{predict},code="OK"}}', lambda g, b: g)]
+        if how == "kind":
+            out += [
+                s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}', lambda g, b: b),
+                s(
+                    f'volspike_rpc_errors_total{{{predict},code="INTERNAL",type="{what}"}}',
+                    lambda g, b: b,
+                ),
+            ]
+        else:
+            out += [
+                s('volspike_consumer_predict_calls_total{code="OK"}', lambda g, b: g),
+                s(f'volspike_consumer_predict_calls_total{{code="{what}"}}', lambda g, b: b),
+            ]
+    elif sc.sli == "errors":
+        out = [
+            s(f'volspike_rpc_requests_total{{{predict},code="OK"}}', lambda g, b: g),
+            s(f'volspike_rpc_requests_total{{{predict},code="INVALID_ARGUMENT"}}', lambda g, b: b),
+        ]
+    else:  # freshness
+        edge = float(cfg["service"]["max_lag_seconds"])
+        lo, hi = _buckets_around(LAG_BUCKETS, edge)
+        h = "volspike_consumer_end_to_end_lag_seconds"
+        out = [
+            s(f"{h}_count", lambda g, b: g + b),
+            s(f'{h}_bucket{{le="{rules.le(lo)}"}}', lambda g, b: g / 2),
+            s(f'{h}_bucket{{le="{rules.le(edge)}"}}', lambda g, b: g),
+            s(f'{h}_bucket{{le="{rules.le(hi)}"}}', lambda g, b: g + b / 2),
+            s(f'{h}_bucket{{le="+Inf"}}', lambda g, b: g + b),
+        ]
+    return out + sc.extra
+
+
+def _prev(w: str) -> str | None:
+    keys = list(MINUTES)
+    i = keys.index(w)
+    return keys[i - 1] if i else None
+
+
+def _next(w: str) -> str | None:
+    keys = list(MINUTES)
+    i = keys.index(w)
+    return keys[i + 1] if i + 1 < len(keys) else None
+
+
+def burn_scenarios(sli: rules.Sli, alert: str, pairs, step: int, min_rate: float) -> list:
+    """The scenarios of one burn-rate alert (see the module docstring)."""
+    out = []
+    reach = max(MINUTES[_next(lw) or lw] for lw, _, _ in pairs)  # the longest window tested
+    limits = [f * sli.budget for _, _, f in pairs]
+
+    def sc(tag: str, segs: list[Seg], fires: bool) -> Scenario:
+        return Scenario(f"{alert}-{tag}", sli.name, alert, segs, fires)
+
+    for (long, short, _), t in zip(pairs, limits, strict=True):
+        lm, sm = MINUTES[long], MINUTES[short]
+        old = Seg(max(reach - lm, step), RATE * OLD_TRAFFIC)
+        hi = min(1.0, 4 * t)  # a ratio well above T that a valid ratio can reach
+        out += [
+            sc(f"{long}-above", [old, Seg(lm, RATE, min(1.0, 1.05 * t))], True),
+            sc(f"{long}-below", [old, Seg(lm, RATE, 0.95 * t)], False),
+        ]
+        q = sm + step  # errors stopped one step more than S ago: silent
+        assert hi * (lm - q) / lm > t, (alert, long)
+        out.append(sc(f"{short}-recovered", [old, Seg(lm - q, RATE, hi), Seg(q, RATE)], False))
+        if shorter := _prev(short):  # ... one step more than the next shorter window: fires
+            q = MINUTES[shorter] + step
+            assert hi * (sm - q) / sm > t, (alert, short)
+            out.append(sc(f"{short}-recent", [old, Seg(lm - q, RATE, hi), Seg(q, RATE)], True))
+        p = _prev(long)
+        if p and MINUTES[p] > sm:  # heavy bad traffic early in L, quiet, then S above T
+            pm = MINUTES[p]
+            segs = [old, Seg(lm - pm, RATE * OLD_TRAFFIC, hi), Seg(pm - sm, RATE),
+                    Seg(sm, RATE, min(1.0, 1.5 * t))]  # fmt: skip
+            out.append(sc(f"{long}-early", segs, True))
+        # the guard, at a ratio above this pair's limit and below any other pair's: bad
+        # traffic under the minimum rate on average over L (above it in L's last part) is
+        # silent; just above the minimum, only within L, fires
+        x = min(1.0, 2 * t)
+        assert all(x < u for u in limits if u > t), (alert, long)
+        pm = MINUTES[p] if p else lm // 2
+        low = min_rate * 0.8 * lm / pm
+        out += [
+            sc(f"{long}-guard-low", [Seg(reach - pm, 0.0), Seg(pm, low, x)], False),
+            sc(f"{long}-guard-high", [Seg(reach - lm, 0.0), Seg(lm, min_rate * 1.25, x)], True),
+        ]
+    for s in out:
+        s.labels = {"severity": "page" if alert.endswith("Fast") else "ticket"}
+    return out
+
+
+def _kinds() -> list[str]:
+    return list(tomllib.loads((ROOT / "proto" / "contract.toml").read_text())["kinds"])
+
+
+def availability_scenarios(sli: rules.Sli, cfg: dict, min_rate: float) -> list[Scenario]:
+    """Each server fault kind and each client code alone pages; every other kind does not."""
+    a = cfg["alerting"]
+    alert = "VolspikeAvailabilityBudgetBurnFast"
+    t = rules.PAGE[0][2] * sli.budget
+    segs = [Seg(MINUTES["1h"], RATE, min(1.0, 2 * t))]
+    out = []
+    for kind in _kinds():
+        fault = kind in a["server_fault_kinds"]
+        out.append(Scenario(f"{alert}-kind-{kind}", "availability", alert, segs, fault,
+                            {"severity": "page"}, ("kind", kind)))  # fmt: skip
+    for code in ["OK", *a["client_unanswered_codes"], "INVALID_ARGUMENT", "CANCELLED"]:
+        bad = code in a["client_unanswered_codes"]
+        out.append(Scenario(f"{alert}-client-{code}", "availability", alert, segs, bad,
+                            {"severity": "page"}, ("client", code)))  # fmt: skip
+    # every server down while ticks wait, no call counted anywhere: pages; one server up or
+    # no backlog: silent
+    for tag, up, lag, fires in (("down", 0, 1, True), ("one-up", 1, 1, False),
+                                ("idle", 0, 0, False)):  # fmt: skip
+        n = MINUTES["1h"]
+        extra = [
+            {"series": 'up{job="volspike-server",instance="s1"}', "values": f"0x{n}"},
+            {"series": 'up{job="volspike-server",instance="s2"}', "values": f"{up}x{n}"},
+            {"series": 'volspike_consumer_offset_lag{partition="0"}', "values": f"{lag}x{n}"},
+        ]
+        out.append(Scenario(f"{alert}-servers-{tag}", "availability", alert, [Seg(n, 0.0)],
+                            fires, {"severity": "page"}, extra=extra))  # fmt: skip
+    return out
+
+
+def _alerts_test(sc: Scenario, cfg: dict, step: int) -> dict:
+    labels = ",".join(f'{k}="{v}"' for k, v in {"alertname": sc.alert, "alertstate": "firing",
+                                                **sc.labels}.items())  # fmt: skip
+    return {
+        "name": sc.name,
+        "interval": f"{step}m",
+        "input_series": series(sc, cfg, step),
+        "promql_expr_test": [{
+            "expr": f'ALERTS{{alertname="{sc.alert}",alertstate="firing"}}',
+            "eval_time": f"{sc.minutes}m",
+            "exp_samples": [{"labels": f"ALERTS{{{labels}}}", "value": 1}] if sc.fires else [],
+        }],
+    }  # fmt: skip
+
+
+def _round_up(segs: list[Seg], every: int) -> list[Seg]:
+    """Pad the scenario's start (older history) so it ends on an evaluation."""
+    total = sum(s.minutes for s in segs)
+    pad = -total % every
+    if not pad:
+        return segs
+    first = segs[0]
+    return [Seg(first.minutes + pad, first.rate, first.bad), *segs[1:]]
+
+
+def budget_tests(sli: rules.Sli, cfg: dict) -> dict:
+    """Metadata, and the budget left after a day at 0.4 of the budget's ratio then three days
+    at none (the mean over the 30-day period is a tenth of the budget: 0.9 remains)."""
+    step = 2
+    segs = [Seg(MINUTES["1d"], RATE, sli.budget * 0.4), Seg(MINUTES["3d"], RATE)]
+    sc = Scenario(f"budget-{sli.name}", sli.name, "", segs, False)
+    end = f"{sc.minutes}m"
+    lbl = f'slo="{sli.name}"'
+    return {
+        "name": sc.name,
+        "interval": f"{step}m",
+        "input_series": series(sc, cfg, step),
+        "promql_expr_test": [
+            {"expr": f"volspike_slo:objective:ratio{{{lbl}}}", "eval_time": end,
+             "exp_samples": [{"labels": f"volspike_slo:objective:ratio{{{lbl}}}",
+                              "value": sli.objective}]},
+            {"expr": f"volspike_slo_info{{{lbl}}}", "eval_time": end,
+             "exp_samples": [{"labels": f'volspike_slo_info{{{lbl},title="{sli.title}",'
+                              f'objective="{sli.objective:g}",period="{slo.PERIOD_DAYS}d"}}',
+                              "value": 1}]},
+            {"expr": f"round(volspike_slo:error_budget_remaining:ratio{{{lbl}}}, 0.01)",
+             "eval_time": end, "exp_samples": [{"labels": f"{{{lbl}}}", "value": 0.9}]},
+        ],
+    }  # fmt: skip
+
+
+def suites(cfg: dict | None = None) -> dict[str, dict]:
+    """File name -> promtool test document (rule_files relative to the tests folder)."""
+    cfg = cfg or slo.load()
+    min_rate = cfg["alerting"]["min_calls_per_s"]
+    files: dict[str, dict] = {}
+    for name, pairs, step, every, suffix in (
+        ("page", rules.PAGE, 1, 60, "Fast"),
+        ("ticket", rules.TICKET, 10, 360, "Slow"),
+    ):
+        tests = []
+        for sli in rules.slis(cfg):
+            alert = f"Volspike{sli.name.capitalize()}BudgetBurn{suffix}"
+            scs = burn_scenarios(sli, alert, pairs, step, min_rate)
+            if sli.name == "availability" and suffix == "Fast":
+                scs += availability_scenarios(sli, cfg, min_rate)
+            for s in scs:
+                s.segs = _round_up(s.segs, every) if not s.extra else s.segs
+                tests.append(_alerts_test(s, cfg, step))
+        files[f"slo-{name}.test.yml"] = _doc(tests, every)
+    files["slo-budget.test.yml"] = _doc([budget_tests(s, cfg) for s in rules.slis(cfg)], 60)
+    return files
+
+
+def _doc(tests: list[dict], every: int) -> dict:
+    return {
+        "rule_files": ["../../rules/volspike.rules.yml"],
+        "evaluation_interval": f"{every}m",
+        "tests": tests,
+    }

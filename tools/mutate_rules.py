@@ -1,0 +1,232 @@
+"""Mutation test of the generated Prometheus rules: every single-number, single-window and
+single-matcher change to observability/prometheus/rules/volspike.rules.yml must make some
+promtool unit test fail; a mutation no test notices is a number no test pins.
+
+python -m tools.mutate_rules                 # run all; exit 1 naming every surviving mutation
+python -m tools.mutate_rules --list          # print the mutations only
+python -m tools.mutate_rules --only Freshness --jobs 2
+
+Mutations (per rule expression, one at a time): each number x10 and /2 (0 -> 1); each window
+([5m] and the window in a recorded SLO series' name) to the next shorter and longer window;
+each `for` duration x10 and /2; each `le` bound written another way ("30.0" -> "30"); each
+alternative of a regex matcher dropped; each != matcher dropped. A mutant is run against the
+unit tests that read the mutated rule (directly or through recorded series), each test alone
+with only the rules it needs, stopping at the first failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import copy
+import re
+import subprocess
+import sys
+import tempfile
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import yaml
+
+ROOT = Path(__file__).resolve().parent.parent
+RULES = ROOT / "observability" / "prometheus" / "rules" / "volspike.rules.yml"
+TESTS = sorted((ROOT / "observability" / "prometheus" / "tests").rglob("*.test.yml"))
+DURATIONS = ["1m", "5m", "10m", "15m", "30m", "1h", "2h", "6h", "1d", "3d", "30d"]
+NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+NUMBER = re.compile(r"(?<![\w.:$])(\d+(?:\.\d+)?(?:e[+-]?\d+)?)(?![\w.])")
+WINDOW = re.compile(r"\[(\d+[smhd])\]|(?<=ratio_rate)(\d+[mhd])\b|(?<=:rate)(\d+[mhd])\b")
+
+
+@dataclass(frozen=True)
+class Mutation:
+    group: int
+    rule: int
+    field: str  # expr or for
+    value: str
+    what: str
+
+    def apply(self, doc: dict) -> dict:
+        out = copy.deepcopy(doc)
+        out["groups"][self.group]["rules"][self.rule][self.field] = self.value
+        return out
+
+
+def _output(rule: dict) -> str:
+    return rule.get("record") or rule["alert"]
+
+
+def _masked(expr: str) -> str:
+    """expr with quoted strings and [ranges] blanked out (same length), to find numbers."""
+    return re.sub(r'"[^"]*"|\[[^\]]*\]', lambda m: " " * len(m.group()), expr)
+
+
+def _neighbours(d: str) -> list[str]:
+    i = DURATIONS.index(d) if d in DURATIONS else None
+    if i is None:
+        return []
+    return [DURATIONS[j] for j in (i - 1, i + 1) if 0 <= j < len(DURATIONS)]
+
+
+def _num(x: float) -> str:
+    return f"{x:.6g}"
+
+
+def _duration_times(d: str, k: float) -> str:
+    n, unit = int(d[:-1]), d[-1]
+    secs = n * {"s": 1, "m": 60, "h": 3600, "d": 86400}[unit] * k
+    return f"{int(secs)}s"
+
+
+def mutations(doc: dict) -> list[Mutation]:
+    out: list[Mutation] = []
+    for gi, g in enumerate(doc["groups"]):
+        for ri, r in enumerate(g["rules"]):
+            name, expr = _output(r), r["expr"]
+
+            def add(new: str, what: str, field: str = "expr") -> None:
+                out.append(Mutation(gi, ri, field, new, f"{name}: {what}"))  # noqa: B023
+
+            masked = _masked(expr)
+            for m in NUMBER.finditer(masked):
+                x = float(m.group(1))
+                for y in ([x * 10, x / 2] if x else [1.0]):
+                    new = expr[: m.start()] + _num(y) + expr[m.end() :]
+                    add(new, f"{m.group(1)} -> {_num(y)} at {m.start()}")
+            for m in WINDOW.finditer(expr):
+                w, (s, e) = next((v, m.span(i + 1)) for i, v in enumerate(m.groups()) if v)
+                for y in _neighbours(w):
+                    add(expr[:s] + y + expr[e:], f"window {w} -> {y} at {s}")
+            for m in re.finditer(r'le="([^"]+)"', expr):
+                v = m.group(1)
+                y = v[:-2] if v.endswith(".0") else v + "1"
+                add(expr[: m.start(1)] + y + expr[m.end(1) :], f'le="{v}" -> le="{y}"')
+            for m in re.finditer(r'(\w+)=~"([^"]+)"', expr):
+                alts = m.group(2).split("|")
+                for a in alts if len(alts) > 1 else []:
+                    rest = "|".join(x for x in alts if x != a)
+                    new = expr[: m.start(2)] + rest + expr[m.end(2) :]
+                    add(new, f"{m.group(1)}=~ without {a}")
+            for m in re.finditer(r',?\s*\w+!="[^"]*"\s*,?', expr):
+                cut = m.group()
+                keep = "," if cut.startswith(",") and cut.endswith(",") else ""
+                add(expr[: m.start()] + keep + expr[m.end() :], f"drop {cut.strip(', ')}")
+            d = r.get("for", "0s")
+            if d not in ("0s", "0m"):
+                for k in (10, 0.5):
+                    add(_duration_times(d, k), f"for {d} -> x{k:g}", "for")
+    return out
+
+
+def _names(expr: str) -> set[str]:
+    found = set(NAME.findall(re.sub(r'"[^"]*"', "", expr)))
+    found |= set(re.findall(r'alertname="([^"]+)"', expr))
+    return found
+
+
+def closure(doc: dict, wanted: set[str]) -> dict:
+    """The rules ``wanted`` needs (and what they read, transitively), groups kept in order."""
+    rules = {(gi, ri): r for gi, g in enumerate(doc["groups"]) for ri, r in enumerate(g["rules"])}
+    need, keep = set(wanted), set()
+    while True:
+        more = {k for k, r in rules.items() if _output(r) in need} - keep
+        if not more:
+            break
+        keep |= more
+        for k in more:
+            need |= _names(rules[k]["expr"])
+    groups = []
+    for gi, g in enumerate(doc["groups"]):
+        rs = [r for ri, r in enumerate(g["rules"]) if (gi, ri) in keep]
+        if rs:
+            groups.append({**{k: v for k, v in g.items() if k != "rules"}, "rules": rs})
+    return {"groups": groups}
+
+
+@dataclass
+class UnitTest:
+    file: Path
+    interval: str
+    test: dict
+    reads: set[str]  # alerts and recorded series it checks
+    catches: int = 0
+
+
+def unit_tests() -> list[UnitTest]:
+    out = []
+    for f in TESTS:
+        doc = yaml.safe_load(f.read_text())
+        for t in doc["tests"]:
+            reads = {a["alertname"] for a in t.get("alert_rule_test", [])}
+            for e in t.get("promql_expr_test", []):
+                reads |= _names(e["expr"])
+            out.append(UnitTest(f, doc.get("evaluation_interval", "1m"), t, reads))
+    return out
+
+
+def run_one(promtool: str, doc: dict, ut: UnitTest, tmp: Path) -> bool:
+    """True when the unit test passes against ``doc`` (only the rules it needs)."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    (tmp / "rules.yml").write_text(yaml.safe_dump(closure(doc, ut.reads), sort_keys=False))
+    test = {"rule_files": ["rules.yml"], "evaluation_interval": ut.interval, "tests": [ut.test]}
+    (tmp / "t.test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
+    r = subprocess.run([promtool, "test", "rules", str(tmp / "t.test.yml")],
+                       capture_output=True, text=True, timeout=300)  # fmt: skip
+    return r.returncode == 0
+
+
+def relevant(doc: dict, m: Mutation, tests: list[UnitTest]) -> list[UnitTest]:
+    target = _output(doc["groups"][m.group]["rules"][m.rule])
+    out = []
+    for ut in tests:
+        rs = closure(doc, ut.reads)["groups"]
+        if any(_output(r) == target for g in rs for r in g["rules"]):
+            out.append(ut)
+    return out
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    p.add_argument("--promtool", default=None)
+    p.add_argument("--list", action="store_true")
+    p.add_argument("--only", default="", help="only mutations whose description matches")
+    p.add_argument("--jobs", type=int, default=2)
+    args = p.parse_args()
+    doc = yaml.safe_load(RULES.read_text())
+    muts = [m for m in mutations(doc) if re.search(args.only, m.what)]
+    if args.list:
+        print("\n".join(m.what for m in muts))
+        print(f"{len(muts)} mutations")
+        return
+    promtool = args.promtool or subprocess.run(
+        [str(ROOT / "tools" / "build_go_tools.sh"), "prometheus"],
+        capture_output=True, text=True, check=True,
+    ).stdout.strip() + "/promtool"  # fmt: skip
+    tests = unit_tests()
+    with tempfile.TemporaryDirectory() as d:
+        tmp = Path(d)
+        broken = [ut.test.get("name", ut.file.name) for i, ut in enumerate(tests)
+                  if not run_one(promtool, doc, ut, tmp / f"base{i}")]  # fmt: skip
+        if broken:
+            sys.exit(f"unit tests fail on the unmutated rules: {broken}")
+        plans = [(m, relevant(doc, m, tests)) for m in muts]
+
+        def judge(i: int) -> Mutation | None:
+            m, uts = plans[i]
+            mutant = m.apply(doc)
+            for ut in sorted(uts, key=lambda u: -u.catches):
+                if not run_one(promtool, mutant, ut, tmp / f"m{i}"):
+                    ut.catches += 1
+                    return None
+            return m
+
+        with ThreadPoolExecutor(args.jobs) as pool:
+            survivors = [m for m in pool.map(judge, range(len(plans))) if m]
+    print(f"{len(muts)} mutations, {len(muts) - len(survivors)} caught, "
+          f"{len(survivors)} survived")  # fmt: skip
+    for m in survivors:
+        print(f"  survived: {m.what}")
+    sys.exit(1 if survivors else 0)
+
+
+if __name__ == "__main__":
+    main()
