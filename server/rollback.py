@@ -85,6 +85,14 @@ def verdict(address: str, artifact: str) -> tuple[str, str]:
         return "pending", f"it serves {active}"
 
 
+def serves(address: str, artifact: str) -> bool:
+    """Whether the server at ``address`` answers with ``artifact`` now."""
+    try:
+        return verdict(address, artifact)[0] == "served"
+    except grpc.RpcError:
+        return False
+
+
 def wait_verdict(
     address: str, metrics_url: str, artifact: str, before: float | None, timeout: float
 ) -> tuple[bool, str]:
@@ -135,17 +143,30 @@ def main() -> None:
                 f"nothing changed. Run again with MODEL_CONFIG={reads}"
             )
     metrics_url = f"http://127.0.0.1:{args.metrics_port}/metrics"
-    before = reloads(metrics_url) if pid is not None else None  # before the file changes:
+    before = reloads(metrics_url)  # before the file changes; None: no server answers there
+    # no PID here but a server answering (compose: it reads this file through a mounted
+    # folder): it re-reads the file by itself, and its verdict comes as with a signal
+    watching = pid is None and before is not None
+    # a server already serving the artifact does not reload, so no verdict would come (the
+    # runbook's case: a config edited by hand to an artifact it refused, put back)
+    already = (pid is not None or watching) and serves(args.address, args.artifact)
     old = set_artifact(args.model_config, args.artifact)  # the server also watches it
     print(f"{args.model_config}: artifact {old} -> {args.artifact}")
-    if pid is None:
+    if pid is not None:
+        os.kill(pid, signal.SIGHUP)
+        sent = f"sent SIGHUP to server pid {pid}"
+    elif watching:
+        sent = f"no PID in {args.pid_file}; the server at {args.address} re-reads the file"
+    else:
         print(
-            f"no running server found via {args.pid_file}; it will pick the change up "
-            "from the file when it starts (a running one also watches the file)"
+            f"no running server found via {args.pid_file} or {metrics_url}; it will pick the "
+            "change up from the file when it starts (a running one also watches the file)"
         )
         return
-    os.kill(pid, signal.SIGHUP)
-    print(f"sent SIGHUP to server pid {pid}; waiting for its verdict")
+    if already:  # no switch, so no reload follows and no verdict comes: done
+        print(f"{sent}; it already serves {args.artifact}")
+        return
+    print(f"{sent}; waiting for its verdict")
     served, why = wait_verdict(args.address, metrics_url, args.artifact, before, args.timeout)
     if served:
         print(f"the server serves {args.artifact}")

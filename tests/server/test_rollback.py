@@ -159,6 +159,14 @@ def test_make_rollback_edits_config_and_signals(tmp_path, impl):
         assert wrong.returncode != 0, wrong.stdout
         assert f"reads {srv.model_config.resolve()}, not {other}" in wrong.stderr
         assert other.read_text() == 'artifact = "xgb-v2"\n'
+        # no PID file (compose: the server runs in a container, the host edits the file in
+        # a mounted folder): the server re-reads the file by itself; the verdict still comes
+        (tmp_path / "server.pid").unlink()
+        out = make_rollback(
+            "ARTIFACT=xgb-v2", f"MODEL_CONFIG={srv.model_config}", pid_file, *ports(srv)
+        )
+        assert out.returncode == 0, out.stdout + out.stderr
+        assert "re-reads the file" in out.stdout and "the server serves xgb-v2" in out.stdout
     finally:
         assert srv.stop() == 0
 
@@ -191,6 +199,20 @@ def test_a_refused_rollback_exits_non_zero_and_a_restart_serves_the_old_model(tm
         with grpc.insecure_channel(srv.address) as ch:
             info = pb_grpc.PredictorStub(ch).ModelInfo(pb.ModelInfoRequest(), timeout=5)
         assert info.artifact == "xgb-v2"
+        # the runbook's mitigation after a hand edit the server refused: roll back to what it
+        # serves. No reload follows, so there is no verdict to wait for: it waited 60 s for
+        # one and exited 1 ("no verdict from the server")
+        set_artifact(srv.model_config, "xgb-v1")
+        deadline = time.monotonic() + 10
+        while srv.log.read_text().count("does not match") < 2 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        t0 = time.monotonic()
+        back = make_rollback(
+            "ARTIFACT=xgb-v2", f"MODEL_CONFIG={srv.model_config}", pid_file, *ports(srv)
+        )
+        assert back.returncode == 0, back.stdout + back.stderr
+        assert time.monotonic() - t0 < 15 and "it already serves xgb-v2" in back.stdout
+        assert 'artifact = "xgb-v2"' in srv.model_config.read_text()
     finally:
         assert srv.stop() == 0
     srv.start()  # the restart an operator fears: it serves the old model, SERVING
