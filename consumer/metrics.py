@@ -11,6 +11,17 @@ from consumer.messages import PIPELINE_REASONS, REASONS
 from telemetry.histogram import BatchHistogram
 
 LAG_BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0)
+ERROR_TYPES = (
+    "kafka_consume",  # consuming from Kafka failed
+    "delivery",  # Kafka refused an output (retried)
+    "undeliverable",  # an output Kafka cannot take at all
+    "commit",  # an offset commit failed (retried)
+    "bad_answer",  # a malformed Predict answer (asked again)
+    "schema_check",  # ModelInfo could not confirm the artifact's feature list
+    "drift",  # the drift bins failed (no answer lost)
+)
+"""Every ``volspike_consumer_errors_total{type}`` (tests/test_runbook.py checks the
+pipeline uses no other)."""
 
 
 class ConsumerMetrics:
@@ -59,6 +70,8 @@ class ConsumerMetrics:
         self.errors = Counter(
             "volspike_consumer_errors", "Errors, by type.", ["type"], registry=registry
         )
+        for kind in ERROR_TYPES:
+            self.errors.labels(kind)  # at 0 from the start: the runbook's query sees a series
         self.batch_rows = Histogram(
             "volspike_consumer_batch_rows",
             "Ticks per Predict call.",
