@@ -32,7 +32,8 @@ from observability import rules, slo
 
 ROOT = Path(__file__).resolve().parent.parent
 MINUTES = {"5m": 5, "30m": 30, "1h": 60, "2h": 120, "6h": 360, "1d": 1440, "3d": 4320}
-OLD_TRAFFIC = 10.0  # older history: this many times the scenario's rate, no errors
+OLD_TRAFFIC = 100.0  # older history: this many times the scenario's rate, no errors
+HEAVY = 10.0  # the early heavy traffic of an "early" scenario
 RATE = 1.0  # events/s in a scenario unless it tests the minimum-traffic guard
 
 
@@ -63,20 +64,53 @@ def _fmt(x: float) -> str:
     return repr(round(x, 6))
 
 
-def counter(segs: list[Seg], step: int, per_step) -> str:
-    """promtool's expanding notation for a counter whose increment per ``step`` minutes in
-    each segment is ``per_step(good, bad)`` (good and bad events in one step)."""
-    out, v = ["0"], 0.0
+def values(segs: list[Seg], step: int, per_step) -> list[tuple[int, float, int]]:
+    """(first sample index, increment, samples) per segment of a counter whose increment per
+    ``step`` minutes is ``per_step(good, bad)``; increments in 1/1024ths: promtool adds them
+    up exactly, so a segment's first value is never a hair below the last (which rate()
+    would take for a counter reset)."""
+    out, i = [], 1
     for s in segs:
         n = s.minutes // step
         events = s.rate * 60 * step
-        # increments in 1/1024ths: promtool adds them up exactly, and the next segment's
-        # first value is not a hair below the last (which rate() would take for a reset)
         inc = round(per_step(events * (1 - s.bad), events * s.bad) * 1024) / 1024
+        out.append((i, inc, n))
+        i += n
+    return out
+
+
+def counter(segs: list[Seg], step: int, per_step) -> str:
+    """promtool's expanding notation for that counter, starting at 0."""
+    out, v = ["0"], 0.0
+    for _, inc, n in values(segs, step, per_step):
         if n:
             out.append(f"{_fmt(v + inc)}+{_fmt(inc)}x{n - 1}")
             v += inc * n
     return " ".join(out)
+
+
+def samples(segs: list[Seg], step: int, per_step) -> list[float]:
+    out = [0.0]
+    for _, inc, n in values(segs, step, per_step):
+        out += [out[-1] + inc * (k + 1) for k in range(n)]
+    return out
+
+
+def prom_rate(vals: list[float], step_s: float, window_s: float) -> float | None:
+    """Prometheus's rate() at the last sample over a left-open window (extrapolatedRate)."""
+    n = int(window_s // step_s)  # samples in (end - window, end]
+    got = vals[-n:] if n <= len(vals) else vals
+    if len(got) < 2:
+        return None
+    first, last = got[0], got[-1]
+    delta = last - first
+    sampled = (len(got) - 1) * step_s
+    avg = sampled / (len(got) - 1)
+    to_start = window_s - sampled  # the window ends at the last sample
+    if delta > 0 and first >= 0:
+        to_start = min(to_start, sampled * first / delta)
+    interval = sampled + (to_start if to_start < avg * 1.1 else avg / 2)
+    return delta * interval / sampled / window_s
 
 
 def _buckets_around(edges, edge: float) -> tuple[float, float]:
@@ -90,7 +124,7 @@ def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
     from server.contract_gen import RPC_DURATION
 
     def s(name: str, f) -> dict:
-        return {"series": name, "values": counter(sc.segs, step, f)}
+        return {"series": name, "values": counter(sc.segs, step, f), "bad_only": not f(1, 0)}
 
     predict = 'method="Predict",artifact="a"'
     out: list[dict]
@@ -108,7 +142,7 @@ def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
             s(f'{h}_bucket{{{ok},le="+Inf"}}', lambda g, b: g + b),
         ]
     elif sc.sli == "availability":
-        how, what = sc.variant or ("kind", cfg["alerting"]["server_fault_kinds"][0])
+        how, what = sc.variant[:2] if len(sc.variant) == 2 else ("kind", "Internal")
         out = [s(f'volspike_rpc_requests_total{{{predict},code="OK"}}', lambda g, b: g)]
         if how == "kind":
             out += [
@@ -139,6 +173,9 @@ def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
             s(f'{h}_bucket{{le="{rules.le(hi)}"}}', lambda g, b: g + b / 2),
             s(f'{h}_bucket{{le="+Inf"}}', lambda g, b: g + b),
         ]
+    healthy = sc.variant == ("healthy",)  # no series that only bad events create
+    out = [{k: v for k, v in x.items() if k != "bad_only"} for x in out
+           if not (healthy and x["bad_only"])]  # fmt: skip
     return out + sc.extra
 
 
@@ -171,6 +208,21 @@ def burn_scenarios(sli: rules.Sli, alert: str, pairs, step: int, min_rate: float
             sc(f"{long}-above", [old, Seg(lm, RATE, min(1.0, 1.05 * t))], True),
             sc(f"{long}-below", [old, Seg(lm, RATE, 0.95 * t)], False),
         ]
+        # one window just below T and the other above it: silent (each threshold pinned
+        # alone; the two clauses have their own copy of it)
+        y = (0.95 * lm - 1.5 * sm) / (lm - sm) * t
+        out.append(
+            sc(
+                f"{long}-below-long",
+                [old, Seg(lm - sm, RATE, y), Seg(sm, RATE, min(1.0, 1.5 * t))],
+                False,
+            )
+        )
+        y = (1.2 * lm - 0.95 * sm) / (lm - sm) * t
+        assert y <= 1.0, (alert, long)
+        out.append(
+            sc(f"{short}-below-short", [old, Seg(lm - sm, RATE, y), Seg(sm, RATE, 0.95 * t)], False)
+        )
         q = sm + step  # errors stopped one step more than S ago: silent
         assert hi * (lm - q) / lm > t, (alert, long)
         out.append(sc(f"{short}-recovered", [old, Seg(lm - q, RATE, hi), Seg(q, RATE)], False))
@@ -181,7 +233,7 @@ def burn_scenarios(sli: rules.Sli, alert: str, pairs, step: int, min_rate: float
         p = _prev(long)
         if p and MINUTES[p] > sm:  # heavy bad traffic early in L, quiet, then S above T
             pm = MINUTES[p]
-            segs = [old, Seg(lm - pm, RATE * OLD_TRAFFIC, hi), Seg(pm - sm, RATE),
+            segs = [old, Seg(lm - pm, RATE * HEAVY, min(1.0, 2 * t)), Seg(pm - sm, RATE),
                     Seg(sm, RATE, min(1.0, 1.5 * t))]  # fmt: skip
             out.append(sc(f"{long}-early", segs, True))
         # the guard, at a ratio above this pair's limit and below any other pair's: bad
@@ -300,12 +352,144 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
             scs = burn_scenarios(sli, alert, pairs, step, min_rate)
             if sli.name == "availability" and suffix == "Fast":
                 scs += availability_scenarios(sli, cfg, min_rate)
+            if suffix == "Fast":  # only good calls, no failed-call series at all: silent
+                lm = MINUTES[pairs[0][0]]
+                scs.append(Scenario(f"{alert}-healthy", sli.name, alert, [Seg(lm, RATE)],
+                                    False, variant=("healthy",)))  # fmt: skip
             for s in scs:
                 s.segs = _round_up(s.segs, every) if not s.extra else s.segs
                 tests.append(_alerts_test(s, cfg, step))
         files[f"slo-{name}.test.yml"] = _doc(tests, every)
     files["slo-budget.test.yml"] = _doc([budget_tests(s, cfg) for s in rules.slis(cfg)], 60)
+    prof = [profile_test(s, cfg) for s in rules.slis(cfg)]
+    files["slo-profile.test.yml"] = _doc(prof, sum(s.minutes for s in PROFILE))
+    files["slo-absent.test.yml"] = _doc(absent_tests(cfg), 1)
+    files["drift-report.test.yml"] = _doc(report_tests(cfg), 60)
     return files
+
+
+# Traffic whose rate and bad share change at every window's edge (oldest first): each
+# recorded window sees its own mix, so a window changed in any one term moves the value.
+PROFILE = [Seg(60, 0.5, 0.3), Seg(2880, 1, 0.01), Seg(1080, 2, 0.2), Seg(240, 4, 0.05),
+           Seg(60, 8, 0.4), Seg(30, 16, 0.02), Seg(25, 32, 0.15), Seg(5, 64, 0.6)]  # fmt: skip
+
+
+def profile_test(sli: rules.Sli, cfg: dict) -> dict:
+    """Every recorded ratio and event rate of ``sli`` equals what Prometheus's rate() gives
+    for the PROFILE traffic (computed here from the samples, within 0.1 %)."""
+    step = 1
+    sc = Scenario(f"profile-{sli.name}", sli.name, "", PROFILE, False)
+    bad = samples(PROFILE, step, lambda g, b: b)
+    total = samples(PROFILE, step, lambda g, b: g + b)
+    checks = []
+    for w in rules.WINDOWS:
+        ws = MINUTES[w] * 60
+        rb, rt = prom_rate(bad, 60 * step, ws), prom_rate(total, 60 * step, ws)
+        assert rb is not None and rt, w
+        for name, want in ((f"volspike_slo:{sli.name}_errors:ratio_rate{w}", rb / rt),
+                           (f"volspike_slo:{sli.name}_events:rate{w}", rt)):  # fmt: skip
+            checks.append({
+                "expr": f"abs({name} - {want!r}) < bool {want * 1e-3!r}",
+                "eval_time": f"{sc.minutes}m",
+                "exp_samples": [{"labels": "{}", "value": 1}],
+            })  # fmt: skip
+    return {"name": sc.name, "interval": f"{step}m", "input_series": series(sc, cfg, step),
+            "promql_expr_test": checks}  # fmt: skip
+
+
+def absent_tests(cfg: dict) -> list[dict]:
+    """VolspikeSliSourceAbsent: each source missing while its context holds fires after
+    10 m (pending at 8 m); with every source present it is silent; when the context ends
+    it resolves."""
+    ctx = {
+        "answers_seen": ('volspike_consumer_predict_calls_total{code="OK"}', "0+60x{n}"),
+        "consumer_up": ('up{job="volspike-consumer",instance="c"}', "1x{n}"),
+    }
+    out = []
+    for sli in rules.slis(cfg):
+        if not sli.sources:
+            continue
+        present = [{"series": src, "values": "0+1x60"} for src, _ in sli.sources]
+        contexts = [ctx[_context_kind(c)] for _, c in sli.sources]
+        base = [{"series": s, "values": v.format(n=60)} for s, v in contexts]
+
+        def check(at: int, fires: bool, src: str = "", sli: rules.Sli = sli) -> dict:
+            lbl = f'alertname="VolspikeSliSourceAbsent",alertstate="firing",slo="{sli.name}"'
+            # absent() returns the source selector's = matchers as labels
+            kept = [m for m in src.partition("{")[2].rstrip("}").split(",") if "=" in m
+                    and not any(op in m for op in ("!=", "=~", "!~"))]  # fmt: skip
+            every = ",".join(sorted([*lbl.split(","), 'severity="ticket"', *kept]))
+            exp = [{"labels": f"ALERTS{{{every}}}", "value": 1}]
+            return {"expr": f"ALERTS{{{lbl}}}", "eval_time": f"{at}m",
+                    "exp_samples": exp if fires else []}  # fmt: skip
+
+        out.append({"name": f"absent-{sli.name}-present", "interval": "1m",
+                    "input_series": _dedupe(present + base),
+                    "promql_expr_test": [check(15, False)]})  # fmt: skip
+        for i, (src, c) in enumerate(sli.sources):
+            others = [x for x in present if x["series"] != src]
+            kind = _context_kind(c)
+            name = ctx[kind][0]
+            out.append({"name": f"absent-{sli.name}-{i}", "interval": "1m",
+                        "input_series": _dedupe(_without(others + base, src)),
+                        "promql_expr_test": [check(8, False), check(15, True, src)]})  # fmt: skip
+            ended = "0+60x20" if kind == "answers_seen" else "1x20 0x40"
+            gone = [x for x in _without(others + base, src) if x["series"] != name]
+            out.append({"name": f"absent-{sli.name}-{i}-context-ends", "interval": "1m",
+                        "input_series": _dedupe([*gone, {"series": name, "values": ended}]),
+                        "promql_expr_test": [check(15, True, src), check(27 if kind ==
+                                             "answers_seen" else 20, True, src),
+                                             check(40, False)]})  # fmt: skip
+    return out
+
+
+def _context_kind(context: str) -> str:
+    return "consumer_up" if "up{" in context else "answers_seen"
+
+
+def _without(xs: list[dict], selector: str) -> list[dict]:
+    """Input series minus any that ``selector`` (name and = matchers) would select."""
+    name, _, rest = selector.partition("{")
+    want = set(rest.rstrip("}").split(",")) if rest else set()
+    out = []
+    for x in xs:
+        n, _, r = x["series"].partition("{")
+        have = set(r.rstrip("}").split(",")) if r else set()
+        if not (n == name and want <= have):
+            out.append(x)
+    return out
+
+
+def _dedupe(xs: list[dict]) -> list[dict]:
+    seen, out = set(), []
+    for x in xs:
+        if x["series"] not in seen:
+            seen.add(x["series"])
+            out.append(x)
+    return out
+
+
+def report_tests(cfg: dict) -> list[dict]:
+    """VolspikeDriftReportStale when no report ever arrived: pending until the report's
+    maximum age has passed, then firing; a fresh report keeps it silent."""
+    hours = cfg["drift"]["report_max_age_hours"]
+    lbl = 'alertname="VolspikeDriftReportStale",alertstate="firing"'
+    fired = [{"labels": f'ALERTS{{{lbl},reason="never_reported",severity="ticket"}}',
+              "value": 1}]  # fmt: skip
+    up = {"series": 'up{job="volspike-consumer",instance="c"}', "values": f"1x{hours + 4}"}
+    ts = {"series": "volspike_drift_report_timestamp_seconds",
+          "values": f"0+3600x{hours + 4}"}  # fmt: skip
+    return [
+        {"name": "drift-report-never", "interval": "1h", "input_series": [up],
+         "promql_expr_test": [
+             {"expr": f"ALERTS{{{lbl}}}", "eval_time": f"{hours - 1}h", "exp_samples": []},
+             {"expr": f"ALERTS{{{lbl}}}", "eval_time": f"{hours + 1}h", "exp_samples": fired},
+         ]},
+        {"name": "drift-report-fresh", "interval": "1h", "input_series": [up, ts],
+         "promql_expr_test": [
+             {"expr": f"ALERTS{{{lbl}}}", "eval_time": f"{hours + 1}h", "exp_samples": []},
+         ]},
+    ]  # fmt: skip
 
 
 def _doc(tests: list[dict], every: int) -> dict:

@@ -68,7 +68,10 @@ SCHEMA = {
         ),
         "min_calls_per_s": (_positive, "a positive rate"),
         "max_dead_letter_ratio": (_ratio, "a ratio in (0, 1)"),
-        "max_offset_lag": (lambda v: isinstance(v, int) and v > 0, "a positive integer"),
+        "max_offset_lag": (
+            lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
+            "a positive integer",
+        ),
     },
     "drift": {
         "psi_threshold": (_positive, "a positive PSI"),

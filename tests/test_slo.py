@@ -7,6 +7,7 @@ import re
 import pytest
 
 from loadtest import slo
+from observability import slo as spec_mod
 from tests.conftest import ROOT
 
 
@@ -57,3 +58,58 @@ def test_slo_document_states_what_the_generated_rules_compute():
             assert f"Volspike{sli.name.capitalize()}BudgetBurn{kind}" in names
     assert "14.4x" in doc and "6x" in doc
     assert [p[2] for p in rules.PAGE] == [14.4, 6.0] and [t[2] for t in rules.TICKET] == [3.0, 1.0]
+
+
+def _spec(tmp_path, edit):
+    import tomllib
+
+    cfg = tomllib.loads(spec_mod.SLO_FILE.read_text())
+    edit(cfg)
+    lines = []
+    for section, keys in cfg.items():
+        lines.append(f"[{section}]")
+        for k, v in keys.items():
+            lines.append(f"{k} = {v!r}".replace("'", '"').replace("True", "true"))
+    path = tmp_path / "slo.toml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+@pytest.mark.parametrize(
+    ("edit", "named"),
+    [
+        (lambda c: c["service"].update(availability=1.5), "service.availability = 1.5 must be"),
+        (lambda c: c["predict"].pop("p95_ms"), "missing predict.p95_ms"),
+        (lambda c: c["drift"].update(windw="15m"), "unknown key drift.windw"),
+        (lambda c: c.update(extra={"a": 1}), "unknown section [extra]"),
+        (lambda c: c["alerting"].update(server_fault_kinds=["Internall"]), "server_fault_kinds"),
+        (lambda c: c["alerting"].update(client_unanswered_codes=["OK"]), "client_unanswered"),
+        (lambda c: c["drift"].update(window="15 minutes"), "drift.window"),
+        (lambda c: c["alerting"].update(max_offset_lag=True), "alerting.max_offset_lag"),
+    ],
+)
+def test_a_bad_spec_is_refused_naming_what_is_wrong(tmp_path, edit, named):
+    with pytest.raises(spec_mod.SloSpecError, match=re.escape(named)):
+        spec_mod.load(_spec(tmp_path, edit))
+
+
+def test_the_committed_spec_is_valid_and_exports_as_openslo():
+    import subprocess
+    import sys
+
+    cfg = spec_mod.load()
+    docs = spec_mod.openslo(cfg)
+    assert [d["metadata"]["name"] for d in docs] == [
+        "volspike-latency", "volspike-availability", "volspike-errors", "volspike-freshness"
+    ]  # fmt: skip
+    for d in docs:
+        assert d["apiVersion"] == "openslo/v1" and d["kind"] == "SLO"
+        spec = d["spec"]
+        assert spec["timeWindow"] == [{"duration": "30d", "isRolling": True}]
+        ratio = spec["indicator"]["spec"]["ratioMetric"]
+        assert "[5m]" in ratio["bad"]["metricSource"]["spec"]["query"]
+        assert ratio["total"]["metricSource"]["type"] == "Prometheus"
+    assert docs[1]["spec"]["objectives"][0]["target"] == cfg["service"]["availability"]
+    out = subprocess.run([sys.executable, "-m", "observability.slo", "--check"], cwd=ROOT,
+                         capture_output=True, text=True)  # fmt: skip
+    assert out.returncode == 0 and "valid" in out.stdout
