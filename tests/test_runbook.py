@@ -39,6 +39,8 @@ def test_a_log_step_matches_its_line_with_any_text_for_the_dots():
     assert p.search('t=1 msg="call rejected" peer=127.0.0.1:5454 client=risk-desk-7 message="x"')
     assert not p.search('msg="call rejected" peer=127.0.0.1:5454 client=other message="x"')
     assert not p.search('msg="call rejected" peer=10.0.0.1:5454 client=risk-desk-7 message="x"')
+    # the rest is literal text: a status message quoting a list in parentheses
+    assert log_pattern('message="expects 9 (a, b) ..."').search('x message="expects 9 (a, b) [c]"')
 
 
 def test_every_consumer_error_type_is_exported_from_the_start():
