@@ -441,16 +441,20 @@ def stack(kafka, tmp_path_factory):
             assert consumer.proc.poll() is None, consumer.log[-3000:]
             time.sleep(0.5)
         yield ctx
-    finally:
+    finally:  # every process stopped even when one of them will not stop
         feed.kill()
-        consumer.stop()  # first: with its server gone it would retry its last batch for ever
-        for proc in ctx.background:  # `make serve`: its server and make itself
-            stop_group(proc)
-        for p in (ctx.other, srv):
-            if p is not None and p.proc is not None and p.proc.poll() is None:
-                os.kill(p.proc.pid, signal.SIGCONT)
-                p.stop()
-        prom.stop()
+        try:
+            consumer.stop()  # first: with its server gone it would retry its batch for ever
+        finally:
+            try:
+                for proc in ctx.background:  # `make serve`: its server and make itself
+                    stop_group(proc)
+                for p in (ctx.other, srv):
+                    if p is not None and p.proc is not None and p.proc.poll() is None:
+                        os.kill(p.proc.pid, signal.SIGCONT)
+                        p.stop()
+            finally:
+                prom.stop()
 
 
 def scored(consumer: ConsumerProcess) -> float:
