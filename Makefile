@@ -38,7 +38,7 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native test test-fast lint proto proto-check go-tools observability dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native test test-fast lint proto proto-check go-tools observability rule-mutations dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 # The package (pyproject.toml, editable) with runtime, dev and bench requirements, each pinned.
@@ -108,6 +108,11 @@ go-tools:
 # Rules and dashboard are generated from observability/slo.toml; the tests fail when they are stale.
 observability: $(VENV)/.installed
 	$(PY) -m observability.generate
+
+# Mutation test of the generated rules: each single change to a number, window, `for`, le bound
+# or matcher must fail a promtool test (tools/mutate_rules.py; also run by make test).
+rule-mutations: $(VENV)/.installed go-tools
+	$(PY) -m tools.mutate_rules
 
 # The drift report's own environment: Evidently is ~1 GB and needs pandas < 3.
 DRIFT_VENV := .venv-drift

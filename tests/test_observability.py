@@ -6,6 +6,7 @@ tests/test_compose.py)."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -55,9 +56,11 @@ def test_every_alert_is_unit_tested_and_links_its_runbook():
     groups = rules.all_groups()["groups"]
     alerts = {r["alert"]: r for g in groups for r in g["rules"] if "alert" in r}
     tested = set()
-    for f in (OBS / "prometheus" / "tests").glob("*.yml"):
+    for f in (OBS / "prometheus" / "tests").rglob("*.yml"):  # hand-written and generated
         for t in yaml.safe_load(f.read_text())["tests"]:
             tested |= {c["alertname"] for c in t.get("alert_rule_test", [])}
+            for c in t.get("promql_expr_test", []):  # ALERTS{alertname="..."} checks
+                tested |= set(re.findall(r'ALERTS\{alertname="(\w+)"', c["expr"]))
     assert set(alerts) == tested, set(alerts) ^ tested
     for name, r in alerts.items():
         assert set(r["annotations"]) == {"summary", "description", "runbook_url"}, name

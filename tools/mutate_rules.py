@@ -70,7 +70,7 @@ class Mutation:
     value: str
     what: str
 
-    def apply(self, doc: dict) -> dict:
+    def apply(self, doc: dict) -> dict:  # the rules with this one change
         out = copy.deepcopy(doc)
         out["groups"][self.group]["rules"][self.rule][self.field] = self.value
         return out
@@ -222,15 +222,37 @@ def unit_tests() -> list[UnitTest]:
     return out
 
 
-def run_one(promtool: str, doc: dict, ut: UnitTest, tmp: Path) -> bool:
-    """True when the unit test passes against ``doc`` (only the rules it needs)."""
-    tmp.mkdir(parents=True, exist_ok=True)
-    (tmp / "rules.yml").write_text(yaml.safe_dump(closure(doc, ut.reads), sort_keys=False))
+def write_one(doc: dict, ut: UnitTest, where: Path) -> Path:
+    """A test file holding ``ut`` alone, with only the rules it needs from ``doc``."""
+    where.mkdir(parents=True, exist_ok=True)
+    (where / "rules.yml").write_text(yaml.safe_dump(closure(doc, ut.reads), sort_keys=False))
     test = {"rule_files": ["rules.yml"], "evaluation_interval": ut.interval, "tests": [ut.test]}
-    (tmp / "t.test.yml").write_text(yaml.safe_dump(test, sort_keys=False))
-    r = subprocess.run([promtool, "test", "rules", str(tmp / "t.test.yml")],
-                       capture_output=True, text=True, timeout=300)  # fmt: skip
-    return r.returncode == 0
+    path = where / "t.test.yml"
+    path.write_text(yaml.safe_dump(test, sort_keys=False))
+    return path
+
+
+def run_many(promtool: str, files: list[Path]) -> dict[Path, bool]:
+    """One promtool process for many test files: file -> passed."""
+    r = subprocess.run([promtool, "test", "rules", *map(str, files)],
+                       capture_output=True, text=True, timeout=1800)  # fmt: skip
+    out = {}
+    for chunk in r.stdout.split("Processing test file: ")[1:]:
+        name, _, rest = chunk.partition("\n")
+        out[Path(name.strip())] = "SUCCESS" in rest and "FAILED" not in rest
+    if missing := [f for f in files if f not in out]:
+        raise RuntimeError(f"promtool said nothing about {missing[:3]}: {r.stderr[-2000:]}")
+    return out
+
+
+def run_all(promtool: str, files: list[Path], jobs: int) -> dict[Path, bool]:
+    size = max(1, -(-len(files) // jobs))
+    chunks = [files[i : i + size] for i in range(0, len(files), size)]
+    out: dict[Path, bool] = {}
+    with ThreadPoolExecutor(jobs) as pool:
+        for part in pool.map(lambda c: run_many(promtool, c), chunks):
+            out.update(part)
+    return out
 
 
 def relevant(doc: dict, m: Mutation, tests: list[UnitTest]) -> list[UnitTest]:
@@ -260,23 +282,33 @@ def main() -> None:
         ut.needs = {_output(r) for g in closure(doc, ut.reads)["groups"] for r in g["rules"]}
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        broken = [ut.test.get("name", ut.file.name) for i, ut in enumerate(tests)
-                  if not run_one(promtool, doc, ut, tmp / f"base{i}")]  # fmt: skip
-        if broken:
+        base = {write_one(doc, ut, tmp / f"base{i}"): ut for i, ut in enumerate(tests)}
+        results = run_all(promtool, list(base), args.jobs)
+        if broken := [base[f].test.get("name", f.name) for f, ok in results.items() if not ok]:
             sys.exit(f"unit tests fail on the unmutated rules: {broken}")
-        plans = [(m, relevant(doc, m, tests)) for m in muts]
-
-        def judge(i: int) -> Mutation | None:
-            m, uts = plans[i]
-            mutant = m.apply(doc)
-            for ut in sorted(uts, key=lambda u: -u.catches):
-                if not run_one(promtool, mutant, ut, tmp / f"m{i}"):
+        # rounds: every undecided mutant against its next relevant test, all of them in two
+        # promtool processes; a test that kills a mutant moves up the order for the next
+        queue = {i: (m, relevant(doc, m, tests)) for i, m in enumerate(muts)}
+        mutants = {i: m.apply(doc) for i, m in enumerate(muts)}
+        tried = dict.fromkeys(queue, 0)
+        survivors: list[Mutation] = []
+        while queue:
+            files = {}
+            for i, (m, uts) in list(queue.items()):
+                order = sorted(uts, key=lambda u: -u.catches)
+                if tried[i] >= len(order):
+                    survivors.append(m)
+                    del queue[i]
+                    continue
+                ut = order[tried[i]]
+                files[write_one(mutants[i], ut, tmp / f"m{i}" / str(tried[i]))] = (i, ut)
+            for f, ok in (run_all(promtool, list(files), args.jobs) if files else {}).items():
+                i, ut = files[f]
+                if ok:
+                    tried[i] += 1
+                else:
                     ut.catches += 1
-                    return None
-            return m
-
-        with ThreadPoolExecutor(args.jobs) as pool:
-            survivors = [m for m in pool.map(judge, range(len(plans))) if m]
+                    del queue[i]
     print(f"{len(muts)} mutations, {len(muts) - len(survivors)} caught, "
           f"{len(survivors)} survived")  # fmt: skip
     for m in survivors:

@@ -235,6 +235,10 @@ def test_a_failed_rollback_fires_the_model_load_alert(stack):
     assert alert is not None, prom.api("alerts")
     assert alert["annotations"]["runbook_url"] == "docs/runbook.md#volspikemodelloadfailed"
     assert srv.health() == "SERVING"  # the old model keeps serving
+    # the dashboard marks the failure, and no model switch (the old artifact still serves)
+    notes = {a.name: a.expr for a in dashboard.annotation_specs()}
+    assert has_data(prom.query(notes["Model load failed"]))
+    assert prom.query(notes["Model switch"]) == []
 
 
 def test_every_runbook_query_runs(stack):
@@ -285,9 +289,12 @@ def alert_state(prom: Prometheus, name: str) -> str:
 def test_a_dead_server_burns_the_availability_budget_until_it_is_back(stack):
     """Runs last: it stops the module's server. Before, the availability SLI was computed from
     the server's own counters only, and a dead server counts nothing: it stayed 0 through a
-    7-minute outage. Now the consumer's unanswered Predict attempts count: the fast-burn alert
-    fires while the server is down under traffic and clears once calls succeed again.
-    (Mutation: the SLI without the consumer's term stays silent and this fails.)"""
+    7-minute outage. Now the consumer's unanswered Predict attempts count, and so does the
+    time no server target is up while ticks wait: the fast-burn alert fires while the server
+    is down under traffic and clears once calls succeed again - for the native server, then
+    for the Python server that replaces it. (The burn alerts have no `for`: they go from
+    inactive straight to firing. Mutation: the SLI without the consumer's term stays silent
+    and this fails.)"""
     import threading
 
     prom, srv, consumer = stack["prom"], stack["server"], stack["consumer"]
@@ -302,35 +309,38 @@ def test_a_dead_server_burns_the_availability_budget_until_it_is_back(stack):
 
     feeder = threading.Thread(target=traffic)
     feeder.start()
-    restarted = None
+    current, timings = srv, []
     try:
-        time.sleep(3)
-        assert srv.stop() == 0
-        down = time.monotonic()
-        while alert_state(prom, name) != "firing" and time.monotonic() - down < 120:
-            time.sleep(1)
-        fired_after = time.monotonic() - down
-        assert alert_state(prom, name) == "firing", prom.query(
-            "volspike_slo:availability_errors:ratio_rate5m"
-        )
-        assert consumer.metric('volspike_consumer_predict_calls_total{code="UNAVAILABLE"}') > 0
-        restarted = ServerProcess(
-            srv.workdir / "again", env=srv.env, servable=(), port=srv.port,
-            metrics_port=srv.metrics_port,
-        ).start()  # fmt: skip
-        up = time.monotonic()
-        while alert_state(prom, name) == "firing" and time.monotonic() - up < 300:
-            time.sleep(2)
-        cleared_after = time.monotonic() - up
-        assert alert_state(prom, name) == "inactive", prom.query(
-            "volspike_slo:availability_errors:ratio_rate5m"
-        )
-        print(
-            f"fired {fired_after:.0f} s after the server stopped; "
-            f"cleared {cleared_after:.0f} s after it was back"
-        )
+        for i, impl in enumerate(("python", "python")):  # native dies, then python dies
+            time.sleep(3)
+            assert current.stop() == 0
+            down = time.monotonic()
+            while alert_state(prom, name) != "firing" and time.monotonic() - down < 120:
+                time.sleep(1)
+            fired_after = time.monotonic() - down
+            assert alert_state(prom, name) == "firing", prom.query(
+                "volspike_slo:availability_errors:ratio_rate5m"
+            )
+            assert consumer.metric('volspike_consumer_predict_calls_total{code="UNAVAILABLE"}') > 0
+            waiting = prom.query("max_over_time(volspike_slo:server_down_while_waiting[2m])")
+            assert waiting and float(waiting[0]["value"][1]) == 1.0, waiting
+            current = ServerProcess(
+                srv.workdir / f"again{i}", env=srv.env, servable=(), port=srv.port,
+                metrics_port=srv.metrics_port, impl=impl,
+            ).start()  # fmt: skip
+            up = time.monotonic()
+            while alert_state(prom, name) == "firing" and time.monotonic() - up < 300:
+                time.sleep(2)
+            cleared_after = time.monotonic() - up
+            assert alert_state(prom, name) == "inactive", prom.query(
+                "volspike_slo:availability_errors:ratio_rate5m"
+            )
+            timings.append((fired_after, cleared_after))
+        print("; ".join(f"{k}: fired {f:.0f} s after the server stopped, cleared {c:.0f} s "
+                        "after it was back" for k, (f, c) in zip(("native", "python"), timings,
+                                                                strict=True)))  # fmt: skip
     finally:
         stop.set()
         feeder.join(120)
-        if restarted is not None:
-            restarted.stop()
+        if current is not srv:
+            current.stop()

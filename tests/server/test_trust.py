@@ -21,8 +21,8 @@ import grpc
 import numpy as np
 import pytest
 
-from observability import slo
 from market.features import N_FEATURES
+from observability import slo
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.rollback import set_artifact
