@@ -144,7 +144,15 @@ def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
     elif sc.sli == "availability":
         how, what = sc.variant[:2] if len(sc.variant) == 2 else ("kind", "Internal")
         out = [s(f'volspike_rpc_requests_total{{{predict},code="OK"}}', lambda g, b: g)]
-        if how == "kind":
+        if how == "split":  # half the bad calls failed in the server, half unanswered
+            out += [
+                s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}', lambda g, b: b / 2),
+                s(f'volspike_rpc_errors_total{{{predict},code="INTERNAL",type="Internal"}}',
+                  lambda g, b: b / 2),
+                s('volspike_consumer_predict_calls_total{code="OK"}', lambda g, b: g + b / 2),
+                s(f'volspike_consumer_predict_calls_total{{code="{what}"}}', lambda g, b: b / 2),
+            ]  # fmt: skip
+        elif how == "kind":
             out += [
                 s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}', lambda g, b: b),
                 s(
@@ -271,8 +279,14 @@ def availability_scenarios(sli: rules.Sli, cfg: dict, min_rate: float) -> list[S
         bad = code in a["client_unanswered_codes"]
         out.append(Scenario(f"{alert}-client-{code}", "availability", alert, segs, bad,
                             {"severity": "page"}, ("client", code)))  # fmt: skip
-    # every server down while ticks wait, no call counted anywhere: pages; one server up or
-    # no backlog: silent
+    return out
+
+
+def down_scenarios(sli: rules.Sli, cfg: dict) -> list[Scenario]:
+    """Every server down while ticks wait, no call counted anywhere: pages; one server up
+    or no backlog: silent."""
+    alert = "VolspikeAvailabilityBudgetBurnFast"
+    out = []
     for tag, up, lag, fires in (("down", 0, 1, True), ("one-up", 1, 1, False),
                                 ("idle", 0, 0, False)):  # fmt: skip
         n = MINUTES["1h"]
@@ -284,6 +298,28 @@ def availability_scenarios(sli: rules.Sli, cfg: dict, min_rate: float) -> list[S
         out.append(Scenario(f"{alert}-servers-{tag}", "availability", alert, [Seg(n, 0.0)],
                             fires, {"severity": "page"}, extra=extra))  # fmt: skip
     return out
+
+
+def down_profile_test(sli: rules.Sli) -> dict:
+    """Every window of the availability ratio is at least the share of that window during
+    which every server was down while ticks waited: down from 2 d to 1 d ago, from 2 h to
+    1 h ago and for the last 10 minutes (no calls at all, so the share is the ratio)."""
+    every, total = 5, MINUTES["3d"] + 60
+    down = {m for m in range(total + 1)
+            if 1440 <= total - m < 2880 or 60 <= total - m < 120 or total - m < 10}  # fmt: skip
+    up = " ".join("0" if m in down else "1" for m in range(total + 1))
+    evals = list(range(0, total + 1, every))
+    checks = []
+    for w in rules.WINDOWS:
+        seen = [t for t in evals if total - MINUTES[w] < t <= total]
+        want = sum(t in down for t in seen) / len(seen)
+        name = f"volspike_slo:availability_errors:ratio_rate{w}"
+        checks.append({"expr": f"abs({name} - {want!r}) < bool 1e-9", "eval_time": f"{total}m",
+                       "exp_samples": [{"labels": "{}", "value": 1}]})  # fmt: skip
+    return {"name": "down-profile", "interval": "1m", "input_series": [
+        {"series": 'up{job="volspike-server",instance="s1"}', "values": up},
+        {"series": 'volspike_consumer_offset_lag{partition="0"}', "values": f"5x{total}"},
+    ], "promql_expr_test": checks}  # fmt: skip
 
 
 def _alerts_test(sc: Scenario, cfg: dict, step: int) -> dict:
@@ -352,6 +388,8 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
             scs = burn_scenarios(sli, alert, pairs, step, min_rate)
             if sli.name == "availability" and suffix == "Fast":
                 scs += availability_scenarios(sli, cfg, min_rate)
+                down = [_alerts_test(s, cfg, 1) for s in down_scenarios(sli, cfg)]
+                files["slo-down.test.yml"] = _doc([*down, down_profile_test(sli)], 5)
             if suffix == "Fast":  # only good calls, no failed-call series at all: silent
                 lm = MINUTES[pairs[0][0]]
                 scs.append(Scenario(f"{alert}-healthy", sli.name, alert, [Seg(lm, RATE)],
@@ -378,7 +416,8 @@ def profile_test(sli: rules.Sli, cfg: dict) -> dict:
     """Every recorded ratio and event rate of ``sli`` equals what Prometheus's rate() gives
     for the PROFILE traffic (computed here from the samples, within 0.1 %)."""
     step = 1
-    sc = Scenario(f"profile-{sli.name}", sli.name, "", PROFILE, False)
+    split = ("split", "UNAVAILABLE") if sli.name == "availability" else ()
+    sc = Scenario(f"profile-{sli.name}", sli.name, "", PROFILE, False, variant=split)
     bad = samples(PROFILE, step, lambda g, b: b)
     total = samples(PROFILE, step, lambda g, b: g + b)
     checks = []

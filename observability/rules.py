@@ -44,7 +44,7 @@ class Sli:
     events: str  # PromQL rate of all events over [{w}] (the minimum-traffic guard)
     what: str  # one line for the alert description
     sources: tuple[tuple[str, str], ...] = ()  # (series the SLI reads, when it must exist)
-    unguarded: str = ""  # PromQL over [{w}]: when true, burning needs no minimum traffic
+    unguarded: str = ""  # PromQL: while true, burning needs no minimum traffic
 
     @property
     def budget(self) -> float:
@@ -104,7 +104,7 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault "
             "or go unanswered",
             (server_calls, client_calls),
-            f"avg_over_time({DOWN_WHILE_WAITING}[{{w}}]) > 0",
+            f"{DOWN_WHILE_WAITING} == 1",
         ),
         Sli(
             "errors",
@@ -202,7 +202,7 @@ def _burn(sli: Sli, pairs, min_rate: float) -> str:
 def _guard(sli: Sli, window: str, min_rate: float) -> str:
     guard = f"volspike_slo:{sli.name}_events:rate{window} > {min_rate:g}"
     if sli.unguarded:  # e.g. every server down while ticks wait: no call counts anything
-        return f"({guard} or on() {sli.unguarded.replace('{w}', window)})"
+        return f"({guard} or on() {sli.unguarded})"
     return guard
 
 

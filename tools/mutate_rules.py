@@ -292,23 +292,26 @@ def main() -> None:
         mutants = {i: m.apply(doc) for i, m in enumerate(muts)}
         tried = dict.fromkeys(queue, 0)
         survivors: list[Mutation] = []
+        per_round = 1  # tests per mutant in this round: 1, 2, 4, ... (few rounds for the tail)
         while queue:
             files = {}
             for i, (m, uts) in list(queue.items()):
-                order = sorted(uts, key=lambda u: -u.catches)
+                if tried[i] == 1:  # after round 0: the rest, those that caught most first
+                    queue[i] = (m, [uts[0], *sorted(uts[1:], key=lambda u: -u.catches)])
+                order = queue[i][1]
                 if tried[i] >= len(order):
                     survivors.append(m)
                     del queue[i]
                     continue
-                ut = order[tried[i]]
-                files[write_one(mutants[i], ut, tmp / f"m{i}" / str(tried[i]))] = (i, ut)
+                for k in range(tried[i], min(tried[i] + per_round, len(order))):
+                    files[write_one(mutants[i], order[k], tmp / f"m{i}" / str(k))] = (i, order[k])
+                tried[i] += per_round
             for f, ok in (run_all(promtool, list(files), args.jobs) if files else {}).items():
                 i, ut = files[f]
-                if ok:
-                    tried[i] += 1
-                else:
+                if not ok:
                     ut.catches += 1
-                    del queue[i]
+                    queue.pop(i, None)
+            per_round *= 2
     print(f"{len(muts)} mutations, {len(muts) - len(survivors)} caught, "
           f"{len(survivors)} survived")  # fmt: skip
     for m in survivors:
