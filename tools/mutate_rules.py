@@ -5,6 +5,7 @@ promtool unit test fail; a mutation no test notices is a number no test pins.
 python -m tools.mutate_rules                 # run all; exit 1 naming every surviving mutation
 python -m tools.mutate_rules --list          # print the mutations only
 python -m tools.mutate_rules --only Freshness --jobs 2
+python -m tools.mutate_rules --stride 7      # every 7th mutation and the listed ones (make test)
 
 Mutations (per rule expression, one at a time): each number x10 and /2 (0 -> 1); each window
 ([5m] and the window in a recorded SLO series' name) to the next shorter and longer window;
@@ -266,9 +267,11 @@ def main() -> None:
     p.add_argument("--list", action="store_true")
     p.add_argument("--only", default="", help="only mutations whose description matches")
     p.add_argument("--jobs", type=int, default=2)
+    p.add_argument("--stride", type=int, default=1, help="every Nth mutation (and the listed)")
     args = p.parse_args()
     doc = yaml.safe_load(RULES.read_text())
-    muts = [m for m in mutations(doc) if re.search(args.only, m.what)]
+    muts = [m for i, m in enumerate(mutations(doc)) if re.search(args.only, m.what)
+            and (i % args.stride == 0 or m.what.startswith("listed:"))]  # fmt: skip
     if args.list:
         print("\n".join(m.what for m in muts))
         print(f"{len(muts)} mutations")
