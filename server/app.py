@@ -13,7 +13,8 @@ from concurrent import futures
 from dataclasses import dataclass
 
 import grpc
-from google.protobuf import descriptor_pb2, descriptor_pool, timestamp_pb2
+from google.protobuf import descriptor_pb2, descriptor_pool, duration_pb2, timestamp_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection, reflection_pb2
 from opentelemetry.sdk.trace import TracerProvider
@@ -73,10 +74,13 @@ class App:
 def reflection_pool() -> descriptor_pool.DescriptorPool:
     """Our descriptors with ``json_name`` filled in as protoc writes them (the generated
     Python modules drop it), so grpcurl prints the standard proto3 JSON names
-    (``artifactSha256``), exactly as it does against the native server."""
+    (``artifactSha256``), exactly as it does against the native server. google.rpc's
+    error details are there so grpcurl can print a failed call's ErrorInfo."""
     pool = descriptor_pool.DescriptorPool()
     for fd in (
         timestamp_pb2.DESCRIPTOR,
+        duration_pb2.DESCRIPTOR,
+        error_details_pb2.DESCRIPTOR,
         pb.DESCRIPTOR,
         v2.DESCRIPTOR,
         health_pb2.DESCRIPTOR,

@@ -16,6 +16,7 @@ MODEL_CHARS_IN_ERROR = 64
 DIMS_IN_ERROR = 8
 CLIENT_DEADLINE_FLOOR_MS = 25
 MESSAGE_CHARS = 1024
+ERROR_DOMAIN = "volspike"  # google.rpc.ErrorInfo.domain
 
 
 def malformed(*, type_name: str, detail: str) -> ServiceError:

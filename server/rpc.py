@@ -13,9 +13,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import grpc
+from google.protobuf import any_pb2
 from google.protobuf.descriptor import ServiceDescriptor
 from google.protobuf.message import DecodeError
 from google.protobuf.message_factory import GetMessageClass
+from google.rpc import error_details_pb2, status_pb2
 from opentelemetry import trace
 from opentelemetry.propagate import extract
 from opentelemetry.trace import SpanKind, Status, StatusCode
@@ -129,7 +131,7 @@ def rpc(full_method: str):
                     _record_error(metrics, span, method, exc.kind, code, message)
                     if exc.kind not in ("Cancelled", "ClientDeadline"):  # the client gave up
                         _log_rejected(context, full_method, exc.kind, code, message)
-                    context.abort(code, message)  # raises: the call ends here
+                    abort(context, code, message, exc.kind)  # raises: the call ends here
                 except Exception as exc:
                     # rate limited (server/ratelimit.py): a request that makes a handler
                     # raise could otherwise write a traceback per call
@@ -141,7 +143,7 @@ def rpc(full_method: str):
                     err = contract.internal()  # the cause is logged, never sent
                     code = err.code
                     _record_error(metrics, span, method, err.kind, code, err.message)
-                    context.abort(code, err.message)
+                    abort(context, code, err.message, err.kind)
                 finally:
                     elapsed = time.perf_counter() - t0
                     span.set_attribute("rpc.grpc.status_code", code.value[0])
@@ -165,6 +167,25 @@ def rpc(full_method: str):
         return wrapper
 
     return deco
+
+
+def abort(context, code: grpc.StatusCode, message: str, kind: str) -> None:
+    """End the call with ``code`` and ``message``, and in the status details (the
+    ``grpc-status-details-bin`` trailer, a ``google.rpc.Status``, as grpcio-status writes it) a
+    ``google.rpc.ErrorInfo`` whose reason is the kind, as the native server sends it."""
+    st = status_pb2.Status(code=code.value[0], message=message, details=[_error_info(kind)])
+    context.set_trailing_metadata(((STATUS_DETAILS_KEY, st.SerializeToString()),))
+    context.abort(code, message)
+
+
+STATUS_DETAILS_KEY = "grpc-status-details-bin"
+
+
+@functools.cache
+def _error_info(kind: str) -> any_pb2.Any:
+    packed = any_pb2.Any()
+    packed.Pack(error_details_pb2.ErrorInfo(reason=kind, domain=contract.ERROR_DOMAIN))
+    return packed
 
 
 def status_message(message: str) -> str:

@@ -123,7 +123,7 @@ def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
             assert f"\t{m}(context.Context, *Call, *" in text, m
             assert f'"{m}", newReq[' in text, m
     app = (ROOT / "server" / "native" / "app.go").read_text()
-    assert "predictorMethods(w, svc)" in app and "kserveMethods(w, svc)" in app
+    assert "predictorMethods(svc)" in app and "kserveMethods(svc)" in app
 
 
 def test_odd_characters_render_the_same_in_both_languages(tmp_path):

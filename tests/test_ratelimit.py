@@ -147,6 +147,9 @@ class Context:
     def is_active(self) -> bool:
         return True
 
+    def set_trailing_metadata(self, metadata) -> None:
+        pass
+
     def abort(self, code, details):
         raise grpc.RpcError(details)
 

@@ -30,6 +30,7 @@ class FakeContext:
         self.metadata = metadata
         self.code: grpc.StatusCode | None = None
         self.details: str | None = None
+        self.trailing: tuple = ()
 
     def invocation_metadata(self):
         return self.metadata
@@ -42,6 +43,9 @@ class FakeContext:
 
     def is_active(self) -> bool:
         return True
+
+    def set_trailing_metadata(self, metadata) -> None:
+        self.trailing = tuple(metadata)
 
     def abort(self, code, details):
         self.code, self.details = code, details
@@ -101,6 +105,31 @@ def test_a_long_reason_arrives_cut():
 def test_a_short_message_arrives_whole():
     err = contract.not_served(name="nope", servable="['xgb-v1']")
     assert status_of(err) == (grpc.StatusCode.NOT_FOUND, err.message)
+
+
+def test_the_status_details_carry_the_cut_message_and_the_kind():
+    """A google.rpc.Status in grpc-status-details-bin, as grpcio-status reads it: the same
+    code and (cut) message as the status, and an ErrorInfo with the kind (the native server's
+    is compared over the wire in tests/server/test_differential.py). Mutation: drop the
+    trailer in server/rpc.py:abort and this fails."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    err = contract.artifact_unavailable(name="wide", reason="x" * 5000)
+    servicer, context = Raising(), FakeContext()
+    servicer.error = err
+    with pytest.raises(Aborted):
+        servicer.ModelInfo(object(), context)
+    (key, value), *rest = context.trailing
+    assert key == "grpc-status-details-bin" and not rest
+    st = status_pb2.Status.FromString(value)
+    assert (st.code, st.message) == (grpc.StatusCode.UNAVAILABLE.value[0], context.details)
+    info = error_details_pb2.ErrorInfo()
+    assert len(st.details) == 1 and st.details[0].Unpack(info)
+    assert (info.reason, info.domain, dict(info.metadata)) == (
+        "ArtifactUnavailable",
+        contract.ERROR_DOMAIN,
+        {},
+    )
 
 
 def test_an_unexpected_exception_is_internal_without_its_text():

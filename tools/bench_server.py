@@ -143,9 +143,20 @@ def errors(codes: dict[str, int], conc: int) -> int:
     return sum(v for k, v in codes.items() if k != "OK") - cut_off
 
 
-def start_ours(impl: str, port: int, pin: str | None, tmp: Path) -> subprocess.Popen:
+def start_ours(
+    impl: str, port: int, pin: str | None, tmp: Path, binary: Path | None = None
+) -> subprocess.Popen:
+    """``binary``: another build of the native server (an older commit's, for a before/after
+    run), given the repository's models and model config explicitly."""
     args = ("--port", str(port), "--metrics-port", str(free_port()))
-    return procs.start_server(impl, *args, log=tmp / f"{impl}-{port}.log", pin=pin)
+    log = tmp / f"{impl}-{port}.log"
+    if binary is None:
+        return procs.start_server(impl, *args, log=log, pin=pin)
+    config = ("--models-dir", str(ROOT / "compiled_models"), "--model-config")
+    cmd = [str(binary), *args, *config, str(ROOT / "config" / "model.toml")]
+    if pin:
+        cmd = ["taskset", "-c", pin, *cmd]
+    return subprocess.Popen(cmd, cwd=ROOT, stdout=log.open("wb"), stderr=subprocess.STDOUT)
 
 
 def start_mlserver(
@@ -194,6 +205,22 @@ def main() -> None:
     p.add_argument("--seconds", type=float, default=5.0)
     p.add_argument("--one-row-concurrency", default="1,8,32")
     p.add_argument("--batch-concurrency", default="1,4")
+    p.add_argument("--only", help="run only the servers whose label contains this text")
+    p.add_argument(
+        "--native-binary",
+        action="append",
+        default=[],
+        metavar="NAME=PATH",
+        help="run each native row with this build too, labelled [NAME] (repeatable; "
+        "e.g. before=/tmp/old-volspike-server after=server/native/volspike-server)",
+    )
+    p.add_argument(
+        "--rounds",
+        type=int,
+        default=1,
+        help="repeat every server's points this many times, alternating servers; "
+        "report the median calls/s (and its latencies) per point",
+    )
     args = p.parse_args()
     one_c = [int(c) for c in args.one_row_concurrency.split(",")]
     batch_c = [int(c) for c in args.batch_concurrency.split(",")]
@@ -230,28 +257,36 @@ def main() -> None:
                 None,
             ),
         ]
-        for label, kind, start, ghz_pin in servers:
-            port = free_port()
-            proc = start(port)
-            try:
-                wait_grpc(f"127.0.0.1:{port}", proc)
-                call = {
-                    "infer": "inference.GRPCInferenceService.ModelInfer",
-                    "predict": "volatility.v1.Predictor.Predict",
-                }[kind]
-                for rows, conc in plan:
-                    data = reqs[rows][kind]
-                    ghz(f"127.0.0.1:{port}", pset, call, data, conc, 1.0, ghz_pin)  # warm-up
-                    r = ghz(f"127.0.0.1:{port}", pset, call, data, conc, args.seconds, ghz_pin)
-                    results.append((label, rows, conc, r))
-                    print(
-                        f"{label:55s} rows {rows:5d} c {conc:3d}: {r['rps']:8.0f} calls/s "
-                        f"p50 {r['p50']:.2f} p95 {r['p95']:.2f} p99 {r['p99']:.2f} ms "
-                        f"errors {r['errors']}",
-                        flush=True,
-                    )
-            finally:
-                stop(proc)
+        servers = with_binaries(servers, args.native_binary, tmp)
+        if args.only:
+            servers = [s for s in servers if args.only in s[0]]
+        runs: dict[tuple, list[dict]] = {}
+        for _ in range(args.rounds):
+            for label, kind, start, ghz_pin in servers:
+                port = free_port()
+                proc = start(port)
+                try:
+                    wait_grpc(f"127.0.0.1:{port}", proc)
+                    call = {
+                        "infer": "inference.GRPCInferenceService.ModelInfer",
+                        "predict": "volatility.v1.Predictor.Predict",
+                    }[kind]
+                    for rows, conc in plan:
+                        data = reqs[rows][kind]
+                        address = f"127.0.0.1:{port}"
+                        ghz(address, pset, call, data, conc, 1.0, ghz_pin)  # warm-up
+                        r = ghz(address, pset, call, data, conc, args.seconds, ghz_pin)
+                        runs.setdefault((label, rows, conc), []).append(r)
+                        print(
+                            f"{label:55s} rows {rows:5d} c {conc:3d}: {r['rps']:8.0f} calls/s "
+                            f"p50 {r['p50']:.2f} p95 {r['p95']:.2f} p99 {r['p99']:.2f} ms "
+                            f"errors {r['errors']}",
+                            flush=True,
+                        )
+                finally:
+                    stop(proc)
+        for (label, rows, conc), rs in runs.items():  # the median round by calls/s
+            results.append((label, rows, conc, sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]))
     print()
     head = "| server | rows/call | concurrency | calls/s | rows/s | p50 ms | p95 ms | p99 ms |"
     print(head + " errors |")
@@ -275,6 +310,27 @@ def main() -> None:
             f"[target {target:g}x{' + lower p95' if rows == 1 else ''}: "
             f"{'met' if met else 'NOT met'}]"
         )
+
+
+def with_binaries(servers: list[tuple], binaries: list[str], tmp: Path) -> list[tuple]:
+    """Each native row once per ``NAME=PATH`` build (labelled [NAME]) instead of once."""
+    if not binaries:
+        return servers
+    out = []
+    for label, kind, start, ghz_pin in servers:
+        if not label.startswith("ours native"):
+            out.append((label, kind, start, ghz_pin))
+            continue
+        pin = "1" if "(1 core)" in label else None
+        for spec in binaries:
+            name, _, path = spec.partition("=")
+            binary = Path(path).resolve()
+
+            def start_binary(port, pin=pin, binary=binary):
+                return start_ours("native", port, pin, tmp, binary)
+
+            out.append((f"{label} [{name}]", kind, start_binary, ghz_pin))
+    return out
 
 
 if __name__ == "__main__":

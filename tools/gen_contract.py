@@ -196,7 +196,7 @@ def render_py(c: dict) -> str:
         "",
     ]
     out += [f"{k.upper()} = {v!r}" for k, v in c["limits"].items()]
-    out += [""]
+    out += [f"ERROR_DOMAIN = {c['error_info']['domain']!r}  # google.rpc.ErrorInfo.domain", ""]
     for e in errors(c):
         py_type = {"s": "str", "d": "int"}
         args = ", ".join(["*", *(f"{n}: {py_type[t]}" for n, t in e.params)]) if e.params else ""
@@ -270,7 +270,9 @@ def render_go(c: dict) -> str:
         "const (",
     ]
     out += [f"\t{_camel(k)} = {v}" for k, v in c["limits"].items()]
-    out += [")"]
+    out += [")", ""]
+    out += ["// errorDomain is the domain of the google.rpc.ErrorInfo every failed call carries."]
+    out += [f"const errorDomain = {json.dumps(c['error_info']['domain'])}"]
     for e in errors(c):
         fmt, args = _go_format(e.message)
         go_type = {"s": "string", "d": "int"}

@@ -66,13 +66,13 @@ def render_services() -> str:
         out += [
             "}",
             "",
-            f"// {prefix}Methods registers every method of {svc.full_name} through the wrapper.",
-            f"func {prefix}Methods(w *Wrapper, h {kind}Handlers) []grpc.MethodDesc {{",
+            f"// {prefix}Methods is every method of {svc.full_name}, each through the server's",
+            "// interceptor chain.",
+            f"func {prefix}Methods(h {kind}Handlers) []grpc.MethodDesc {{",
             "\treturn []grpc.MethodDesc{",
         ]
         out += [
-            f'\t\tunary(w, {prefix}Name, "{m.name}", newReq[{alias}.{m.input_type.name}], '
-            f"h.{m.name}),"
+            f'\t\tunary({prefix}Name, "{m.name}", newReq[{alias}.{m.input_type.name}], h.{m.name}),'
             for m in svc.methods
         ]
         out += ["\t}", "}"]

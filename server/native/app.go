@@ -14,7 +14,6 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	"google.golang.org/grpc/encoding"
@@ -39,30 +38,31 @@ type App struct {
 
 // NewApp registers every service and binds both ports. Health starts NOT_SERVING until
 // a model is warm.
-func NewApp(s Settings, tracer trace.Tracer) (*App, error) {
+//
+// Every call of our two services goes through the server's unary interceptor chain: ours
+// (metrics, tracing, error mapping, deadlines: interceptors.go) first, then any passed in
+// opts with grpc.ChainUnaryInterceptor (or grpc.UnaryInterceptor, which grpc-go puts before ours).
+func NewApp(s Settings, tracer trace.Tracer, opts ...grpc.ServerOption) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) // CPU, memory, fds
 	metrics := NewMetrics(reg)
 	a := &App{settings: s, metrics: metrics, registry: NewRegistry(s.ModelsDir, metrics), draining: make(chan struct{})}
-	svc := &Service{
-		Wrapper:  &Wrapper{metrics: metrics, tracer: tracer, prop: propagation.TraceContext{}},
-		registry: a.registry,
-		maxRows:  s.MaxRows,
-	}
-	a.server = grpc.NewServer(
+	w := NewWrapper(metrics, tracer)
+	svc := &Service{Wrapper: w, registry: a.registry, maxRows: s.MaxRows}
+	a.server = grpc.NewServer(append([]grpc.ServerOption{
 		// Reused handler goroutines keep their grown stacks: a fresh goroutine per call
 		// spent ~10 % of a one-row call growing its stack (pprof).
-		grpc.NumStreamWorkers(uint32(4*runtime.GOMAXPROCS(0))),
+		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
 		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2("proto")}),
 		grpc.MaxRecvMsgSize(s.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.MaxMessageBytes),
-	)
-	w := svc.Wrapper
+		grpc.ChainUnaryInterceptor(w.Interceptors()...),
+	}, opts...)...)
 	// services_gen.go: a method in the .proto without a Go handler does not compile
 	a.server.RegisterService(desc(predictorName, "proto/volatility/v1/predictor.proto",
-		predictorMethods(w, svc)...), svc)
+		w.Track(predictorMethods(svc))...), svc)
 	a.server.RegisterService(desc(kserveName, "proto/inference/grpc_predict_v2.proto",
-		kserveMethods(w, svc)...), svc)
+		w.Track(kserveMethods(svc))...), svc)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.server, &drainableHealth{Server: a.health, draining: a.draining})
 	reflection.Register(a.server)

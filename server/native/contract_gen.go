@@ -19,6 +19,9 @@ const (
 	messageChars          = 1024
 )
 
+// errorDomain is the domain of the google.rpc.ErrorInfo every failed call carries.
+const errorDomain = "volspike"
+
 func errMalformed(typeName string, detail string) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("request is not a valid %s: %s", typeName, detail)}
 }

@@ -3,17 +3,12 @@ package main
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
-	"runtime/debug"
 	"strings"
+	"sync/atomic"
 	"time"
 	"unicode/utf8"
 
-	"github.com/prometheus/client_golang/prometheus"
-	"go.opentelemetry.io/otel/attribute"
-	"go.opentelemetry.io/otel/codes"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
@@ -51,83 +46,76 @@ func (c rawCodec) Unmarshal(data mem.BufferSlice, v any) error {
 	return c.proto.Unmarshal(data, v)
 }
 
-// Call is what a handler tells the wrapper about the call it served.
+// Call is the record of one call of our services: the method handler makes it, the
+// handler fills in what it served, and the interceptors (interceptors.go) read and complete it.
 type Call struct {
-	Span     trace.Span
+	Method string // short name, e.g. Predict: the metric label
+	Full   string // /service/method: the span name
+	start  time.Time
+	// unread: the request could not be read or parsed (readFailure, errMalformed); the
+	// handler is not run and the call ends with this error.
+	unread   error
+	Span     trace.Span // a no-op span until traceCall starts the call's span
 	Artifact string
 	Rows     int
 	// ShortDeadline: the call had less than clientDeadlineFloorMs of its deadline left when
 	// the server began it; timing out while scoring is then the client's (ClientDeadline).
 	ShortDeadline bool
+	// Failed: set by mapErrors when the call failed: the code, kind and (cut) message sent.
+	Failed *ServiceError
+}
+
+// callKey carries a call's *Call in its context, from the method handler to the
+// interceptors. A call without one is not of our services (health): they pass it on.
+type callKey struct{}
+
+func callOf(ctx context.Context) *Call {
+	c, _ := ctx.Value(callKey{}).(*Call)
+	return c
 }
 
 // Handler serves one decoded request.
 type Handler[Req proto.Message] func(ctx context.Context, call *Call, req Req) (proto.Message, error)
 
-// Wrapper: the one place every RPC goes through - server span continuing the caller's
-// W3C trace context, error mapping, and the per-call metrics with a trace-id exemplar.
-// Only our own services are wrapped, so health checks never produce spans.
-type Wrapper struct {
-	metrics *Metrics
-	tracer  trace.Tracer
-	prop    propagation.TextMapPropagator
-}
-
-func unary[Req proto.Message](w *Wrapper, service, method string, newReq func() Req, h Handler[Req]) grpc.MethodDesc {
+// unary is one method as grpc-go's generated code builds it, with two differences: the
+// request bytes are parsed here (so malformed bytes are INVALID_ARGUMENT naming the message
+// type, not grpc-go's generic INTERNAL), and a request that could not be read still goes
+// through the interceptor chain, its error returned by the final handler, so it is counted,
+// traced and mapped like any other failed call. The interceptor grpc-go passes is the
+// server's whole chain (grpc.ChainUnaryInterceptor): ours (Wrapper.Interceptors) first.
+func unary[Req proto.Message](service, method string, newReq func() Req, h Handler[Req]) grpc.MethodDesc {
 	full := "/" + service + "/" + method
 	typeName := string(newReq().ProtoReflect().Descriptor().FullName())
-	inFlight := w.metrics.inFlight.WithLabelValues(method)
-	attrs := trace.WithAttributes(attribute.String("rpc.system", "grpc"), attribute.String("rpc.method", method))
+	noSpan := trace.SpanFromContext(context.Background())
+	var info atomic.Pointer[grpc.UnaryServerInfo] // one per method: the service it is registered with
 	return grpc.MethodDesc{
 		MethodName: method,
-		Handler: func(_ any, ctx context.Context, dec func(any) error, _ grpc.UnaryServerInterceptor) (any, error) {
-			t0 := time.Now()
-			inFlight.Inc()
-			defer inFlight.Dec()
-			if tp := metadata.ValueFromIncomingContext(ctx, "traceparent"); len(tp) > 0 {
-				ctx = w.prop.Extract(ctx, traceHeaders{tp[0], metadata.ValueFromIncomingContext(ctx, "tracestate")})
+		Handler: func(srv any, ctx context.Context, dec func(any) error, interceptor grpc.UnaryServerInterceptor) (any, error) {
+			call := &Call{Method: method, Full: full, start: time.Now(), Span: noSpan}
+			req := newReq()
+			var raw rawRequest
+			if err := dec(&raw); err != nil {
+				call.unread = readFailure(ctx, err, full)
+			} else if err := proto.Unmarshal(raw.data, req); err != nil {
+				call.unread = errMalformed(typeName, err.Error())
 			}
-			ctx, span := w.tracer.Start(ctx, full, trace.WithSpanKind(trace.SpanKindServer), attrs)
-			defer span.End()
-			call := &Call{Span: span}
-			resp, err := serve(ctx, call, dec, typeName, newReq, h, full)
-			return resp, w.finish(ctx, method, call, err, time.Since(t0).Seconds())
+			handler := func(ctx context.Context, req any) (any, error) {
+				if call.unread != nil {
+					return nil, call.unread
+				}
+				return h(ctx, call, req.(Req))
+			}
+			if interceptor == nil {
+				return handler(ctx, req)
+			}
+			in := info.Load()
+			if in == nil {
+				in = &grpc.UnaryServerInfo{Server: srv, FullMethod: full}
+				info.Store(in)
+			}
+			return interceptor(context.WithValue(ctx, callKey{}, call), req, in, handler)
 		},
 	}
-}
-
-// serve decodes the request bytes, checks the call is still wanted and runs the handler.
-func serve[Req proto.Message](ctx context.Context, call *Call, dec func(any) error, typeName string,
-	newReq func() Req, h Handler[Req], full string) (resp proto.Message, err error) {
-	defer func() { // a bug must cost one call (INTERNAL), never the server
-		if p := recover(); p != nil {
-			callLogs.Log(slog.LevelError, "panic "+full, "call panicked", "method", full, "panic", p, "stack", string(debug.Stack()))
-			resp, err = nil, fmt.Errorf("panic: %v", p)
-		}
-	}()
-	var raw rawRequest
-	if err := dec(&raw); err != nil {
-		return nil, readFailure(ctx, err, full)
-	}
-	req := newReq()
-	if err := proto.Unmarshal(raw.data, req); err != nil {
-		return nil, errMalformed(typeName, err.Error())
-	}
-	if ctx.Err() != nil {
-		if pastDeadline(ctx) {
-			return nil, errDeadlineBefore()
-		}
-		return nil, errCancelledBefore()
-	}
-	if d, ok := ctx.Deadline(); ok {
-		call.ShortDeadline = time.Until(d) < clientDeadlineFloorMs*time.Millisecond
-	}
-	resp, err = h(ctx, call, req)
-	var se *ServiceError
-	if err != nil && !errors.As(err, &se) {
-		err = handlerFailure(call, err)
-	}
-	return resp, err
 }
 
 // readFailure maps a request grpc-go could not read to the status the client sees, counted
@@ -156,19 +144,6 @@ func readFailure(ctx context.Context, err error, full string) error {
 	return mapped
 }
 
-// handlerFailure maps a handler's context error to the status it stands for (none does
-// today; handlers return ServiceErrors): a deadline that passed or a cancel while the call
-// was being served, as score reports them. Any other error is a bug: INTERNAL.
-func handlerFailure(call *Call, err error) error {
-	switch {
-	case errors.Is(err, context.DeadlineExceeded):
-		return deadlineScoring(call, call.Rows)
-	case errors.Is(err, context.Canceled):
-		return errCancelledScoring(call.Rows)
-	}
-	return err
-}
-
 // deadlineScoring: the deadline passed while the call was served; whose fault it is depends
 // on how much of it was left when the server began (proto/contract.toml [limits]).
 func deadlineScoring(call *Call, rows int) error {
@@ -184,48 +159,6 @@ func deadlineScoring(call *Call, rows int) error {
 func pastDeadline(ctx context.Context) bool {
 	d, ok := ctx.Deadline()
 	return ok && !time.Now().Before(d)
-}
-
-// finish maps the handler's error to a gRPC status and records the call: span attributes,
-// error and request counters, rows, and the latency with a trace-id exemplar when sampled.
-func (w *Wrapper) finish(ctx context.Context, method string, call *Call, err error, elapsed float64) error {
-	span, code := call.Span, grpccodes.OK
-	if err != nil {
-		var se *ServiceError
-		if !errors.As(err, &se) {
-			// A bug (or a request grpc-go could not read for another reason than the
-			// client's: serve maps those): logged, answered INTERNAL as the Python server
-			// does. Logged at most once per method per interval: a client may cause it on
-			// every call (a corrupt compressed request).
-			callLogs.Log(slog.LevelError, "failed "+method, "call failed", "method", method, "error", cutMessage(err.Error()))
-			se = errInternal().(*ServiceError)
-		}
-		code = se.Code
-		msg := cutMessage(se.Msg)
-		w.metrics.errors.WithLabelValues(method, codeName(code), se.Kind).Inc()
-		if se.Kind != "Cancelled" && se.Kind != "ClientDeadline" { // the client gave up: no rejection
-			logRejected(ctx, method, se.Kind, codeName(code), msg)
-		}
-		span.SetStatus(codes.Error, msg)
-		span.SetAttributes(attribute.String("error.type", se.Kind))
-		err = status.Error(se.Code, msg)
-	}
-	span.SetAttributes(attribute.Int("rpc.grpc.status_code", int(code)))
-	if call.Artifact != "" {
-		span.SetAttributes(attribute.String("volspike.artifact", call.Artifact))
-	}
-	if call.Rows > 0 {
-		span.SetAttributes(attribute.Int("volspike.rows", call.Rows))
-		w.metrics.rows.WithLabelValues(method).Observe(float64(call.Rows))
-	}
-	obs := w.metrics.latency.WithLabelValues(method, call.Artifact, codeName(code))
-	if sc := span.SpanContext(); sc.IsSampled() {
-		obs.(prometheus.ExemplarObserver).ObserveWithExemplar(elapsed, prometheus.Labels{"trace_id": sc.TraceID().String()})
-	} else {
-		obs.Observe(elapsed)
-	}
-	w.metrics.requests.WithLabelValues(method, codeName(code)).Inc()
-	return err
 }
 
 // cutMessage bounds a status message to messageChars characters (code points), the last
@@ -293,16 +226,6 @@ func codeName(c grpccodes.Code) string {
 		return codeNames[c]
 	}
 	return c.String()
-}
-
-// childSpan starts a child of the call's span only when the call is sampled: unrecorded
-// spans would cost more than the tree evaluation of one row.
-func (w *Wrapper) childSpan(ctx context.Context, call *Call, name string, kv ...attribute.KeyValue) (end func()) {
-	if !call.Span.IsRecording() {
-		return func() {}
-	}
-	_, span := w.tracer.Start(ctx, name, trace.WithAttributes(kv...))
-	return func() { span.End() }
 }
 
 // traceHeaders carries the W3C headers of one call. Reading just these two instead of

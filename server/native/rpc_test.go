@@ -13,9 +13,10 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 	dto "github.com/prometheus/client_model/go"
-	"go.opentelemetry.io/otel/propagation"
 	"go.opentelemetry.io/otel/trace/noop"
+	"google.golang.org/grpc"
 	grpccodes "google.golang.org/grpc/codes"
+	"google.golang.org/grpc/metadata"
 	"google.golang.org/grpc/status"
 	"google.golang.org/protobuf/proto"
 
@@ -23,15 +24,30 @@ import (
 )
 
 func testWrapper() *Wrapper {
-	return &Wrapper{metrics: NewMetrics(prometheus.NewRegistry()), tracer: noop.NewTracerProvider().Tracer("t"), prop: propagation.TraceContext{}}
+	return NewWrapper(NewMetrics(prometheus.NewRegistry()), noop.NewTracerProvider().Tracer("t"))
+}
+
+// chain composes interceptors as grpc.ChainUnaryInterceptor does (grpc-go's
+// chainUnaryInterceptors, one closure per level), the first outermost.
+func chain(ics []grpc.UnaryServerInterceptor) grpc.UnaryServerInterceptor {
+	return func(ctx context.Context, req any, info *grpc.UnaryServerInfo, h grpc.UnaryHandler) (any, error) {
+		return ics[0](ctx, req, info, chained(ics, 0, info, h))
+	}
+}
+
+func chained(ics []grpc.UnaryServerInterceptor, curr int, info *grpc.UnaryServerInfo, final grpc.UnaryHandler) grpc.UnaryHandler {
+	if curr == len(ics)-1 {
+		return final
+	}
+	return func(ctx context.Context, req any) (any, error) {
+		return ics[curr+1](ctx, req, info, chained(ics, curr+1, info, final))
+	}
 }
 
 func call(t *testing.T, h Handler[*pb.ModelInfoRequest], data []byte) error {
 	t.Helper()
-	m := unary(testWrapper(), "volatility.v1.Predictor", "ModelInfo", newReq[pb.ModelInfoRequest], h)
 	dec := func(v any) error { v.(*rawRequest).data = data; return nil }
-	_, err := m.Handler(nil, context.Background(), dec, nil)
-	return err
+	return callWith(testWrapper(), context.Background(), dec, h)
 }
 
 func TestPanicInAHandlerIsOneInternalError(t *testing.T) {
@@ -66,8 +82,8 @@ func counter(t *testing.T, v *prometheus.CounterVec, labels ...string) float64 {
 
 // callWith runs one ModelInfo call through w with ctx, the request read by dec.
 func callWith(w *Wrapper, ctx context.Context, dec func(any) error, h Handler[*pb.ModelInfoRequest]) error {
-	m := unary(w, "volatility.v1.Predictor", "ModelInfo", newReq[pb.ModelInfoRequest], h)
-	_, err := m.Handler(nil, ctx, dec, nil)
+	m := w.Track([]grpc.MethodDesc{unary("volatility.v1.Predictor", "ModelInfo", newReq[pb.ModelInfoRequest], h)})[0]
+	_, err := m.Handler(nil, ctx, dec, chain(w.Interceptors()))
 	return err
 }
 
@@ -247,5 +263,25 @@ func TestAStormOfFailingCallsLogsOnce(t *testing.T) {
 	}
 	if counter(t, w.metrics.requests, "ModelInfo", "INTERNAL") != 200 {
 		t.Fatal("every call is still counted")
+	}
+}
+
+// BenchmarkTheWrapperAroundACall: what every call pays around its handler (request parse,
+// interceptors: metrics, span, error mapping, deadline), for a handler that does nothing.
+// docs/benchmarks.md compares it with the hand-built wrapper it replaced.
+func BenchmarkTheWrapperAroundACall(b *testing.B) {
+	w := testWrapper()
+	resp := &pb.ModelInfoResponse{Artifact: "x"}
+	m := w.Track([]grpc.MethodDesc{unary("volatility.v1.Predictor", "ModelInfo", newReq[pb.ModelInfoRequest],
+		func(context.Context, *Call, *pb.ModelInfoRequest) (proto.Message, error) { return resp, nil })})[0]
+	data, _ := proto.Marshal(&pb.ModelInfoRequest{Model: "xgb-v2"})
+	dec := func(v any) error { v.(*rawRequest).data = data; return nil }
+	ics := chain(w.Interceptors())
+	ctx := metadata.NewIncomingContext(context.Background(), metadata.Pairs("user-agent", "bench"))
+	b.ReportAllocs()
+	for b.Loop() {
+		if _, err := m.Handler(nil, ctx, dec, ics); err != nil {
+			b.Fatal(err)
+		}
 	}
 }

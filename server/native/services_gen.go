@@ -21,11 +21,12 @@ type PredictorHandlers interface {
 	ModelInfo(context.Context, *Call, *pb.ModelInfoRequest) (proto.Message, error)
 }
 
-// predictorMethods registers every method of volatility.v1.Predictor through the wrapper.
-func predictorMethods(w *Wrapper, h PredictorHandlers) []grpc.MethodDesc {
+// predictorMethods is every method of volatility.v1.Predictor, each through the server's
+// interceptor chain.
+func predictorMethods(h PredictorHandlers) []grpc.MethodDesc {
 	return []grpc.MethodDesc{
-		unary(w, predictorName, "Predict", newReq[pb.PredictRequest], h.Predict),
-		unary(w, predictorName, "ModelInfo", newReq[pb.ModelInfoRequest], h.ModelInfo),
+		unary(predictorName, "Predict", newReq[pb.PredictRequest], h.Predict),
+		unary(predictorName, "ModelInfo", newReq[pb.ModelInfoRequest], h.ModelInfo),
 	}
 }
 
@@ -42,14 +43,15 @@ type KserveHandlers interface {
 	ModelInfer(context.Context, *Call, *v2.ModelInferRequest) (proto.Message, error)
 }
 
-// kserveMethods registers every method of inference.GRPCInferenceService through the wrapper.
-func kserveMethods(w *Wrapper, h KserveHandlers) []grpc.MethodDesc {
+// kserveMethods is every method of inference.GRPCInferenceService, each through the server's
+// interceptor chain.
+func kserveMethods(h KserveHandlers) []grpc.MethodDesc {
 	return []grpc.MethodDesc{
-		unary(w, kserveName, "ServerLive", newReq[v2.ServerLiveRequest], h.ServerLive),
-		unary(w, kserveName, "ServerReady", newReq[v2.ServerReadyRequest], h.ServerReady),
-		unary(w, kserveName, "ModelReady", newReq[v2.ModelReadyRequest], h.ModelReady),
-		unary(w, kserveName, "ServerMetadata", newReq[v2.ServerMetadataRequest], h.ServerMetadata),
-		unary(w, kserveName, "ModelMetadata", newReq[v2.ModelMetadataRequest], h.ModelMetadata),
-		unary(w, kserveName, "ModelInfer", newReq[v2.ModelInferRequest], h.ModelInfer),
+		unary(kserveName, "ServerLive", newReq[v2.ServerLiveRequest], h.ServerLive),
+		unary(kserveName, "ServerReady", newReq[v2.ServerReadyRequest], h.ServerReady),
+		unary(kserveName, "ModelReady", newReq[v2.ModelReadyRequest], h.ModelReady),
+		unary(kserveName, "ServerMetadata", newReq[v2.ServerMetadataRequest], h.ServerMetadata),
+		unary(kserveName, "ModelMetadata", newReq[v2.ModelMetadataRequest], h.ModelMetadata),
+		unary(kserveName, "ModelInfer", newReq[v2.ModelInferRequest], h.ModelInfer),
 	}
 }

@@ -7,6 +7,9 @@ tampered with, one whose manifest lists the features in another order, and then 
 with no model at all; Predictor and KServe calls to each must get the same status, details
 and bytes, and /metrics the same families with the same `type` label values.
 
+Every failed call's status details carry a google.rpc.ErrorInfo (reason = the error's kind):
+compared like the rest, and checked against the contract's kinds and codes.
+
 Documented exceptions: `server_compute_seconds` and `loaded_at` (times), process/runtime
 metric families (`process_*`, `go_*`, `python_*`), the protobuf library's own reason inside
 a malformed-request message, and grpc-go's deadline reset (see docs/server.md). Mutations:
@@ -21,6 +24,7 @@ import math
 import re
 import shutil
 import time
+import tomllib
 import urllib.request
 
 import grpc
@@ -30,7 +34,8 @@ import pytest
 from market.features import FEATURE_NAMES
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
-from tests.conftest import ServerProcess, artifact_dir
+from server import contract_gen as contract
+from tests.conftest import ROOT, ServerProcess, artifact_dir
 
 GOOD = dict.fromkeys(FEATURE_NAMES, 0.001)
 W = len(FEATURE_NAMES)
@@ -89,33 +94,73 @@ def corpus() -> list[tuple[str, str, object]]:
     return cases
 
 
-def call(stub, method: str, req) -> tuple[str, str, bytes]:
+ErrorInfo = tuple[str, str, tuple[tuple[str, str], ...]]  # reason, domain, metadata
+
+
+def error_info(err: grpc.RpcError) -> ErrorInfo | None:
+    """The google.rpc.ErrorInfo in a failed call's status details (grpc-status-details-bin),
+    after checking the details' google.rpc.Status repeats the call's code and message (what
+    grpcio-status's from_call requires) and holds nothing else; None without details."""
+    from google.rpc import error_details_pb2, status_pb2
+
+    raw = dict(err.trailing_metadata() or ()).get("grpc-status-details-bin")
+    if raw is None:
+        return None
+    st = status_pb2.Status.FromString(raw)
+    assert (st.code, st.message) == (err.code().value[0], err.details()), st
+    info = error_details_pb2.ErrorInfo()
+    assert len(st.details) == 1 and st.details[0].Unpack(info), st.details
+    return info.reason, info.domain, tuple(sorted(info.metadata.items()))
+
+
+def call(stub, method: str, req) -> tuple[str, str, bytes, ErrorInfo | None]:
+    """(code, message, response bytes, ErrorInfo of a failed call)."""
     try:
         resp = getattr(stub, method)(req, timeout=10)
     except grpc.RpcError as err:
-        return err.code().name, err.details(), b""
+        return err.code().name, err.details(), b"", error_info(err)
     if method == "Predict":
         resp.server_compute_seconds = 0.0
     elif method == "ModelInfo":
         resp.loaded_at.Clear()
-    return "OK", "", resp.SerializeToString(deterministic=True)
+    return "OK", "", resp.SerializeToString(deterministic=True), None
+
+
+def assert_kinds_sent(answers) -> None:
+    """Every failed call carries an ErrorInfo whose reason is a kind of the contract with the
+    call's code, in the contract's domain, without metadata; an answered call carries none.
+    (Mutation: send no details from server/rpc.py:abort, or from the native mapErrors, and
+    this fails for that server; send another reason from one and the comparison fails.)"""
+    kinds = tomllib.loads((ROOT / "proto" / "contract.toml").read_text())["kinds"]
+    for code, _, _, info in answers:
+        if code == "OK":
+            assert info is None, info
+            continue
+        assert info is not None, (code, "no ErrorInfo")
+        reason, domain, metadata = info
+        assert kinds.get(reason) == code and domain == contract.ERROR_DOMAIN, info
+        assert metadata == (), info
 
 
 def test_the_same_request_gets_the_same_answer_from_both(servers):
     chans = {k: grpc.insecure_channel(s.address) for k, s in servers.items()}
     stubs = {k: pb_grpc.PredictorStub(c) for k, c in chans.items()}
-    diffs = []
+    diffs, answers = [], []
     try:
         for name, method, req in corpus():
             a, b = (call(stubs[k], method, req) for k in ("native", "python"))
             if a != b:
                 diffs.append(
-                    f"{name}: native {a[:2]} {len(a[2])} bytes / python {b[:2]} {len(b[2])} bytes"
+                    f"{name}: native {a[:2]} {len(a[2])} bytes {a[3]} / "
+                    f"python {b[:2]} {len(b[2])} bytes {b[3]}"
                 )
+            answers += [a, b]
     finally:
         for c in chans.values():
             c.close()
     assert not diffs, "\n".join(diffs)
+    assert_kinds_sent(answers)
+    assert {a[3][0] for a in answers if a[3]} >= {"InvalidArgument", "NotFound"}
 
 
 def kserve_corpus() -> list[tuple[str, object]]:
@@ -170,9 +215,10 @@ def test_kserve_edge_cases_get_the_same_answer_from_both(servers):
             answers[impl] = [call(stub, "ModelInfer", req) for _, req in kserve_corpus()]
     for (name, _), a, b in zip(kserve_corpus(), answers["native"], answers["python"], strict=True):
         if a != b:
-            diffs.append(f"{name}: native {a[:2]} / python {b[:2]}")
+            diffs.append(f"{name}: native {a[:2]} {a[3]} / python {b[:2]} {b[3]}")
         assert len(a[1]) < 1000, (name, len(a[1]))  # client text in a message is bounded
     assert not diffs, "\n".join(diffs)
+    assert_kinds_sent(answers["native"] + answers["python"])
     assert {a[0] for a in answers["native"]} == {"OK", "INVALID_ARGUMENT"}
 
 
@@ -442,11 +488,13 @@ def test_a_hostile_models_folder_gets_the_same_answers_from_both(tmp_path, activ
         for srv in both.values():
             srv.stop()
     diffs = [
-        f"{k}:\n  native {answers['native'][k][:2]}\n  python {answers['python'][k][:2]}"
+        f"{k}:\n  native {answers['native'][k][:2]} {answers['native'][k][3]}"
+        f"\n  python {answers['python'][k][:2]} {answers['python'][k][3]}"
         for k in answers["native"]
         if answers["native"][k] != answers["python"][k]
     ]
     assert not diffs, "\n".join(diffs)
+    assert_kinds_sent([*answers["native"].values(), *answers["python"].values()])
     codes = {v[0] for v in answers["native"].values()}
     assert "UNAVAILABLE" in codes and "NOT_FOUND" in codes, codes
     assert_same_families(metrics["native"], metrics["python"])
@@ -502,11 +550,7 @@ def test_the_python_server_refuses_a_proto_method_without_a_handler():
 
 def test_both_report_the_one_version_string(servers):
     """pyproject.toml's version, read by both (mutation: a literal in either server)."""
-    import tomllib
-
     import tritonclient.grpc as tc
-
-    from tests.conftest import ROOT
 
     want = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
     for srv in servers.values():
