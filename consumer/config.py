@@ -73,6 +73,14 @@ class ConsumerSettings:
     schema_wait_s: float = 10.0
     """How long a batch waits for ModelInfo to confirm its artifact's feature list before it
     is dead-lettered (reason ``schema_unconfirmed``); never published unchecked."""
+    backfill_min_age_s: float = 20.0
+    """A tick marked backfill (Kafka header ``backfill: 1``, consumer/messages.py) is kept out
+    of the end-to-end lag histogram (the freshness SLI) only if it was at least this old when
+    read, and then counted in volspike_consumer_backfill_predictions_total: a marked tick
+    read younger is measured like any other, so a producer marking live ticks hides nothing
+    while this consumer keeps up. 10 s short of the freshness bound (30 s,
+    observability/slo.toml): history read just inside the bound and answered just outside it
+    (batching, a retry) is not counted stale."""
     warmup_ms: int = WARMUP_MS + 10_000
     """On assignment, feature state is rebuilt from this much event time before the
     committed offset: the features' longest window (300 s) plus 10 s, so a symbol that

@@ -15,6 +15,11 @@ MAX_FUTURE_MS = 5_000
 """How far ahead of the consumer's clock an event time may be (producers' clock skew).
 A tick from the future would hold its symbol's windows at that time (later ticks count
 as arriving then) and would end up in the commit metadata the warm-up starts from."""
+BACKFILL_HEADER = ("backfill", b"1")
+"""A Kafka header a producer sets on history it sends to warm symbols (``tools/replay.py
+--history-seconds``): such a tick is answered as any other, but kept out of the freshness
+SLI's histogram and counted on its own, if it is old enough when read (ConsumerSettings
+backfill_min_age_s, 20 s): marking a tick read younger changes nothing."""
 MAX_MESSAGE_BYTES = 16_384  # a tick is ~120 bytes; larger messages are not parsed
 MIN_PRICE, MAX_PRICE = 1e-12, 1e9  # price, bid and ask: [MIN_PRICE, MAX_PRICE]
 MAX_SIZE = 1e12  # size: [0, MAX_SIZE]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
 
 from consumer.drift import DriftCounter
@@ -86,9 +87,21 @@ class ConsumerMetrics:
         )
         self.e2e_lag = BatchHistogram(
             "volspike_consumer_end_to_end_lag_seconds",
-            "Now minus event time when the prediction is produced.",
+            "Now minus event time when the prediction is produced (backfill excepted: "
+            "volspike_consumer_backfill_predictions_total).",
             LAG_BUCKETS,
             registry,
+        )
+        # present from the start: a warm-up that is all backfill observes nothing for minutes,
+        # and an absent histogram reads as a lost source of the freshness SLI
+        self.e2e_lag.observe_batch(np.empty(0))
+        self.backfill = Counter(
+            "volspike_consumer_backfill_predictions",
+            "Answers (predictions and warming-up records) to ticks marked backfill (Kafka header "
+            "backfill: 1, history sent to warm symbols) that were at least backfill_min_age_s "
+            "old when read: not observed in volspike_consumer_end_to_end_lag_seconds (the "
+            "freshness SLI).",
+            registry=registry,
         )
         self.offset_lag = Gauge(
             "volspike_consumer_offset_lag",

@@ -49,7 +49,13 @@ from compiled_models.manifest import ARTIFACT_NAME
 from consumer.clock import SteadyWallClock
 from consumer.config import ConsumerSettings
 from consumer.drift import ArtifactBins, LiveSample
-from consumer.messages import BadTick, decode_tick, encode_prediction, encode_tick
+from consumer.messages import (
+    BACKFILL_HEADER,
+    BadTick,
+    decode_tick,
+    encode_prediction,
+    encode_tick,
+)
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
 from consumer.states import SymbolStates
@@ -94,6 +100,7 @@ class Batch:
     metadata: tuple = field(default=())
     warming: list[tuple[int, int, Tick]] = field(default_factory=list)
     order: bytes = b""  # per tick in arrival order: 1 scored (meta), 0 warming up
+    backfill: set[tuple[int, int]] = field(default_factory=set)  # (partition, offset)
 
 
 class Pipeline:
@@ -202,6 +209,8 @@ class Pipeline:
         meta: list[tuple[int, int, Tick]] = []
         warming: list[tuple[int, int, Tick]] = []
         order = bytearray()
+        backfill: set[tuple[int, int]] = set()
+        old = now - int(self.s.backfill_min_age_s * 1000)  # only older ticks may be backfill
         state_of, flood = self.states.get, self.states.max_window_ticks  # hot loop: locals
         for m in msgs:
             err = m.error()
@@ -232,6 +241,8 @@ class Pipeline:
                 self._dead_letter_tick(p, off, tick, self.states.flood_reason(st), "symbol_flood")
                 continue
             row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
+            if tick.event_time_ms < old and BACKFILL_HEADER in (m.headers() or ()):
+                backfill.add((p, off))  # headers are read for old ticks only: the hot loop
             if st.ready:
                 rows.append(row)
                 meta.append((p, off, tick))
@@ -246,13 +257,22 @@ class Pipeline:
             if np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
                 x, meta, order = self._drop_infinite(x, meta, order)
             if len(x):
-                self._submit(x, meta, warming, bytes(order))
+                self._submit(x, meta, warming, bytes(order), backfill)
                 return
         if warming:  # answered in order with the batches in flight, without a call
             span = trace.INVALID_SPAN
             self.inflight.append(  # order: every tick warming up (all zeros)
                 Batch(
-                    [], None, None, time.monotonic(), span, span, (), warming, bytes(len(warming))
+                    [],
+                    None,
+                    None,
+                    time.monotonic(),
+                    span,
+                    span,
+                    (),
+                    warming,
+                    bytes(len(warming)),
+                    backfill,
                 )
             )
 
@@ -289,6 +309,7 @@ class Pipeline:
         meta: list[tuple[int, int, Tick]],
         warming: list[tuple[int, int, Tick]],
         order: bytes,
+        backfill: set[tuple[int, int]],
     ) -> None:
         rows = x
         req = pb.PredictRequest(
@@ -307,7 +328,7 @@ class Pipeline:
         md = tuple(carrier.items())
         fut = self.stub.Predict.future(req, timeout=self.s.deadline_s, metadata=md)
         self.inflight.append(
-            Batch(meta, req, fut, time.monotonic(), span, call_span, md, warming, order)
+            Batch(meta, req, fut, time.monotonic(), span, call_span, md, warming, order, backfill)
         )
         self.metrics.batch_rows.observe(len(rows))
 
@@ -326,7 +347,7 @@ class Pipeline:
             head.call_span.end()
             if resp is None:
                 head.span.end()
-                self._answer_warming(head.warming)  # the scored ticks are dead letters
+                self._answer_warming(head)  # the scored ticks are dead letters
                 continue
             now = self.clock()
             topic = self.s.predictions_topic
@@ -350,17 +371,28 @@ class Pipeline:
                         value = encode_prediction(tick, p, off, None, None, None, now)
                     self._produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
                 answered = [*head.meta, *head.warming]  # every answer counts for freshness
+            if head.backfill:  # answered, but outside the freshness SLI: counted apart
+                answered = self._count_backfill(answered, head.backfill)
             event_ms = np.fromiter(
                 (m[2].event_time_ms for m in answered), np.float64, len(answered)
             )
-            self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
+            if len(event_ms):
+                self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
             self.metrics.processing.observe(time.monotonic() - head.started)
             head.span.end()
             self.producer.poll(0)
 
-    def _answer_warming(self, warming: list[tuple[int, int, Tick]]) -> None:
+    def _count_backfill(self, answered: list, backfill: set[tuple[int, int]]) -> list:
+        """The answers that count for freshness; the backfill ones are counted apart."""
+        live = [a for a in answered if (a[0], a[1]) not in backfill]
+        self.metrics.backfill.inc(len(answered) - len(live))
+        return live
+
+    def _answer_warming(self, b: Batch) -> None:
         now = self.clock()
-        for p, off, tick in warming:
+        if b.backfill:
+            self._count_backfill(b.warming, b.backfill)
+        for p, off, tick in b.warming:
             value = encode_prediction(tick, p, off, None, None, None, now)
             self._produce(
                 self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms

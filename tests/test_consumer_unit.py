@@ -22,8 +22,8 @@ from proto.volatility.v1 import predictor_pb2 as pb
 
 
 class Msg:
-    def __init__(self, off: int, value: bytes) -> None:
-        self._off, self._value = off, value
+    def __init__(self, off: int, value: bytes, headers: list | None = None) -> None:
+        self._off, self._value, self._headers = off, value, headers
 
     def error(self):
         return None
@@ -39,6 +39,9 @@ class Msg:
 
     def key(self):
         return None
+
+    def headers(self) -> list | None:
+        return self._headers
 
 
 class Producer:
@@ -178,6 +181,63 @@ def test_warming_and_scored_ticks_are_answered_in_offset_order(tmp_path):
     ]
     assert pl.acks[0].advance() == 4  # every offset answered: the commit covers them all
     assert pl.metrics.warming_up._value.get() == 3
+
+
+BACKFILL = [("backfill", b"1")]
+
+
+def freshness(pl: Pipeline) -> tuple[float | None, float | None]:
+    """(answers observed in the end-to-end lag histogram, those of them within 30 s)"""
+    reg, name = pl.metrics.registry, "volspike_consumer_end_to_end_lag_seconds"
+    count = reg.get_sample_value(f"{name}_count")
+    return count, reg.get_sample_value(f"{name}_bucket", {"le": "30.0"})
+
+
+def test_backfill_is_answered_but_kept_out_of_freshness_only_when_old(tmp_path):
+    """History marked backfill (header backfill: 1) is answered like any tick, scored or
+    warming up, and counted in volspike_consumer_backfill_predictions_total instead of the
+    freshness histogram; an old tick without the mark is observed (stale), and so is a
+    marked tick younger than backfill_min_age_s (a producer cannot exempt live ticks).
+    Before: all four were observed, three of them stale (the demo's history burned the
+    freshness budget at ~80x). Mutations: observing every answer, or honouring the mark
+    at any age, fails the histogram counts; so does a histogram absent until its first
+    observation (a warm-up of backfill would read as a lost SLI source)."""
+    pl = pipeline(tmp_path, Stub())
+    assert freshness(pl) == (0.0, 0.0)  # exported from the start: all-backfill observes none
+    warm(pl, "A")  # B is cold
+    now_rel = int(time.time() * 1000) - T0  # T0 is ~400 s ago
+    batch = [
+        Msg(0, tick("A", 311_000, 101.0), BACKFILL),  # ~89 s old, marked: backfill
+        Msg(1, tick("B", 311_000, 5.0), BACKFILL),  # warming up, marked: backfill
+        Msg(2, tick("A", 312_000, 102.0)),  # ~88 s old, not marked: stale, observed
+        Msg(3, tick("A", now_rel - 1_000, 101.0), BACKFILL),  # 1 s old: live despite the mark
+    ]
+    pl._handle(batch)
+    pl._complete(drain=True)
+    assert outputs(pl) == [
+        ("pred", 0, 0.5),
+        ("pred", 1, "warm"),
+        ("pred", 2, 0.5),
+        ("pred", 3, 0.5),
+    ]
+    assert pl.acks[0].advance() == 4  # every tick answered and committed, backfill too
+    assert pl.metrics.backfill._value.get() == 2
+    assert freshness(pl) == (2.0, 1.0)  # the unmarked old tick (stale) and the live one
+    # a warming-only batch of backfill, and a rejected batch whose warming ticks are answered
+    pl._handle([Msg(4, tick("B", 312_000, 5.0), BACKFILL)])
+    pl._complete(drain=True)
+    pl.stub.first = grpc.StatusCode.INVALID_ARGUMENT  # type: ignore[attr-defined]
+    pl._handle(
+        [Msg(5, tick("A", 313_000, 101.0), BACKFILL), Msg(6, tick("B", 313_000, 5.0), BACKFILL)]
+    )
+    pl._complete(drain=True)
+    assert outputs(pl)[4:] == [
+        ("pred", 4, "warm"),
+        ("dlq", 5, "predict_rejected"),
+        ("pred", 6, "warm"),
+    ]
+    assert pl.metrics.backfill._value.get() == 4  # answers only: the dead letter is not one
+    assert freshness(pl) == (2.0, 1.0)
 
 
 def test_a_retry_answered_with_a_final_error_dead_letters_instead_of_crashing(tmp_path):

@@ -1,7 +1,8 @@
 """tools/replay.py --source synthetic --rate N keeps the generator's own timing: the
 generator runs at rate_per_s=N from now minus --history-seconds, each tick is sent when the
 wall clock reaches its event time (the back-dated ones at once), event times unchanged and
-used as the Kafka timestamps. A stand-in producer records what would be sent (no Kafka)."""
+used as the Kafka timestamps; the back-dated ones, and only those, carry the header
+``backfill: 1``. A stand-in producer records what would be sent (no Kafka)."""
 
 from __future__ import annotations
 
@@ -18,9 +19,11 @@ from tools import replay as rp
 class FakeProducer:
     def __init__(self, config: dict) -> None:
         self.sent: list[tuple[float, int, dict]] = []
+        self.headers: list[list | None] = []
 
-    def produce(self, topic, value, key, timestamp) -> None:
+    def produce(self, topic, value, key, timestamp, headers=None) -> None:
         self.sent.append((time.time() * 1000, timestamp, orjson.loads(value)))
+        self.headers.append(headers)
 
     def poll(self, timeout=0) -> int:
         return 0
@@ -65,3 +68,42 @@ def test_synthetic_rate_keeps_the_generators_event_times(monkeypatch):
     assert past.sum() > 1_000
     assert (wall[~past] >= ts[~past] - 3).all()
     assert wall[-1] - t0 >= ts[-1] - t0 - 3 > 0
+    # history, and only history, is marked backfill (the consumer keeps it out of freshness)
+    marked = np.array([h == [("backfill", b"1")] for h in prod.headers])
+    assert all(h is None for h, m in zip(prod.headers, marked, strict=True) if not m)
+    assert marked[past].all()
+    assert not marked[ts > t0 + 50].any()
+
+
+def test_without_history_nothing_is_marked_backfill(monkeypatch):
+    prod = run(monkeypatch, history_seconds=0.0, count=500)
+    assert prod.headers == [None] * 500
+
+
+def test_warm_group_holds_the_live_ticks_until_the_history_is_consumed(monkeypatch):
+    """--warm-group: the replay waits for the group after the history; what fell due while it
+    waited is sent at once as history too (another wave), until the group is close behind;
+    then live ticks go in real time, unmarked. Event times stay the generator's."""
+    waits = [0.4, 0.15, 0.0]  # the consumer group's catch-up times, one per wave
+    calls: list[float] = []
+
+    def caught_up(bootstrap, topic, group, until):
+        calls.append(time.time() * 1000)
+        time.sleep(waits[len(calls) - 1])
+        return True
+
+    monkeypatch.setattr(rp, "caught_up", caught_up)
+    monkeypatch.setattr(rp, "CAUGHT_UP_MS", 100)
+    t0 = time.time() * 1000
+    prod = run(monkeypatch, count=4_000, warm_group="g", warm_timeout=60.0)
+    assert len(calls) == 3  # history, then two waves of what fell due meanwhile
+    wall = np.array([s[0] for s in prod.sent])
+    ts = np.array([s[1] for s in prod.sent])
+    marked = np.array([h == [("backfill", b"1")] for h in prod.headers])
+    live = ~marked
+    assert marked[ts < t0].all()  # the history
+    assert marked[(ts > calls[0] + 50) & (ts < calls[1] - 50)].all()  # fell due while waiting
+    assert (ts[marked] <= calls[-1]).all() and live.sum() > 1_000
+    assert (np.diff(live.astype(int)) >= 0).all()  # history first, then only live ticks
+    assert (wall[live] >= ts[live] - 3).all()  # live ticks not before their time
+    assert (np.diff(ts) >= 0).all()  # the generator's order and times: nothing re-timed

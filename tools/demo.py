@@ -28,6 +28,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / ".run"
 REGIMES = RUN / "demo-regimes.txt"
 DEMO_CALM_S, DEMO_STRESSED_S = 40.0, 20.0
+CONSUMER_GROUP = "volspike-consumer"  # the consumer's default group (consumer/config.py)
+WARM_UP_S = 600.0  # the longest the live part waits for the history to be answered
 
 
 def main() -> None:
@@ -79,11 +81,13 @@ def main() -> None:
             log=RUN / "demo-consumer.log",
         )
         # back-dated ticks first, so symbols are past their 300 s warm-up when the live part
-        # starts (without them every symbol answers "warming up" for its first 300 s)
+        # starts (without them every symbol answers "warming up" for its first 300 s); they
+        # are marked backfill, and the live ticks wait until the consumer has answered them
+        # (--warm-group), so none is late for the freshness SLI because of the warm-up
         history = WARMUP_MS // 1000 + 20
         # --rate is the calm rate; stressed regimes send up to STRESS_RATE x faster: enough
-        # ticks for the whole run (the replay is stopped at the end)
-        count = int(args.rate * STRESS_RATE * (args.seconds + history))
+        # ticks for the whole run and the warm-up (the replay is stopped at the end)
+        count = int(args.rate * STRESS_RATE * (args.seconds + history + WARM_UP_S))
         symbols = max(4, int(args.rate / 20))  # ~20 trades/s per symbol, like the real data
         replay_args = [
             "--bootstrap",
@@ -99,6 +103,10 @@ def main() -> None:
             "--quiet",
             "--history-seconds",
             str(history),
+            "--warm-group",
+            CONSUMER_GROUP,
+            "--warm-timeout",
+            str(WARM_UP_S),
             # shorter regimes than the generator's 180 s / 45 s, so a one-minute demo sees
             # both; the replay logs every change, the figures below show the current one
             "--calm-s",
@@ -109,17 +117,19 @@ def main() -> None:
             str(REGIMES),
         ]
         REGIMES.unlink(missing_ok=True)
+        prom = start_prometheus(args)
+        t_start = time.monotonic()
         replay = procs.start("tools.replay", *replay_args, log=RUN / "demo-replay.log")
         print(
             f"kafka {bootstrap} | server 127.0.0.1:{args.port} (metrics :{args.metrics_port})"
             f" | consumer metrics :{args.consumer_metrics_port} | {history} s of history, then "
             f"synthetic ticks of {symbols} symbols at {args.rate:,.0f}/s; logs in .run/"
         )
-        prom = start_prometheus(args)
-        # a little later, so Prometheus has seen the dead-letter counters at 0 first
-        threading.Timer(min(20.0, args.seconds / 3), send_bad_ticks, (bootstrap,)).start()
         sample = Sample(bootstrap)
         sample.start()
+        warm_up(args, replay)
+        # a little later, so Prometheus has seen the dead-letter counters at 0 first
+        threading.Timer(min(20.0, args.seconds / 3), send_bad_ticks, (bootstrap,)).start()
         t0 = time.monotonic()
         if args.rollback_at is not None:
             live(args, t0 + args.rollback_at, sample)
@@ -131,7 +141,8 @@ def main() -> None:
         if prom is not None and args.snapshot:
             from tools.dashboard_snapshot import render
 
-            render(prom.url, args.snapshot, max(1.0, (time.monotonic() - t0) / 60))
+            # the warm-up included: backfill answered, then the live part
+            render(prom.url, args.snapshot, max(1.0, (time.monotonic() - t_start) / 60))
             print(f"dashboard picture: {args.snapshot}")
     finally:
         for proc in (replay, consumer, server):
@@ -149,6 +160,29 @@ def main() -> None:
             f"Prometheus ran at {prom.url} (data in .run/prometheus). For a dashboard picture: "
             "make dashboard-snapshot (a demo with a rollback, rendered to docs/dashboard.png)"
         )
+
+
+def warm_up(args: argparse.Namespace, replay) -> None:
+    """Until the replay goes live (the consumer has answered the history): progress from the
+    consumer's /metrics every 2 s."""
+    log = RUN / "demo-replay.log"
+    next_print = time.monotonic() + 2
+    while replay.poll() is None and "live:" not in log.read_text(errors="replace"):
+        time.sleep(0.2)
+        if time.monotonic() >= next_print:
+            next_print += 2
+            c = procs.scrape(args.consumer_metrics_port)
+            answered = c.get("volspike_consumer_predictions_produced_total", 0)
+            backfill = c.get("volspike_consumer_backfill_predictions_total", 0)
+            print(
+                f"warm-up: {answered:,.0f} history ticks answered, {backfill:,.0f} of them "
+                "outside the freshness SLI (backfill); offset lag "
+                f"{c.get('volspike_consumer_offset_lag', 0):,.0f}",
+                flush=True,
+            )
+    for line in log.read_text(errors="replace").splitlines():
+        if line.startswith(("warm-up:", "live:")):  # a timeout says so too
+            print(f"replay {line}")
 
 
 def send_bad_ticks(bootstrap: str) -> None:
@@ -175,6 +209,8 @@ def start_prometheus(args: argparse.Namespace) -> obs_stack.Prometheus | None:
     if not (obs_stack.PROMETHEUS_BIN / "prometheus").exists():
         print("Prometheus is not built: `make go-tools` once (~10 min) to have it beside the demo")
         return None
+    # this demo's series only: an earlier demo's would stay in the 1 h .. 3 d windows
+    shutil.rmtree(RUN / "prometheus" / "tsdb", ignore_errors=True)
     prom = obs_stack.Prometheus(RUN / "prometheus", port=args.prometheus_port, interval="2s")
     prom.start([f"127.0.0.1:{args.metrics_port}"], [f"127.0.0.1:{args.consumer_metrics_port}"])
     print(f"Prometheus {prom.url} scraping the server and the consumer every 2 s")

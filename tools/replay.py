@@ -18,6 +18,15 @@ tick is "now" and later ones keep their spacing divided by the speed (with --rat
 sends that many seconds x N back-dated ticks at once), so end-to-end lag measured downstream
 is real. --keep-time sends original event times.
 The Kafka message timestamp is the event time (the consumer's warm-up relies on it).
+The --history-seconds ticks carry the Kafka header ``backfill: 1``: the consumer answers
+them as any other, but keeps those already backfill_min_age_s (20 s) old when read out of
+the freshness SLI and counts them apart (volspike_consumer_backfill_predictions_total).
+
+--warm-group G (synthetic --rate --history-seconds, what ``make demo`` runs): the live ticks
+wait until consumer group G has committed the history. The ticks that fell due meanwhile are
+history too (sent at once, marked), and so on until G is less than 2 s behind, so no live
+tick queues behind the warm-up and none is re-timed (each symbol's stream stays unbroken).
+A line ``live: ...`` is printed when the live part begins.
 """
 
 from __future__ import annotations
@@ -30,15 +39,17 @@ from typing import Any
 
 import numpy as np
 import pandas as pd
-from confluent_kafka import Producer
+from confluent_kafka import Consumer, Producer, TopicPartition
 from tqdm import tqdm
 
-from consumer.messages import encode_row, now_ms_wall
+from consumer.messages import BACKFILL_HEADER, encode_row, now_ms_wall
 from market import realdata
 from market.synthetic import SyntheticTicks, universe
 from market.ticks import TICK_COLUMNS
 
 CHUNK = 20_000
+CAUGHT_UP_MS = 2_000
+"""--warm-group: the warm-up ends once the group is this close behind the clock."""
 
 
 def frames(
@@ -86,7 +97,19 @@ def main() -> None:
         type=float,
         default=0.0,
         help="with --rate: first send this many seconds of back-dated history at once "
-        "(synthetic: the generator starts that long before now)",
+        "(synthetic: the generator starts that long before now), marked backfill "
+        "(Kafka header backfill: 1)",
+    )
+    p.add_argument(
+        "--warm-group",
+        help="synthetic --rate --history-seconds: hold the live ticks until this consumer "
+        "group has committed the history (what fell due meanwhile is history too)",
+    )
+    p.add_argument(
+        "--warm-timeout",
+        type=float,
+        default=600.0,
+        help="--warm-group: go live anyway after waiting this many seconds in all",
     )
     p.add_argument("--calm-s", type=float, help="synthetic: mean calm run, seconds")
     p.add_argument("--stressed-s", type=float, help="synthetic: mean stressed run, seconds")
@@ -137,6 +160,12 @@ def replay(a: argparse.Namespace) -> int:
         regimes=regimes,
     )
     last_regime = None
+    backfill: list[tuple[str, str | bytes | None]] = [BACKFILL_HEADER]
+    # paced: ticks before this event time are history (sent at once, marked backfill)
+    warm_until: int | None = base if paced and hist_ms else None
+    warm_group: str | None = getattr(a, "warm_group", None) if warm_until else None
+    warm_end = time.monotonic() + getattr(a, "warm_timeout", 600.0)
+    n_backfill = 0
     for df in source:
         if regime_log is not None and "stressed" in df:
             last_regime = log_regimes(regime_log, df, last_regime)
@@ -144,6 +173,21 @@ def replay(a: argparse.Namespace) -> int:
         for sym, t, price, size, bid, ask in zip(*cols, strict=True):
             if t_event0 is None:
                 t_event0 = t
+            if warm_group and warm_until is not None and t >= warm_until:
+                producer.flush(60)  # the history so far is in Kafka: wait for the group
+                if caught_up(a.bootstrap, a.topic, warm_group, warm_end):
+                    behind = now_ms_wall() - warm_until
+                    warm_until = None if behind < CAUGHT_UP_MS else warm_until + behind
+                else:
+                    print(f"warm-up: group {warm_group} still behind; going live anyway")
+                    warm_until = None
+                if warm_until is None:
+                    warm_group = None
+                    print(
+                        f"live: {n_backfill:,} ticks of history sent as backfill; the live ticks "
+                        "follow in real time",
+                        flush=True,
+                    )
             if paced:
                 due = (t - base) / 1000
             elif sent < n_hist:
@@ -170,9 +214,13 @@ def replay(a: argparse.Namespace) -> int:
             else:
                 ev = now_ms_wall()
             value = encode_row(sym, ev, price, size, bid, ask)
+            # the back-dated history: before the live part began (real: the first n_hist)
+            history = (warm_until is not None and ev < warm_until) or sent < n_hist
+            headers = backfill if history else None
+            n_backfill += history
             while True:
                 try:
-                    producer.produce(a.topic, value=value, key=sym, timestamp=ev)
+                    producer.produce(a.topic, value=value, key=sym, timestamp=ev, headers=headers)
                     break
                 except BufferError:
                     producer.poll(0.05)
@@ -184,6 +232,25 @@ def replay(a: argparse.Namespace) -> int:
     producer.flush(60)
     bar.close()
     return sent
+
+
+def caught_up(bootstrap: str, topic: str, group: str, until: float) -> bool:
+    """Wait until ``group`` has committed every message of ``topic`` (False: not before the
+    monotonic time ``until``)."""
+    c = Consumer({"bootstrap.servers": bootstrap, "group.id": group, "enable.auto.commit": False})
+    try:
+        parts = c.list_topics(topic, timeout=10).topics[topic].partitions
+        tps = [TopicPartition(topic, p) for p in parts]
+        while True:
+            high = [c.get_watermark_offsets(tp, timeout=10)[1] for tp in tps]
+            done = [tp.offset for tp in c.committed(tps, timeout=10)]
+            if all(max(d, 0) >= h for d, h in zip(done, high, strict=True)):
+                return True
+            if time.monotonic() >= until:
+                return False
+            time.sleep(0.25)
+    finally:
+        c.close()
 
 
 def log_regimes(path: Path, df: pd.DataFrame, last: bool | None) -> bool | None:

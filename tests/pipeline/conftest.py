@@ -129,7 +129,8 @@ def replay(kafka: str, topic: str, *args: str) -> int:
         timeout=300,
         check=True,
     )
-    return int(out.stdout.split()[1].replace(",", ""))
+    done = next(line for line in out.stdout.splitlines() if line.startswith("replayed "))
+    return int(done.split()[1].replace(",", ""))
 
 
 def predictions_covering(
