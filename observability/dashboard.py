@@ -1,7 +1,8 @@
 """The Grafana dashboard, authored as code (grafana-foundation-sdk 0.0.21).
 
-Every panel's queries are listed once in ``PANELS``; the live test runs each of them against
-a real Prometheus and ``tools/dashboard_snapshot.py`` renders them from the generated JSON.
+Every panel's queries are listed once in ``panels()``, the annotations in ``annotation_specs()``;
+the live test runs each of them against a real Prometheus and ``tools/dashboard_snapshot.py``
+renders them from the generated JSON. A title names the window its queries use.
 """
 
 from __future__ import annotations
@@ -31,6 +32,43 @@ class PanelSpec:
     kind: str = "timeseries"  # or stat
     threshold: float | None = None  # a red line (the SLO)
     exemplars: bool = False
+    legend: str = "bottom"  # or right: many series (Grafana, and the picture, keep it off the plot)
+
+
+@dataclass(frozen=True)
+class AnnotationSpec:
+    """Events marked on every time series panel: each run of samples the query returns."""
+
+    name: str
+    expr: str
+    title: str  # legend format of the event's title
+    color: str
+
+
+def annotation_specs() -> list[AnnotationSpec]:
+    active = "max by (artifact) (volspike_active_model_info{0} == 1)"
+    return [
+        AnnotationSpec(
+            # an artifact active now that was not a minute ago, while another one was: a
+            # switch (make rollback, a config change), not a server's first load
+            "Model switch",
+            f"{active.format('')}\nunless on (artifact) {active.format(' offset 1m')}"
+            "\nand on () count(volspike_active_model_info offset 1m == 1) > 0",
+            "model switch: {{artifact}} active",
+            "blue",
+        ),
+        AnnotationSpec(
+            "Model load failed",
+            'sum(increase(volspike_model_reloads_total{result="failed"}[1m])) > 0',
+            "model load failed (the previous artifact keeps serving)",
+            "red",
+        ),
+    ]
+
+
+def spaced(window: str) -> str:
+    """A PromQL window as titles write it: 15m -> 15 m."""
+    return f"{window[:-1]} {window[-1]}"
 
 
 def panels(cfg: dict | None = None) -> list[PanelSpec]:
@@ -46,6 +84,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
         for x, n in ((0.5, 50), (0.95, 95), (0.99, 99))
     ]
     burn = "volspike_slo:{0}_errors:ratio_rate1h / {1}"
+    period = f"{slo.PERIOD_DAYS} d"
     budgets = {
         "latency": 1 - cfg["alerting"]["latency_objective"],
         "availability": 1 - cfg["service"]["availability"],
@@ -54,7 +93,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
     }
     return [
         PanelSpec(
-            "Requests by method and code",
+            "Requests by method and code (1 m rate)",
             (
                 (
                     "sum by (method, code) (rate(volspike_rpc_requests_total[1m]))",
@@ -63,21 +102,20 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             ),
             "reqps",
         ),
-        PanelSpec("Predict latency (server)", tuple(q), "s", threshold=p95, exemplars=True),
+        PanelSpec("Predict latency (server, 1 m)", tuple(q), "s", threshold=p95, exemplars=True),
         PanelSpec(
-            "Predict error ratio",
-            (("volspike_slo:errors_errors:ratio_rate5m", "non-OK / all, 5m"),),
+            "Predict error ratio (5 m)",
+            (("volspike_slo:errors_errors:ratio_rate5m", "non-OK / all"),),
             "percentunit",
             threshold=cfg["predict"]["max_error_ratio"],
         ),
         PanelSpec(
-            "Availability (30 d) and budget left",
+            f"Availability (3 d) and its budget left ({period})",
             (
-                ("1 - volspike_slo:availability_errors:ratio_rate3d", "availability, 3d"),
+                ("1 - volspike_slo:availability_errors:ratio_rate3d", "availability, 3 d"),
                 (
-                    "1 - volspike_slo:availability_errors:ratio_rate3d"
-                    f" / {budgets['availability']:g}",
-                    "budget left",
+                    'volspike_slo:error_budget_remaining:ratio{slo="availability"}',
+                    f"budget left, {period}",
                 ),
             ),
             "percentunit",
@@ -90,7 +128,13 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             threshold=14.4,
         ),
         PanelSpec(
-            "Consumer lag (seconds)",
+            f"Error budget left ({period})",
+            (("volspike_slo:error_budget_remaining:ratio", "{{slo}}"),),
+            "percentunit",
+            threshold=0.0,
+        ),
+        PanelSpec(
+            "Consumer lag: p95 event -> prediction (1 m)",
             (
                 (
                     "histogram_quantile(0.95, sum by (le) "
@@ -106,7 +150,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             (("sum by (partition) (volspike_consumer_offset_lag)", "partition {{partition}}"),),
         ),
         PanelSpec(
-            "Batch size (rows per Predict)",
+            "Batch size (rows per Predict, 1 m)",
             (
                 (
                     "sum(rate(volspike_consumer_batch_rows_sum[1m]))"
@@ -116,17 +160,22 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             ),
         ),
         PanelSpec(
-            "Throughput",
+            "Throughput (1 m rate)",
             (
                 ("sum(rate(volspike_consumer_predictions_produced_total[1m]))", "predictions/s"),
                 ("sum(rate(volspike_predictions_total[1m]))", "rows scored/s"),
+                (
+                    "sum(rate(volspike_consumer_backfill_predictions_total[1m]))",
+                    "backfill answers/s (not in freshness)",
+                ),
             ),
             "ops",
         ),
         PanelSpec(
-            "Dead-lettered by reason",
+            "Dead-lettered by reason (1 m rate)",
             (("sum by (reason) (rate(volspike_consumer_dead_lettered_total[1m]))", "{{reason}}"),),
             "ops",
+            legend="right",
         ),
         PanelSpec(
             "Active artifact",
@@ -134,7 +183,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             kind="stat",
         ),
         PanelSpec(
-            "Model loads",
+            "Model loads (per 5 m)",
             (
                 ("sum by (result) (increase(volspike_model_reloads_total[5m]))", "{{result}}"),
                 (
@@ -150,9 +199,10 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
                 ("sum(volspike_rows_scoring)", "rows in the trees"),
                 ("sum by (method) (volspike_rpc_in_flight)", "calls {{method}}"),
             ),
+            legend="right",
         ),
         PanelSpec(
-            "Predicted probability",
+            "Predicted probability (5 m)",
             tuple(
                 (f"histogram_quantile({x}, sum by (le) ({prob}))", f"p{n}")
                 for x, n in ((0.5, 50), (0.9, 90), (0.99, 99))
@@ -160,18 +210,19 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             "percentunit",
         ),
         PanelSpec(
-            f"Drift: PSI per feature and of the predictions ({w})",
-            ((f"volspike_drift:psi:{w}", "{{feature}}"),),
+            f"Drift: PSI per feature and of the predictions ({spaced(w)})",
+            ((f"volspike_drift:psi:{w}", "{{artifact}} {{feature}}"),),
             threshold=d["psi_threshold"],
+            legend="right",
         ),
         PanelSpec(
-            "Drift: share of features drifted",
+            f"Drift: share of features drifted ({spaced(w)})",
             ((f"volspike_drift:drifted_feature_share:{w}", "{{artifact}}"),),
             "percentunit",
             threshold=d["max_drifted_share"],
         ),
         PanelSpec(
-            "Warming up: share of answers without a probability",
+            "Warming up: share of answers without a probability (5 m)",
             (
                 (
                     "sum(rate(volspike_consumer_warming_up_total[5m]))"
@@ -182,7 +233,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             "percentunit",
         ),
         PanelSpec(
-            "Positive label share",
+            "Positive label share (5 m)",
             (
                 (
                     "sum by (artifact) (rate(volspike_positive_labels_total[5m]))"
@@ -222,6 +273,16 @@ def _panel(spec: PanelSpec, x: int, y: int):
         builder = builder.with_target(
             _target(expr, legend, ref, spec.exemplars, spec.kind == "stat")
         )
+    if isinstance(builder, timeseries.Panel):
+        placement = (
+            cm.LegendPlacement.RIGHT if spec.legend == "right" else cm.LegendPlacement.BOTTOM
+        )
+        builder = builder.legend(
+            cb.VizLegendOptions()
+            .show_legend(True)
+            .display_mode(cm.LegendDisplayMode.LIST)
+            .placement(placement)
+        )
     if spec.threshold is not None and spec.kind == "timeseries":
         assert isinstance(builder, timeseries.Panel)  # spec.kind chose it above
         steps = [
@@ -245,4 +306,15 @@ def build(cfg: dict | None = None) -> dict:
     )
     for i, spec in enumerate(panels(cfg)):
         dash = dash.with_panel(_panel(spec, (i % 3) * 8, (i // 3) * 8))
+    for a in annotation_specs():
+        dash = dash.annotation(
+            db.AnnotationQuery()
+            .name(a.name)
+            .datasource(dm.DataSourceRef(type_val="prometheus", uid=PROMETHEUS_UID))
+            .enable(True)
+            .icon_color(a.color)
+            .expr(a.expr)
+            .title_format(a.title)
+            .step("15s")
+        )
     return json.loads(json.dumps(dash.build(), cls=JSONEncoder))

@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from observability import dashboard, rules
+from observability import dashboard, rules, slo
 from tests.conftest import ROOT
 from tools.obs_stack import build
 
@@ -110,6 +110,25 @@ def test_dashboard_uses_only_provisioned_datasources():
     links = prom["jsonData"]["exemplarTraceIdDestinations"]
     assert links == [{"name": "trace_id", "datasourceUid": dashboard.TEMPO_UID}]
     assert len(dash["panels"]) == len(dashboard.panels()) >= 15
+    notes = dash["annotations"]["list"]
+    assert {a["datasource"]["uid"] for a in notes} <= uids
+    assert {a["name"] for a in notes} >= {"Model switch", "Model load failed"}
+
+
+WINDOW = re.compile(r"(?:\[|ratio_rate|:)(\d+)([smhd])\b")  # [5m], ratio_rate3d, psi:15m
+
+
+def test_panel_titles_name_their_windows():
+    """A panel over 3 d was titled 30 d: every window a panel's queries use is in its title
+    (written "3 d"), the error budget's being the SLO period."""
+    for spec in dashboard.panels():
+        want = set()
+        for expr, _ in spec.queries:
+            want |= {f"{n} {unit}" for n, unit in WINDOW.findall(expr)}
+            if "error_budget_remaining" in expr:
+                want.add(f"{slo.PERIOD_DAYS} d")
+        missing = {w for w in want if not re.search(rf"\b{w}\b", spec.title)}
+        assert not missing, f"{spec.title!r} uses windows {sorted(missing)} it does not name"
 
 
 def _runbook_sections() -> dict[str, str]:

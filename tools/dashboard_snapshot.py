@@ -1,7 +1,8 @@
 """Render the committed Grafana dashboard JSON into a PNG from a live Prometheus, so a person
 sees what Grafana would show without Grafana: layout from each panel's gridPos, every target
-through query_range, legends from legendFormat, SLO threshold lines, stat panels as their
-last value.
+through query_range, legends from legendFormat placed as the panel says (below or right of
+the plot, never on it), SLO threshold lines, stat panels as their last value, and the
+dashboard's annotations (e.g. a model switch) as dashed lines across every time series.
 
     python -m tools.dashboard_snapshot --prometheus http://127.0.0.1:9090 --out docs/dashboard.png
 """
@@ -24,12 +25,16 @@ from tools.obs_stack import get_json
 from tools.procs import ROOT
 
 DASHBOARD = ROOT / "observability" / "grafana" / "dashboards" / "volspike.json"
+COLORS = {"blue": "#8ab8ff", "red": "#f2495c", "green": "#73bf69", "yellow": "#fade2a"}
 SCALE = {
     "s": (1000.0, "ms"),
     "percentunit": (100.0, "%"),
     "reqps": (1.0, "req/s"),
     "ops": (1.0, "/s"),
 }
+
+
+MAX_SERIES = 30
 
 
 def query_range(prom: str, expr: str, start: float, end: float, step: float) -> list:
@@ -48,12 +53,49 @@ def legend(fmt: str, labels: dict) -> str:
     return re.sub(r"\{\{\s*(\w+)\s*\}\}", lambda m: labels.get(m.group(1), ""), fmt) or str(labels)
 
 
+def events(prom: str, dash: dict, start: float, end: float, step: float) -> list:
+    """(time, title, color) of each annotation event: each run of samples its query returns
+    (Grafana's Prometheus annotations) starts one."""
+    out = []
+    for note in dash.get("annotations", {}).get("list", []):
+        if not note.get("enable", True) or not note.get("expr"):
+            continue
+        for s in query_range(prom, note["expr"], start, end, step):
+            times = [float(t) for t, _ in s["values"]]
+            for i, t in enumerate(times):
+                if i == 0 or t - times[i - 1] > 1.5 * step:
+                    title = legend(note.get("titleFormat", note["name"]), s["metric"])
+                    out.append((t, title, COLORS.get(note.get("iconColor", ""), "#8ab8ff")))
+    return sorted(out)
+
+
+def minutes_text(minutes: float) -> str:
+    return f"{minutes:.0f} min" if minutes >= 10 else f"{minutes:.1f} min"
+
+
+def place_legend(ax, placement: str, n: int) -> None:
+    """Legend outside the plot, as Grafana draws it: the axes give up room for it."""
+    box = ax.get_position()
+    style = dict(fontsize=7, facecolor="#181b1f", labelcolor="#ccccdc", framealpha=0.6)
+    if placement == "right":
+        ax.set_position([box.x0, box.y0, box.width * 0.66, box.height])
+        ax.legend(loc="upper left", bbox_to_anchor=(1.02, 1.0), borderaxespad=0, **style)
+        return
+    cols = 3
+    lines = -(-n // cols)
+    cut = min(0.45, 0.075 * lines + 0.05)  # the share of the height the legend takes
+    ax.set_position([box.x0, box.y0 + box.height * cut, box.width, box.height * (1 - cut)])
+    ax.legend(loc="upper left", bbox_to_anchor=(0.0, -0.16), ncol=cols, borderaxespad=0,
+              **style)  # fmt: skip
+
+
 def render(prom: str, out: Path, minutes: float, dashboard: Path = DASHBOARD) -> int:
     """Draw every panel; returns how many panels had no data."""
     dash = json.loads(dashboard.read_text())
     end = time.time()
     start = end - minutes * 60
     step = max(1.0, minutes * 60 / 300)
+    notes = events(prom, dash, start, end, step)
     rows = max(p["gridPos"]["y"] + p["gridPos"]["h"] for p in dash["panels"])
     fig = plt.figure(figsize=(24, rows * 0.62), dpi=80, facecolor="#111217")
     grid = fig.add_gridspec(rows, 24, hspace=2.2, wspace=1.2, top=0.96, bottom=0.02)
@@ -89,19 +131,28 @@ def render(prom: str, out: Path, minutes: float, dashboard: Path = DASHBOARD) ->
             ax.text(0.5, 0.45, text, color="#73bf69", ha="center", va="center", fontsize=15,
                     transform=ax.transAxes)  # fmt: skip
             continue
-        for name, pts in series[:12]:
+        for name, pts in series[:MAX_SERIES]:
             ax.plot([(t - end) / 60 for t, _ in pts], [v * factor for _, v in pts], label=name,
                     linewidth=1.2)  # fmt: skip
         for step_ in panel["fieldConfig"]["defaults"].get("thresholds", {}).get("steps", []):
             if step_.get("value") is not None and step_.get("color") == "red":
                 ax.axhline(step_["value"] * factor, color="#f2495c", linestyle="--", linewidth=1)
+        ax.set_xlim(-minutes, 0)
+        for t, title, color in notes:
+            x = (t - end) / 60
+            ax.axvline(x, color=color, linestyle=(0, (4, 3)), linewidth=1.1)
+            ax.text(x, 1.0, f" {title}", color=color, fontsize=7, va="top", ha="left",
+                    transform=ax.get_xaxis_transform())  # fmt: skip
         ax.set_xlabel("minutes ago", color="#8e8e8e", fontsize=8)
         if suffix:
             ax.set_ylabel(suffix, color="#8e8e8e", fontsize=8)
-        ax.legend(fontsize=7, loc="upper left", facecolor="#181b1f", labelcolor="#ccccdc",
-                  framealpha=0.6)  # fmt: skip
+        opts = panel.get("options", {}).get("legend", {})
+        if opts.get("showLegend", True):
+            place_legend(ax, opts.get("placement", "bottom"), min(len(series), MAX_SERIES))
     stamp = datetime.fromtimestamp(end, UTC).strftime("%Y-%m-%d %H:%M UTC")
-    fig.suptitle(f"{dash['title']}  (last {minutes:g} min, {stamp}, rendered from {prom})",
+    shown = "; ".join(f"{title} at {(t - end) / 60:.1f} min" for t, title, _ in notes)
+    fig.suptitle(f"{dash['title']}  (last {minutes_text(minutes)}, {stamp}, rendered from {prom})"
+                 + (f"\nannotations: {shown}" if shown else ""),
                  color="#ccccdc", fontsize=14)  # fmt: skip
     out.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(out, facecolor=fig.get_facecolor(), bbox_inches="tight")
