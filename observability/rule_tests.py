@@ -144,14 +144,17 @@ def series(sc: Scenario, cfg: dict, step: int) -> list[dict]:
     elif sc.sli == "availability":
         how, what = sc.variant[:2] if len(sc.variant) == 2 else ("kind", "Internal")
         out = [s(f'volspike_rpc_requests_total{{{predict},code="OK"}}', lambda g, b: g)]
-        if how == "split":  # half the bad calls failed in the server, half unanswered
-            out += [
-                s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}', lambda g, b: b / 2),
-                s(f'volspike_rpc_errors_total{{{predict},code="INTERNAL",type="Internal"}}',
-                  lambda g, b: b / 2),
-                s('volspike_consumer_predict_calls_total{code="OK"}', lambda g, b: g + b / 2),
-                s(f'volspike_consumer_predict_calls_total{{code="{what}"}}', lambda g, b: b / 2),
-            ]  # fmt: skip
+        if how == "spread":  # half the bad calls fail in the server, spread over every
+            # fault kind, half go unanswered, spread over every client code
+            kinds, codes = cfg["alerting"]["server_fault_kinds"], what
+            k, c = 2 * len(kinds), 2 * len(codes)
+            out += [s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}',
+                      lambda g, b: b / 2)]  # fmt: skip
+            out += [s(f'volspike_rpc_errors_total{{{predict},code="INTERNAL",type="{kind}"}}',
+                      lambda g, b: b / k) for kind in kinds]  # fmt: skip
+            out += [s('volspike_consumer_predict_calls_total{code="OK"}', lambda g, b: g + b / 2)]
+            out += [s(f'volspike_consumer_predict_calls_total{{code="{code}"}}',
+                      lambda g, b: b / c) for code in codes]  # fmt: skip
         elif how == "kind":
             out += [
                 s(f'volspike_rpc_requests_total{{{predict},code="INTERNAL"}}', lambda g, b: b),
@@ -399,7 +402,7 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
                 tests.append(_alerts_test(s, cfg, step))
         files[f"slo-{name}.test.yml"] = _doc(tests, every)
     files["slo-budget.test.yml"] = _doc([budget_tests(s, cfg) for s in rules.slis(cfg)], 60)
-    prof = [profile_test(s, cfg) for s in rules.slis(cfg)]
+    prof = [f(s, cfg) for s in rules.slis(cfg) for f in (profile_test, healthy_profile_test)]
     files["slo-profile.test.yml"] = _doc(prof, sum(s.minutes for s in PROFILE))
     files["slo-absent.test.yml"] = _doc(absent_tests(cfg), 1)
     files["drift-report.test.yml"] = _doc(report_tests(cfg), 60)
@@ -416,8 +419,9 @@ def profile_test(sli: rules.Sli, cfg: dict) -> dict:
     """Every recorded ratio and event rate of ``sli`` equals what Prometheus's rate() gives
     for the PROFILE traffic (computed here from the samples, within 0.1 %)."""
     step = 1
-    split = ("split", "UNAVAILABLE") if sli.name == "availability" else ()
-    sc = Scenario(f"profile-{sli.name}", sli.name, "", PROFILE, False, variant=split)
+    codes = tuple(cfg["alerting"]["client_unanswered_codes"])
+    spread = ("spread", codes) if sli.name == "availability" else ()
+    sc = Scenario(f"profile-{sli.name}", sli.name, "", PROFILE, False, variant=spread)
     bad = samples(PROFILE, step, lambda g, b: b)
     total = samples(PROFILE, step, lambda g, b: g + b)
     checks = []
@@ -433,6 +437,18 @@ def profile_test(sli: rules.Sli, cfg: dict) -> dict:
                 "exp_samples": [{"labels": "{}", "value": 1}],
             })  # fmt: skip
     return {"name": sc.name, "interval": f"{step}m", "input_series": series(sc, cfg, step),
+            "promql_expr_test": checks}  # fmt: skip
+
+
+def healthy_profile_test(sli: rules.Sli, cfg: dict) -> dict:
+    """The same traffic without a single failure and without the series only failures
+    create: every recorded error ratio is exactly 0 (not empty, not a fallback's 1)."""
+    calm = [Seg(s.minutes, s.rate) for s in PROFILE]
+    sc = Scenario(f"healthy-{sli.name}", sli.name, "", calm, False, variant=("healthy",))
+    checks = [{"expr": f"abs(volspike_slo:{sli.name}_errors:ratio_rate{w}) < bool 1e-12",
+               "eval_time": f"{sc.minutes}m", "exp_samples": [{"labels": "{}", "value": 1}]}
+              for w in rules.WINDOWS]  # fmt: skip
+    return {"name": sc.name, "interval": "1m", "input_series": series(sc, cfg, 1),
             "promql_expr_test": checks}  # fmt: skip
 
 
