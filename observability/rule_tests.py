@@ -24,6 +24,7 @@ observability/prometheus/tests/generated/; tools/mutate_rules.py proves they pin
 
 from __future__ import annotations
 
+import math
 import tomllib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -403,7 +404,10 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
         files[f"slo-{name}.test.yml"] = _doc(tests, every)
     files["slo-budget.test.yml"] = _doc([budget_tests(s, cfg) for s in rules.slis(cfg)], 60)
     prof = [f(s, cfg) for s in rules.slis(cfg) for f in (profile_test, healthy_profile_test)]
-    files["slo-profile.test.yml"] = _doc(prof, sum(s.minutes for s in PROFILE))
+    files["slo-profile.test.yml"] = _doc(
+        [*prof, unanswered_profile_test(cfg)], sum(s.minutes for s in PROFILE)
+    )
+    files["drift-psi.test.yml"] = _doc(drift_tests(cfg), 1)
     files["slo-absent.test.yml"] = _doc(absent_tests(cfg), 1)
     files["drift-report.test.yml"] = _doc(report_tests(cfg), 60)
     return files
@@ -438,6 +442,64 @@ def profile_test(sli: rules.Sli, cfg: dict) -> dict:
             })  # fmt: skip
     return {"name": sc.name, "interval": f"{step}m", "input_series": series(sc, cfg, step),
             "promql_expr_test": checks}  # fmt: skip
+
+
+def unanswered_profile_test(cfg: dict) -> dict:
+    """No server ever answered (none counted a call); the consumer's attempts all ended
+    UNAVAILABLE: every window's availability error ratio is exactly 1."""
+    code = cfg["alerting"]["client_unanswered_codes"][0]
+    total = sum(s.minutes for s in PROFILE)
+    checks = [{"expr": f"abs(volspike_slo:availability_errors:ratio_rate{w} - 1) < bool 1e-12",
+               "eval_time": f"{total}m", "exp_samples": [{"labels": "{}", "value": 1}]}
+              for w in rules.WINDOWS]  # fmt: skip
+    return {"name": "unanswered-availability", "interval": "1m", "input_series": [
+        {"series": f'volspike_consumer_predict_calls_total{{code="{code}"}}',
+         "values": f"0+30x{total}"}], "promql_expr_test": checks}  # fmt: skip
+
+
+def drift_tests(cfg: dict) -> list[dict]:
+    """PSI, the drifted-feature share and the prediction alert on two-bin features whose
+    live split against a 50/50 reference gives PSIs on both sides of the threshold and of
+    half and twice it: f1 0 (50/50), f2 0.27 (75/25), f3 0.17 (70/30), f4 4.6 (100/0, an
+    empty bin clamped to 1e-4); the prediction 0.17. Share: 2 of 4 features (the
+    prediction is not a feature)."""
+    d = cfg["drift"]
+    eps, minutes = 1e-4, 50
+    split = {"f1": 0.5, "f2": 0.75, "f3": 0.7, "f4": 1.0, "prediction": 0.7}
+
+    def psi(p: float) -> float:
+        out = 0.0
+        for live in (p, 1 - p):
+            live = max(live, eps)
+            out += (live - 0.5) * math.log(live / 0.5)
+        return out
+
+    series = []
+    for f, p in split.items():
+        for b, share in (("0", p), ("1", 1 - p)):
+            lbl = f'artifact="a",feature="{f}",bin="{b}"'
+            series.append({"series": f"volspike_consumer_feature_bin_total{{{lbl}}}",
+                           "values": f"0+{100 * share:g}x{minutes}"})  # fmt: skip
+            series.append({"series": f"volspike_drift_reference_share{{{lbl}}}",
+                           "values": f"0.5x{minutes}"})  # fmt: skip
+    w = d["window"]
+    drifted = [f for f, p in split.items() if f != "prediction" and psi(p) > d["psi_threshold"]]
+    share = len(drifted) / (len(split) - 1)
+    at = f"{minutes}m"
+    checks = [
+        {"expr": f'abs(volspike_drift:psi:{w}{{feature="{f}"}} - {psi(p)!r}) < bool 1e-6',
+         "eval_time": at, "exp_samples": [{"labels": f'{{artifact="a",feature="{f}"}}',
+                                            "value": 1}]}
+        for f, p in split.items()
+    ] + [
+        {"expr": f"abs(volspike_drift:drifted_feature_share:{w} - {share!r}) < bool 1e-9",
+         "eval_time": at, "exp_samples": [{"labels": '{artifact="a"}', "value": 1}]},
+        {"expr": 'ALERTS{alertname="VolspikePredictionDrift",alertstate="firing"}',
+         "eval_time": at, "exp_samples": []},
+    ]  # fmt: skip
+    assert 0 < psi(split["prediction"]) < d["psi_threshold"] < psi(split["f2"]) < 2 * 0.2
+    return [{"name": "drift-psi-and-share", "interval": "1m", "input_series": series,
+             "promql_expr_test": checks}]  # fmt: skip
 
 
 def healthy_profile_test(sli: rules.Sli, cfg: dict) -> dict:

@@ -136,7 +136,9 @@ def _record(sli: Sli) -> list[dict]:
         ratio = sli.errors.replace("{w}", w)
         if sli.name == "availability":  # the worse of the call-based and the time-based view
             down = f"(avg_over_time({DOWN_WHILE_WAITING}[{w}]) or vector(0))"
-            ratio = f"(({ratio}) >= on() {down})\nor on()\n{down}"
+            # max() skips a NaN (no calls at all): each term written once
+            ratio = (f'max(label_replace({ratio}, "term", "calls", "", "")\nor\n'
+                     f'label_replace({down}, "term", "down", "", ""))')  # fmt: skip
         out.append({"record": f"volspike_slo:{sli.name}_errors:ratio_rate{w}", "expr": ratio})
         out.append({"record": f"volspike_slo:{sli.name}_events:rate{w}",
                     "expr": sli.events.replace("{w}", w)})  # fmt: skip

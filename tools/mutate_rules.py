@@ -143,12 +143,12 @@ def mutations(doc: dict) -> list[Mutation]:
                     add(new, f"{m.group(1)} -> {_num(y)} at {m.start()}")
             for m in WINDOW.finditer(expr):
                 w, (s, e) = next((v, m.span(i + 1)) for i, v in enumerate(m.groups()) if v)
-                for y in _neighbours(w):
-                    add(expr[:s] + y + expr[e:], f"window {w} -> {y} at {s}")
+                for nw in _neighbours(w):
+                    add(expr[:s] + nw + expr[e:], f"window {w} -> {nw} at {s}")
             for m in re.finditer(r'le="([^"]+)"', expr):
                 v = m.group(1)
-                y = v[:-2] if v.endswith(".0") else v + "1"
-                add(expr[: m.start(1)] + y + expr[m.end(1) :], f'le="{v}" -> le="{y}"')
+                nv = v[:-2] if v.endswith(".0") else v + "1"
+                add(expr[: m.start(1)] + nv + expr[m.end(1) :], f'le="{v}" -> le="{nv}"')
             for m in re.finditer(r'(\w+)=~"([^"]+)"', expr):
                 alts = m.group(2).split("|")
                 for a in alts if len(alts) > 1 else []:
@@ -185,7 +185,7 @@ def _names(expr: str) -> set[str]:
 def closure(doc: dict, wanted: set[str]) -> dict:
     """The rules ``wanted`` needs (and what they read, transitively), groups kept in order."""
     rules = {(gi, ri): r for gi, g in enumerate(doc["groups"]) for ri, r in enumerate(g["rules"])}
-    need, keep = set(wanted), set()
+    need, keep = set(wanted), set[tuple[int, int]]()
     while True:
         more = {k for k, r in rules.items() if _output(r) in need} - keep
         if not more:
