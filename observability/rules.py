@@ -104,7 +104,6 @@ def slis(cfg: dict | None = None) -> list[Sli]:
             f"{s['availability']:.1%} of Predict calls must not fail through the server's fault "
             "or go unanswered",
             (server_calls, client_calls),
-            f"{DOWN_WHILE_WAITING} == 1",
         ),
         Sli(
             "errors",
