@@ -4,6 +4,7 @@ run against the real broker and server in tests/pipeline; these pin the bookkeep
 
 from __future__ import annotations
 
+import sys
 import time
 
 import grpc
@@ -193,7 +194,7 @@ def freshness(pl: Pipeline) -> tuple[float | None, float | None]:
     return count, reg.get_sample_value(f"{name}_bucket", {"le": "30.0"})
 
 
-def test_backfill_is_answered_but_kept_out_of_freshness_only_when_old(tmp_path):
+def test_backfill_is_answered_but_kept_out_of_freshness_only_when_old(tmp_path, monkeypatch):
     """History marked backfill (header backfill: 1) is answered like any tick, scored or
     warming up, and counted in volspike_consumer_backfill_predictions_total instead of the
     freshness histogram; an old tick without the mark is observed (stale), and so is a
@@ -202,6 +203,9 @@ def test_backfill_is_answered_but_kept_out_of_freshness_only_when_old(tmp_path):
     freshness budget at ~80x). Mutations: observing every answer, or honouring the mark
     at any age, fails the histogram counts; so does a histogram absent until its first
     observation (a warm-up of backfill would read as a lost SLI source)."""
+    # T0 is set when the module is imported: in a whole run that is many minutes before this
+    # test, and a "1 s old" tick would then be far from the warm-up history
+    monkeypatch.setattr(sys.modules[__name__], "T0", int(time.time() * 1000) - 400_000)
     pl = pipeline(tmp_path, Stub())
     assert freshness(pl) == (0.0, 0.0)  # exported from the start: all-backfill observes none
     warm(pl, "A")  # B is cold
