@@ -22,7 +22,6 @@ from __future__ import annotations
 import json
 import os
 import re
-import shutil
 import signal
 import subprocess
 import sys
@@ -39,9 +38,10 @@ from consumer.metrics import ERROR_TYPES
 from observability import rules
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
-from tests.conftest import _STARTED, ROOT, ServerProcess, artifact_dir
+from tests.conftest import _STARTED, ROOT, ServerProcess
 from tests.pipeline.conftest import ConsumerProcess, Topics
 from tests.runbook import Step, alert_sections, all_steps, log_pattern
+from tests.server.test_differential import with_tampered_v1
 from tools.obs_stack import Prometheus
 
 RATE = 60  # ticks/s of the steady stream
@@ -404,12 +404,7 @@ def test_every_step_of_the_runbook_is_walked_or_says_why_not():
 def tampered_models(work: Path) -> Path:
     """xgb-v2 (served) and an xgb-v1 whose library no longer matches its manifest's sha256."""
     models = work / "models"
-    for name in ("xgb-v2", "xgb-v1"):
-        shutil.copytree(artifact_dir(name), models / name)
-    lib = models / "xgb-v1" / "model.so"
-    data = bytearray(lib.read_bytes())
-    data[len(data) // 2] ^= 0xFF
-    lib.write_bytes(bytes(data))
+    with_tampered_v1(models)
     return models
 
 

@@ -317,15 +317,20 @@ def test_a_call_past_its_deadline_ends_deadline_exceeded_on_both(servers):
         assert deadline_errors(srv) == before + 1, srv.impl
 
 
-def hostile_models(root) -> None:
-    """xgb-v2 intact; xgb-v1's library tampered with; `reordered`: baseline-rv60's library
-    under a manifest listing the same features in another order (same width)."""
+def with_tampered_v1(root) -> None:
+    """xgb-v2 intact and an xgb-v1 whose library no longer matches its manifest's sha256."""
     for name in ("xgb-v2", "xgb-v1"):
         shutil.copytree(artifact_dir(name), root / name)
     lib = root / "xgb-v1" / "model.so"
     data = bytearray(lib.read_bytes())
     data[len(data) // 2] ^= 0xFF
     lib.write_bytes(bytes(data))
+
+
+def hostile_models(root) -> None:
+    """xgb-v2 intact; xgb-v1's library tampered with; `reordered`: baseline-rv60's library
+    under a manifest listing the same features in another order (same width)."""
+    with_tampered_v1(root)
     shutil.copytree(artifact_dir("baseline-rv60"), root / "reordered")
     manifest = json.loads((root / "reordered" / "manifest.json").read_text())
     manifest["name"] = "reordered"
