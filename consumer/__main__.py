@@ -7,11 +7,11 @@ import logging
 import signal
 from pathlib import Path
 
-import grpc
 from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from compiled_models.manifest_schema_gen import MANIFEST_MAX_BYTES
+from consumer.channel import open_channel
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.pipeline import Pipeline
@@ -80,7 +80,7 @@ def main() -> None:
     # manifest schema allows, with room for the rest of the answer.
     receive = 4 * MANIFEST_MAX_BYTES
     options = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", receive)]
-    channel = grpc.insecure_channel(s.server, options=options)
+    channel = open_channel(s.server, options)  # one server, a list, or dns:///name
     pipeline = Pipeline(
         s,
         consumer,

@@ -1,0 +1,94 @@
+"""Replicas balanced by the client (consumer/channel.py): calls spread over every serving
+replica, none reach a replica that says NOT_SERVING, and a replica killed under traffic
+leaves the rotation at once."""
+
+from __future__ import annotations
+
+import signal
+import time
+
+import grpc
+import numpy as np
+import pytest
+
+from consumer.channel import ServerAddressError, open_channel, target
+from market.features import N_FEATURES
+from proto.volatility.v1 import predictor_pb2 as pb
+from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from tests.conftest import ServerProcess
+from tools.procs import scrape
+
+ROW = np.random.default_rng(0).standard_normal((1, N_FEATURES)).astype(np.float32)
+REQ = pb.PredictRequest(packed=pb.PackedRows(float32_le=ROW.tobytes(), num_features=N_FEATURES))
+
+
+def predicts(srv: ServerProcess) -> float:
+    m = scrape(srv.metrics_port)
+    calls = "volspike_rpc_requests_total{"
+    return sum(v for k, v in m.items() if k.startswith(calls) and 'method="Predict"' in k)
+
+
+def test_server_lists_parse_and_bad_ones_name_the_problem():
+    assert target("127.0.0.1:1") == ("127.0.0.1:1", False)
+    assert target("127.0.0.1:1, 127.0.0.1:2") == ("ipv4:127.0.0.1:1,127.0.0.1:2", True)
+    assert target("[::1]:1,[::1]:2") == ("ipv6:[::1]:1,[::1]:2", True)
+    assert target("dns:///volspike-server:50051") == ("dns:///volspike-server:50051", True)
+    for bad, says in (("", "empty"), ("a.example:1,b.example:2", "not an IP literal"),
+                      ("127.0.0.1,127.0.0.1:2", "not host:port"),
+                      ("127.0.0.1:99999,127.0.0.1:2", "not host:port"),
+                      ("127.0.0.1:1,[::1]:2", "mix IPv4 and IPv6"),
+                      ("127.0.0.1:1,127.0.0.1:1", "listed twice")):  # fmt: skip
+        with pytest.raises(ServerAddressError, match=says):
+            target(bad)
+
+
+def burst(stub, n: int) -> tuple[int, float | None]:
+    """n calls one after another: (failed, seconds until the first success)."""
+    t0, failed, first_ok = time.monotonic(), 0, None
+    for _ in range(n):
+        try:
+            stub.Predict(REQ, timeout=5)
+            first_ok = first_ok if first_ok is not None else time.monotonic() - t0
+        except grpc.RpcError as err:
+            assert err.code() == grpc.StatusCode.UNAVAILABLE, err
+            failed += 1
+    return failed, first_ok
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_calls_spread_over_replicas_a_drained_one_fails_none_a_killed_one_leaves_at_once(
+    tmp_path, impl
+):
+    reps = [ServerProcess(tmp_path / f"r{i}", impl=impl, env={"VOLSPIKE_GRACE_SECONDS": "5"})
+            for i in range(3)]  # fmt: skip
+    for r in reps:
+        r.start()
+    try:
+        with open_channel(",".join(r.address for r in reps), [("grpc.enable_retries", 0)]) as ch:
+            grpc.channel_ready_future(ch).result(timeout=10)
+            stub = pb_grpc.PredictorStub(ch)
+            assert burst(stub, 300)[0] == 0
+            per = [predicts(r) for r in reps]
+            assert min(per) >= 70, per  # round robin: ~100 each
+
+            reps[0].proc.send_signal(signal.SIGTERM)  # a drain (rollout, scale-in)
+            time.sleep(0.2)
+            before = [predicts(r) for r in reps[1:]]
+            failed, _ = burst(stub, 300)
+            assert failed == 0  # NOT_SERVING and GOAWAY: no new call goes there
+            after = [predicts(r) for r in reps[1:]]
+            gained = [a - b for a, b in zip(after, before, strict=True)]
+            assert sum(gained) == 300 and min(gained) >= 100, gained
+
+            reps[1].proc.send_signal(signal.SIGKILL)  # a crash
+            reps[1].proc.wait(10)
+            before = [predicts(reps[2])]
+            failed, first_ok = burst(stub, 300)
+            # at most the calls already on their way to the dead replica fail (the
+            # consumer retries those); every later call reaches the survivor
+            assert failed <= 2, failed
+            assert predicts(reps[2]) - before[0] == 300 - failed
+            assert first_ok is not None and first_ok < 1.0, first_ok
+    finally:
+        for r in reps:
+            r.stop()
