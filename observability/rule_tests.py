@@ -26,6 +26,7 @@ from __future__ import annotations
 
 import math
 import tomllib
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -304,7 +305,25 @@ def down_profile_test(sli: rules.Sli) -> dict:
                        "exp_samples": [{"labels": "{}", "value": 1}]})  # fmt: skip
     return {"name": "down-profile", "interval": "1m", "input_series": [
         {"series": 'up{job="volspike-server",instance="s1"}', "values": up},
-        {"series": 'volspike_consumer_offset_lag{partition="0"}', "values": f"5x{total}"},
+        # one tick waiting is a backlog (pins the "> 0")
+        {"series": 'volspike_consumer_offset_lag{partition="0"}', "values": f"1x{total}"},
+    ], "promql_expr_test": checks}  # fmt: skip
+
+
+def down_minutes_test() -> dict:
+    """The short windows of the down term, evaluated every minute: every server down for the
+    last 3 minutes of 30 (ticks waiting): the 5 m ratio is 3/5, the 30 m one 3/30."""
+    total, down = 30, 3
+    up = " ".join("0" if total - m < down else "1" for m in range(total + 1))
+    checks = []
+    for w in ("5m", "30m"):
+        want = down / MINUTES[w]
+        name = f"volspike_slo:availability_errors:ratio_rate{w}"
+        checks.append({"expr": f"abs({name} - {want!r}) < bool 1e-9", "eval_time": f"{total}m",
+                       "exp_samples": [{"labels": "{}", "value": 1}]})  # fmt: skip
+    return {"name": "down-minutes", "interval": "1m", "input_series": [
+        {"series": 'up{job="volspike-server",instance="s1"}', "values": up},
+        {"series": 'volspike_consumer_offset_lag{partition="0"}', "values": f"1x{total}"},
     ], "promql_expr_test": checks}  # fmt: skip
 
 
@@ -375,6 +394,7 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
             if sli.name == "availability" and suffix == "Fast":
                 scs += availability_scenarios(sli, cfg, min_rate)
                 files["slo-down.test.yml"] = _doc([down_profile_test(sli)], 5)
+                files["slo-down-1m.test.yml"] = _doc([down_minutes_test()], 1)
             if suffix == "Fast":  # only good calls, no failed-call series at all: silent
                 lm = MINUTES[pairs[0][0]]
                 scs.append(Scenario(f"{alert}-healthy", sli.name, alert, [Seg(lm, RATE)],
@@ -391,6 +411,11 @@ def suites(cfg: dict | None = None) -> dict[str, dict]:
     files["drift-psi.test.yml"] = _doc(drift_tests(cfg), 1)
     files["slo-absent.test.yml"] = _doc(absent_tests(cfg), 1)
     files["drift-report.test.yml"] = _doc(report_tests(cfg), 60)
+    files["slo-budget-5m.test.yml"] = _doc(budget_feed_tests(cfg), 1)
+    cases = ops_cases(cfg)
+    files["ops.test.yml"] = _doc([ops_test(c) for c in cases if c.every_s == 60], 1)
+    doc = _doc([ops_test(c) for c in cases if c.every_s == 30], 1)
+    files["ops-30s.test.yml"] = {**doc, "evaluation_interval": "30s"}
     return files
 
 
@@ -445,17 +470,19 @@ def drift_tests(cfg: dict) -> list[dict]:
     """PSI, the drifted-feature share and the prediction alert on two-bin features whose
     live split against a 50/50 reference gives PSIs on both sides of the threshold and of
     half and twice it: f1 0 (50/50), f2 0.27 (75/25), f3 0.17 (70/30), f4 4.6 (100/0, an
-    empty bin clamped to 1e-4); the prediction 0.17. Share: 2 of 4 features (the
-    prediction is not a feature)."""
+    empty bin clamped to 1e-4), f5 4.6 (50/50 against a 100/0 reference: the reference's
+    empty bin clamped); the prediction 0.17. Share: 3 of 5 features (the prediction is not
+    a feature)."""
     d = cfg["drift"]
     eps, minutes = 1e-4, 50
-    split = {"f1": 0.5, "f2": 0.75, "f3": 0.7, "f4": 1.0, "prediction": 0.7}
+    split = {"f1": 0.5, "f2": 0.75, "f3": 0.7, "f4": 1.0, "f5": 0.5, "prediction": 0.7}
+    reference = {"f5": 1.0}  # bin 0's reference share; 0.5 unless named
 
-    def psi(p: float) -> float:
-        out = 0.0
-        for live in (p, 1 - p):
-            live = max(live, eps)
-            out += (live - 0.5) * math.log(live / 0.5)
+    def psi(p: float, f: str = "") -> float:
+        out, r = 0.0, reference.get(f, 0.5)
+        for live, ref in ((p, r), (1 - p, 1 - r)):
+            live, ref = max(live, eps), max(ref, eps)
+            out += (live - ref) * math.log(live / ref)
         return out
 
     series = []
@@ -464,14 +491,16 @@ def drift_tests(cfg: dict) -> list[dict]:
             lbl = f'artifact="a",feature="{f}",bin="{b}"'
             series.append({"series": f"volspike_consumer_feature_bin_total{{{lbl}}}",
                            "values": f"0+{100 * share:g}x{minutes}"})  # fmt: skip
+            ref = reference.get(f, 0.5) if b == "0" else 1 - reference.get(f, 0.5)
             series.append({"series": f"volspike_drift_reference_share{{{lbl}}}",
-                           "values": f"0.5x{minutes}"})  # fmt: skip
+                           "values": f"{ref:g}x{minutes}"})  # fmt: skip
     w = d["window"]
-    drifted = [f for f, p in split.items() if f != "prediction" and psi(p) > d["psi_threshold"]]
+    drifted = [f for f, p in split.items()
+               if f != "prediction" and psi(p, f) > d["psi_threshold"]]  # fmt: skip
     share = len(drifted) / (len(split) - 1)
     at = f"{minutes}m"
     checks = [
-        {"expr": f'abs(volspike_drift:psi:{w}{{feature="{f}"}} - {psi(p)!r}) < bool 1e-6',
+        {"expr": f'abs(volspike_drift:psi:{w}{{feature="{f}"}} - {psi(p, f)!r}) < bool 1e-6',
          "eval_time": at, "exp_samples": [{"labels": f'{{artifact="a",feature="{f}"}}',
                                             "value": 1}]}
         for f, p in split.items()
@@ -506,9 +535,17 @@ def healthy_profile_test(sli: rules.Sli, cfg: dict) -> dict:
     create: every recorded error ratio is exactly 0 (not empty, not a fallback's 1)."""
     calm = [Seg(s.minutes, s.rate) for s in PROFILE]
     sc = Scenario(f"healthy-{sli.name}", sli.name, "", calm, False, variant=("healthy",))
+    total = samples(calm, 1, lambda g, b: g + b)
     checks = [{"expr": f"abs(volspike_slo:{sli.name}_errors:ratio_rate{w}) < bool 1e-12",
                "eval_time": f"{sc.minutes}m", "exp_samples": [{"labels": "{}", "value": 1}]}
               for w in rules.WINDOWS]  # fmt: skip
+    # and every event rate is the calls' own (no fallback for the absent failure series)
+    for w in rules.WINDOWS:
+        want = prom_rate(total, 60.0, MINUTES[w] * 60.0)
+        assert want
+        checks.append({"expr": f"abs(volspike_slo:{sli.name}_events:rate{w} - {want!r}) < bool "
+                       f"{want * 1e-3!r}", "eval_time": f"{sc.minutes}m",
+                       "exp_samples": [{"labels": "{}", "value": 1}]})  # fmt: skip
     return {"name": sc.name, "interval": "1m", "input_series": series(sc, cfg, 1),
             "promql_expr_test": checks}  # fmt: skip
 
@@ -550,11 +587,14 @@ def absent_tests(cfg: dict) -> list[dict]:
                         "input_series": _dedupe(_without(others + base, src)),
                         "promql_expr_test": [check(8, False), check(15, True, src)]})  # fmt: skip
             ended = "0+60x20" if kind == "answers_seen" else "1x20 0x40"
+            # answers last counted at 20 m: the context's 10 m rate still sees them at 28 m,
+            # not at 31 m (its window pinned); the consumer down at 21 m ends it at once
+            ends = {"answers_seen": [check(28, True, src), check(31, False)],
+                    "consumer_up": [check(20, True, src), check(21, False)]}  # fmt: skip
             gone = [x for x in _without(others + base, src) if x["series"] != name]
             out.append({"name": f"absent-{sli.name}-{i}-context-ends", "interval": "1m",
                         "input_series": _dedupe([*gone, {"series": name, "values": ended}]),
-                        "promql_expr_test": [check(15, True, src), check(27 if kind ==
-                                             "answers_seen" else 20, True, src),
+                        "promql_expr_test": [check(15, True, src), *ends[kind],
                                              check(40, False)]})  # fmt: skip
     return out
 
@@ -614,3 +654,184 @@ def _doc(tests: list[dict], every: int) -> dict:
         "evaluation_interval": f"{every}m",
         "tests": tests,
     }
+
+
+def budget_feed_tests(cfg: dict) -> list[dict]:
+    """The budget's per-SLO 5 m series is the 5 m ratio, not a longer one: 20 minutes at
+    half the budget's ratio, then 10 healthy; at 30 m the 5 m ratio is 0 (a 30 m one is not),
+    at 20 m it is the bad share."""
+    out = []
+    for sli in rules.slis(cfg):
+        bad = sli.budget / 2
+        sc = Scenario(f"budget-5m-{sli.name}", sli.name, "", [Seg(20, RATE, bad), Seg(10, RATE)],
+                      False)  # fmt: skip
+        sel = f'volspike_slo:errors:ratio_rate5m{{slo="{sli.name}"}}'
+        upto = [Seg(20, RATE, bad)]  # what the counters hold at 20 m (increments rounded)
+        rb = prom_rate(samples(upto, 1, lambda g, b: b), 60.0, 300.0)
+        rt = prom_rate(samples(upto, 1, lambda g, b: g + b), 60.0, 300.0)
+        assert rb and rt
+        bad = rb / rt
+        ok = [{"labels": f'{{slo="{sli.name}"}}', "value": 1}]
+        out.append({"name": sc.name, "interval": "1m", "input_series": series(sc, cfg, 1),
+                    "promql_expr_test": [
+                        {"expr": f"abs({sel} - {bad!r}) < bool {bad * 1e-3!r}",
+                         "eval_time": "20m", "exp_samples": ok},
+                        {"expr": f"{sel} == bool 0", "eval_time": "30m", "exp_samples": ok},
+                    ]})  # fmt: skip
+    return out
+
+
+# The operational alerts (ops_group): each scenario's input series, sample per minute, and
+# its condition written again in Python (rate() as Prometheus computes it); the expected
+# alert state comes from replaying `for` over the evaluations, and every change of state is
+# checked on both sides (the evaluation before it and the one at it).
+Samples = list[float]  # one sample a minute from 0
+
+
+@dataclass
+class OpsCase:
+    name: str
+    alert: str
+    minutes: int
+    inputs: dict[str, Samples]
+    cond: Callable[..., bool]  # (rate, last, t) -> the alert's condition at t minutes
+    for_min: float
+    every_s: int = 60
+
+
+def _values(xs: Samples) -> str:
+    return " ".join(_fmt(x) for x in xs)
+
+
+def _firing(case: OpsCase, states: list[bool]) -> list[bool]:
+    out, since = [], None
+    for k, on in enumerate(states):
+        t = k * case.every_s / 60
+        since = (since if since is not None else t) if on else None
+        out.append(since is not None and t - since >= case.for_min)
+    return out
+
+
+def ops_cases(cfg: dict) -> list[OpsCase]:
+    s, a = cfg["service"], cfg["alerting"]
+    floor, lag_max = s["min_throughput_per_s"], a["max_offset_lag"]
+    dlq_max = a["max_dead_letter_ratio"]
+    produced = "volspike_consumer_predictions_produced_total"
+    dlq = 'volspike_consumer_dead_lettered_total{reason="r"}'
+    consumed = "volspike_consumer_messages_consumed_total"
+    lag = 'volspike_consumer_offset_lag{partition="0"}'
+    n = 45
+
+    def ramp(per_s: float, until: int = n, then: float = 0.0, m: int = n) -> Samples:
+        out, v = [], 0.0
+        for i in range(m + 1):
+            out.append(v)
+            v += (per_s if i < until else then) * 60
+        return out
+
+    def const(x: float, m: int = n) -> Samples:
+        return [x] * (m + 1)
+
+    def answered(rate, t):
+        p = rate(produced, t, 5)
+        d = rate(dlq, t, 5)
+        return None if p is None else p + (d or 0.0)
+
+    def stalled(rate, last, t):
+        x = answered(rate, t)
+        return x is not None and x == 0 and (last(lag, t) or 0) > 0
+
+    def below(rate, last, t):
+        x = answered(rate, t)
+        return x is not None and x < floor and (last(lag, t) or 0) > 0
+
+    def dlq_high(rate, last, t):
+        d, c = rate(dlq, t, 5), rate(consumed, t, 5)
+        return d is not None and bool(c) and d / c > dlq_max
+
+    def load_failed(rate, last, t):
+        x = rate('volspike_model_reloads_total{result="failed"}', t, 10)
+        return x is not None and x * 600 > 0
+
+    cases = [
+        # a first failure (the series exported at 0 before it) fires at once, for 10 minutes
+        OpsCase("load-failed", "VolspikeModelLoadFailed", 30,
+                {'volspike_model_reloads_total{result="failed"}': [0.0] * 5 + [1.0] * 26},
+                load_failed, 0),
+        OpsCase("stalled-answers-stop", "VolspikeConsumerStalled", n,
+                {produced: ramp(20, until=20), lag: const(1)}, stalled, 1),
+        OpsCase("stalled-dead-letters-stop", "VolspikeConsumerStalled", n,
+                {produced: const(0), dlq: ramp(20, until=20), lag: const(1)}, stalled, 1),
+        OpsCase("stalled-no-backlog", "VolspikeConsumerStalled", n,
+                {produced: const(0), lag: const(0)}, stalled, 1),
+        OpsCase("floor-answers-drop", "VolspikeThroughputBelowFloor", n,
+                {produced: ramp(3 * floor, until=15, then=floor / 4), lag: const(1)}, below, 10),
+        OpsCase("floor-dead-letters-drop", "VolspikeThroughputBelowFloor", n,
+                {produced: const(0), dlq: ramp(3 * floor, until=15, then=floor / 4),
+                 lag: const(1)}, below, 10),
+        OpsCase("floor-just-below", "VolspikeThroughputBelowFloor", 20,
+                {produced: ramp(0.95 * floor, m=20), lag: const(1, 20)}, below, 10),
+        OpsCase("floor-just-above", "VolspikeThroughputBelowFloor", 20,
+                {produced: ramp(1.05 * floor, m=20), lag: const(1, 20)}, below, 10),
+        OpsCase("floor-no-backlog", "VolspikeThroughputBelowFloor", 20,
+                {produced: ramp(floor / 4, m=20), lag: const(0, 20)}, below, 10),
+        OpsCase("lag-just-above", "VolspikeConsumerOffsetLagHigh", 20,
+                {lag: const(lag_max * 1.05, 20)},
+                lambda r, last, t: (last(lag, t) or 0) > lag_max, 10),
+        OpsCase("lag-just-below", "VolspikeConsumerOffsetLagHigh", 20,
+                {lag: const(lag_max * 0.95, 20)},
+                lambda r, last, t: (last(lag, t) or 0) > lag_max, 10),
+        OpsCase("dlq-just-above", "VolspikeDeadLetterRatioHigh", 20,
+                {consumed: ramp(100, m=20), dlq: ramp(100 * dlq_max * 1.05, m=20)}, dlq_high, 5),
+        OpsCase("dlq-just-below", "VolspikeDeadLetterRatioHigh", 20,
+                {consumed: ramp(100, m=20), dlq: ramp(100 * dlq_max * 0.95, m=20)}, dlq_high, 5),
+        OpsCase("dlq-dead-letters-stop", "VolspikeDeadLetterRatioHigh", n,
+                {consumed: ramp(100), dlq: ramp(100 * dlq_max * 3, until=20)}, dlq_high, 5),
+        OpsCase("dlq-traffic-grows", "VolspikeDeadLetterRatioHigh", n,
+                {consumed: ramp(100, until=20, then=1000), dlq: ramp(100 * dlq_max * 3)},
+                dlq_high, 5),
+    ]  # fmt: skip
+    # `for` of one minute against half a minute, and absent series: evaluated every 30 s
+    serving, up = 'volspike_serving{job="volspike-server"}', 'up{job="volspike-server"}'
+    step = [1.0] * 10 + [0.0] * 11
+    cases += [
+        OpsCase("not-serving", "VolspikeServerNotServing", 20, {serving: step},
+                lambda r, last, t: last(serving, t) == 0, 1, 30),
+        OpsCase("target-down", "VolspikeTargetDown", 20, {up: step},
+                lambda r, last, t: last(up, t) == 0, 1, 30),
+        OpsCase("stalled-backlog-appears", "VolspikeConsumerStalled", 20,
+                {produced: const(0, 20), lag: [0.0] * 10 + [1.0] * 11}, stalled, 1, 30),
+        OpsCase("server-metrics-absent", "VolspikeServerMetricsAbsent", 10,
+                {consumed: const(0, 10)}, lambda r, last, t: True, 5, 30),
+        OpsCase("consumer-metrics-absent", "VolspikeConsumerMetricsAbsent", 10,
+                {serving: const(1, 10)}, lambda r, last, t: True, 5, 30),
+    ]  # fmt: skip
+    return cases
+
+
+def ops_test(case: OpsCase) -> dict:
+    def rate(name: str, t: float, window_min: int) -> float | None:
+        xs = case.inputs.get(name)
+        if xs is None or t != int(t):
+            # evaluations between samples only read gauges and flat counters here
+            assert xs is None or len(set(xs[: int(t) + 1])) <= 1, name
+            return None if xs is None or int(t) < 1 else 0.0
+        return prom_rate(xs[: int(t) + 1], 60.0, window_min * 60.0)
+
+    def last(name: str, t: float) -> float | None:
+        xs = case.inputs.get(name)
+        return None if xs is None else xs[min(int(t), len(xs) - 1)]
+
+    evals = [k * case.every_s / 60 for k in range(int(case.minutes * 60 / case.every_s) + 1)]
+    fire = _firing(case, [bool(case.cond(rate, last, t)) for t in evals])
+    at = {len(evals) - 1, len(evals) // 2}
+    for k in range(1, len(evals)):
+        if fire[k] != fire[k - 1]:
+            at |= {k - 1, k}
+    expr = f'count(ALERTS{{alertname="{case.alert}",alertstate="firing"}})'
+    checks = [{"expr": expr, "eval_time": f"{int(evals[k] * 60)}s",
+               "exp_samples": [{"labels": "{}", "value": 1}] if fire[k] else []}
+              for k in sorted(at)]  # fmt: skip
+    return {"name": f"ops-{case.name}", "interval": "1m",
+            "input_series": [{"series": k, "values": _values(v)} for k, v in case.inputs.items()],
+            "promql_expr_test": checks}  # fmt: skip
