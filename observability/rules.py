@@ -129,15 +129,21 @@ def slis(cfg: dict | None = None) -> list[Sli]:
     ]
 
 
+def error_ratio(sli: Sli, w: str) -> str:
+    """PromQL of the SLI's error ratio over window ``w`` (what the rules record)."""
+    ratio = sli.errors.replace("{w}", w)
+    if sli.name == "availability":  # the worse of the call-based and the time-based view
+        down = f"(avg_over_time({DOWN_WHILE_WAITING}[{w}]) or vector(0))"
+        # max() skips a NaN (no calls at all): each term written once
+        ratio = (f'max(label_replace({ratio}, "term", "calls", "", "")\nor\n'
+                 f'label_replace({down}, "term", "down", "", ""))')  # fmt: skip
+    return ratio
+
+
 def _record(sli: Sli) -> list[dict]:
     out = []
     for w in WINDOWS:
-        ratio = sli.errors.replace("{w}", w)
-        if sli.name == "availability":  # the worse of the call-based and the time-based view
-            down = f"(avg_over_time({DOWN_WHILE_WAITING}[{w}]) or vector(0))"
-            # max() skips a NaN (no calls at all): each term written once
-            ratio = (f'max(label_replace({ratio}, "term", "calls", "", "")\nor\n'
-                     f'label_replace({down}, "term", "down", "", ""))')  # fmt: skip
+        ratio = error_ratio(sli, w)
         out.append({"record": f"volspike_slo:{sli.name}_errors:ratio_rate{w}", "expr": ratio})
         out.append({"record": f"volspike_slo:{sli.name}_events:rate{w}",
                     "expr": sli.events.replace("{w}", w)})  # fmt: skip

@@ -6,6 +6,7 @@ numbers out of range, naming each problem.
 
 python -m observability.slo --check     # validate; exit 1 naming every problem
 python -m observability.slo --openslo   # the SLOs as OpenSLO v1 documents (YAML)
+python -m observability.slo --sloth     # the SLOs as a Sloth prometheus/v1 spec
 """
 
 from __future__ import annotations
@@ -140,6 +141,29 @@ def openslo(cfg: dict | None = None) -> list[dict]:
     return docs
 
 
+def sloth(cfg: dict | None = None) -> dict:
+    """The SLOs as a Sloth ``prometheus/v1`` spec (``sloth validate`` / ``sloth generate``):
+    each SLI's error ratio is the one our rules record (raw, per window), the alerts are
+    Sloth's multi-window multi-burn-rate pair with our severities. What Sloth's rules lack
+    and ours have: the minimum-traffic guard (docs/slo.md)."""
+    from observability import rules
+
+    slos = []
+    for sli in rules.slis(cfg or load()):
+        slos.append({
+            "name": sli.name,
+            "objective": round(sli.objective * 100, 6),
+            "description": sli.what,
+            "sli": {"raw": {"error_ratio_query": rules.error_ratio(sli, "{{.window}}")}},
+            "alerting": {
+                "name": f"Volspike{sli.name.capitalize()}BudgetBurn",
+                "page_alert": {"labels": {"severity": "page"}},
+                "ticket_alert": {"labels": {"severity": "ticket"}},
+            },
+        })  # fmt: skip
+    return {"version": "prometheus/v1", "service": "volspike", "slos": slos}
+
+
 def _source(query: str) -> dict:
     return {"metricSource": {"type": "Prometheus", "spec": {"query": query}}}
 
@@ -150,6 +174,7 @@ def main() -> None:
     g = p.add_mutually_exclusive_group(required=True)
     g.add_argument("--check", action="store_true", help="validate the spec")
     g.add_argument("--openslo", action="store_true", help="print OpenSLO v1 YAML")
+    g.add_argument("--sloth", action="store_true", help="print a Sloth prometheus/v1 spec")
     args = p.parse_args()
     try:
         cfg = load(args.file)
@@ -160,6 +185,9 @@ def main() -> None:
         return
     import yaml
 
+    if args.sloth:
+        print(yaml.safe_dump(sloth(cfg), sort_keys=False, width=1000), end="")
+        return
     print(yaml.safe_dump_all(openslo(cfg), sort_keys=False, width=1000), end="")
 
 

@@ -113,3 +113,46 @@ def test_the_committed_spec_is_valid_and_exports_as_openslo():
     out = subprocess.run([sys.executable, "-m", "observability.slo", "--check"], cwd=ROOT,
                          capture_output=True, text=True)  # fmt: skip
     assert out.returncode == 0 and "valid" in out.stdout
+
+
+@pytest.mark.slow
+def test_sloth_validates_the_spec_and_burns_on_our_windows_and_factors(tmp_path):
+    """The spec exported for Sloth (a tool users of SLOs know) passes `sloth validate`;
+    `sloth generate` makes rules promtool accepts, whose page and ticket alerts use the same
+    window pairs, factors and objectives as our generated rules (observability/rules.py)."""
+    import subprocess
+
+    import yaml
+
+    from observability import rules
+    from tools.obs_stack import build
+
+    sloth = build("sloth") / "sloth"
+    promtool = build("prometheus") / "promtool"
+    spec = tmp_path / "sloth.yml"
+    spec.write_text(yaml.safe_dump(spec_mod.sloth(), sort_keys=False))
+    for args in (["validate", "-i", str(spec)],
+                 ["generate", "-i", str(spec), "-o", str(tmp_path / "out.yml")]):  # fmt: skip
+        out = subprocess.run([str(sloth), *args], capture_output=True, text=True, timeout=120)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    out = subprocess.run([str(promtool), "check", "rules", str(tmp_path / "out.yml")],
+                         capture_output=True, text=True, timeout=120)  # fmt: skip
+    assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
+    doc = yaml.safe_load((tmp_path / "out.yml").read_text())
+    term = re.compile(
+        r'ratio_rate(\w+)\{[^}]*sloth_slo="(\w+)"[^}]*\} > \(([\d.e+-]+) \* ([\d.e+-]+)\)'
+    )
+    seen: dict[tuple[str, str], set] = {}
+    for g in doc["groups"]:
+        for r in g["rules"]:
+            if "alert" not in r:
+                continue
+            for w, name, factor, budget in term.findall(r["expr"]):
+                key = (name, r["labels"]["severity"])
+                seen.setdefault(key, set()).add((w, float(factor), round(float(budget), 9)))
+    want = {}
+    for sli in rules.slis():
+        for sev, pairs in (("page", rules.PAGE), ("ticket", rules.TICKET)):
+            want[(sli.name, sev)] = {(w, f, round(sli.budget, 9))
+                                    for long, short, f in pairs for w in (long, short)}  # fmt: skip
+    assert seen == want

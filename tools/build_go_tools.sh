@@ -1,15 +1,16 @@
 #!/usr/bin/env bash
 # Builds the Go tools the observability tests run (Prometheus 3 + promtool, Jaeger v2) once and
 # caches them under a versioned path outside the repo; a cached tool is never rebuilt.
-# One-time cost on 2 cores: Prometheus ~10 min CPU, Jaeger ~5-7 min CPU.
+# One-time cost on 2 cores: Prometheus ~10 min CPU, Jaeger ~5-7 min CPU, Sloth ~3 min CPU.
 # Each build holds a lock (flock on $CACHE/<tool>-<version>.lock): two runs at once (make
 # test-fast and make test) never build into the same directory; the second waits, then finds
 # the tool cached. A cached tool is found without taking the lock.
-#   tools/build_go_tools.sh prometheus|jaeger|all   -> prints the bin directory
+#   tools/build_go_tools.sh prometheus|jaeger|sloth|all   -> prints the bin directory
 set -euo pipefail
 CACHE="${VOLSPIKE_TOOLS_CACHE:-$HOME/.cache/volspike-tools}"
 PROM_VERSION=v0.316.0     # Prometheus 3.16.0 (Go module versions are v0.3XX.Y for 3.XX.Y)
 JAEGER_VERSION=v1.76.0    # Jaeger v2 binary (cmd/jaeger) at module version v1.76.0
+SLOTH_VERSION=v0.16.0     # Sloth: validates the SLO spec's Sloth export and generates its rules
 
 # locked DIR FN: runs FN DIR holding DIR.lock (util-linux flock), waiting for another holder
 locked() {
@@ -63,9 +64,28 @@ build_jaeger() {
   echo "$dir/bin"
 }
 
+sloth_cached() { [[ -x "$1/bin/sloth" ]]; }
+
+sloth_build() {
+  local dir=$1
+  sloth_cached "$dir" && return  # built by the run we waited for
+  mkdir -p "$dir/bin"
+  echo "building Sloth $SLOTH_VERSION into $dir (one time, ~3 min)" >&2
+  GOBIN="$dir/bin.tmp" GOFLAGS=-trimpath go install \
+    "github.com/slok/sloth/cmd/sloth@$SLOTH_VERSION" >&2
+  mv "$dir/bin.tmp/sloth" "$dir/bin/" && rmdir "$dir/bin.tmp"
+}
+
+build_sloth() {
+  local dir="$CACHE/sloth-$SLOTH_VERSION"
+  sloth_cached "$dir" || locked "$dir" sloth_build
+  echo "$dir/bin"
+}
+
 case "${1:-all}" in
   prometheus) build_prometheus ;;
   jaeger) build_jaeger ;;
-  all) build_prometheus; build_jaeger ;;
-  *) echo "usage: $0 prometheus|jaeger|all" >&2; exit 2 ;;
+  sloth) build_sloth ;;
+  all) build_prometheus; build_jaeger; build_sloth ;;
+  *) echo "usage: $0 prometheus|jaeger|sloth|all" >&2; exit 2 ;;
 esac
