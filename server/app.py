@@ -115,6 +115,9 @@ def create_server(
             ("grpc.max_receive_message_length", settings.max_message_bytes),
             ("grpc.max_send_message_length", settings.max_message_bytes),
             ("grpc.so_reuseport", 1),
+            # replicas: clients reconnect (and re-balance) at least this often
+            ("grpc.max_connection_age_ms", int(settings.max_connection_age_seconds * 1000)),
+            ("grpc.max_connection_age_grace_ms", int(settings.grace_seconds * 1000)),
         ],
     )
     predictor = PredictorService(registry, metrics, tracer, settings)

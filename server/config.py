@@ -38,6 +38,9 @@ class Settings:
     """How often the model config file's mtime is checked."""
     grace_seconds: float = 10.0
     """On SIGTERM, how long in-flight calls may take to finish."""
+    max_connection_age_seconds: float = 60.0
+    """A client connection is closed (GOAWAY; its calls finish within grace_seconds) after
+    this long, so clients balancing over replicas re-resolve and new replicas get work."""
     pid_file: Path | None = None
     """Where the supervising process writes its PID (for ``make rollback``)."""
 

@@ -19,6 +19,7 @@ import (
 	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
+	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
 	"google.golang.org/protobuf/proto"
 )
@@ -57,6 +58,9 @@ func NewApp(s Settings, tracer trace.Tracer, opts ...grpc.ServerOption) (*App, e
 		grpc.MaxRecvMsgSize(s.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(w.Interceptors()...),
+		// replicas: clients reconnect (and re-balance) at least this often; calls on the
+		// old connection finish within the drain grace
+		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: s.MaxConnAge, MaxConnectionAgeGrace: s.Grace}),
 	}, opts...)...)
 	// services_gen.go: a method in the .proto without a Go handler does not compile
 	a.server.RegisterService(desc(predictorName, "proto/volatility/v1/predictor.proto",

@@ -20,6 +20,7 @@ type Settings struct {
 	MaxMessageBytes int
 	ReloadPoll      time.Duration
 	Grace           time.Duration
+	MaxConnAge      time.Duration
 	PidFile         string
 	Pprof           bool
 }
@@ -58,11 +59,13 @@ func loadSettings() Settings {
 	flag.IntVar(&s.MaxMessageBytes, "max-message-bytes", num("MAX_MESSAGE_BYTES", 64*1024*1024), "largest request accepted")
 	poll := flag.Float64("reload-poll-seconds", secs("RELOAD_POLL_SECONDS", 1.0), "model config mtime check interval")
 	grace := flag.Float64("grace-seconds", secs("GRACE_SECONDS", 10.0), "on SIGTERM, time for in-flight calls")
+	age := flag.Float64("max-connection-age-seconds", secs("MAX_CONNECTION_AGE_SECONDS", 60.0), "close a client connection (GOAWAY) after this long, so clients re-balance over replicas")
 	flag.StringVar(&s.PidFile, "pid-file", env("PID_FILE", ""), "where to write the PID (for make rollback)")
 	flag.BoolVar(&s.Pprof, "pprof", false, "serve Go profiles on the metrics port (/debug/pprof/)")
 	flag.Parse()
 	s.ReloadPoll = time.Duration(*poll * float64(time.Second))
 	s.Grace = time.Duration(*grace * float64(time.Second))
+	s.MaxConnAge = time.Duration(*age * float64(time.Second))
 	return s
 }
 

@@ -92,3 +92,26 @@ def test_calls_spread_over_replicas_a_drained_one_fails_none_a_killed_one_leaves
     finally:
         for r in reps:
             r.stop()
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_connections_are_recycled_at_max_age_and_no_call_fails(tmp_path, impl):
+    """A server closes each client connection after max_connection_age_seconds (GOAWAY), so a
+    client balancing over replicas re-resolves and reconnects (a new replica gets work);
+    calls keep succeeding through every recycle."""
+    srv = ServerProcess(tmp_path / "s", impl=impl,
+                        env={"VOLSPIKE_MAX_CONNECTION_AGE_SECONDS": "1"}).start()  # fmt: skip
+    states: list[grpc.ChannelConnectivity] = []
+    try:
+        with grpc.insecure_channel(srv.address) as ch:
+            ch.subscribe(states.append, try_to_connect=True)
+            stub = pb_grpc.PredictorStub(ch)
+            end, calls = time.monotonic() + 4.0, 0
+            while time.monotonic() < end and calls < 20_000:
+                assert len(stub.Predict(REQ, timeout=5).probabilities) == 1
+                calls += 1
+            ready = states.count(grpc.ChannelConnectivity.READY)
+            assert ready >= 3, (ready, states)  # connected, then recycled at least twice
+            assert calls > 100
+    finally:
+        srv.stop()
