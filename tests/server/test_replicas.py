@@ -5,6 +5,7 @@ leaves the rotation at once."""
 from __future__ import annotations
 
 import signal
+import threading
 import time
 
 import grpc
@@ -115,3 +116,62 @@ def test_connections_are_recycled_at_max_age_and_no_call_fails(tmp_path, impl):
             assert calls > 100
     finally:
         srv.stop()
+
+
+@pytest.mark.parametrize("impl", ["native", "python"])
+def test_a_rollback_across_two_replicas_under_traffic_fails_no_call(tmp_path, impl):
+    """Two replicas read one model config (a ConfigMap in Kubernetes: here one file, the
+    second replica's a symlink to it); six switches while four clients call through the
+    balanced channel, by no name and by the service's stable name: no call fails, each
+    replica verifies, warms and swaps on its own, and both end on the last artifact."""
+    from server.rollback import set_artifact
+
+    reps = [ServerProcess(tmp_path / f"r{i}", impl=impl, artifact="xgb-v1") for i in range(2)]
+    reps[0].start()
+    reps[1].workdir.mkdir(parents=True)
+    reps[1].model_config.symlink_to(reps[0].model_config)
+    reps[1].start()
+    addrs = ",".join(r.address for r in reps)
+    stop, failures, seen = threading.Event(), [], {}
+    lock = threading.Lock()
+
+    def client(name: str) -> None:
+        own = [("grpc.use_local_subchannel_pool", 1)]
+        req = pb.PredictRequest(model=name, packed=REQ.packed)
+        with open_channel(addrs, own) as ch:
+            stub = pb_grpc.PredictorStub(ch)
+            deadline = time.monotonic() + 60
+            while not stop.is_set() and time.monotonic() < deadline:
+                try:
+                    art = stub.Predict(req, timeout=5).artifact
+                except grpc.RpcError as err:
+                    with lock:
+                        failures.append(f"{name or '-'}: {err.code()} {err.details()}")
+                    continue
+                with lock:
+                    seen[art] = seen.get(art, 0) + 1
+
+    threads = [threading.Thread(target=client, args=(n,)) for n in ("", "volspike") * 2]
+    for t in threads:
+        t.start()
+    try:
+        for i in range(6):
+            set_artifact(reps[0].model_config, ("xgb-v2", "xgb-v1")[i % 2])
+            time.sleep(0.6)
+        set_artifact(reps[0].model_config, "xgb-v2")
+        time.sleep(1.0)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    try:
+        assert not failures, failures[:5]
+        assert seen.get("xgb-v1", 0) > 50 and seen.get("xgb-v2", 0) > 50, seen
+        for r in reps:  # each replica swapped on its own, and serves the last artifact
+            with grpc.insecure_channel(r.address) as ch:
+                info = pb_grpc.PredictorStub(ch).ModelInfo(pb.ModelInfoRequest(), timeout=5)
+            assert info.artifact == "xgb-v2", (r.address, info.artifact)
+            assert r.log.read_text().count("active model is now") >= 7
+    finally:
+        for r in reps:
+            r.stop()
