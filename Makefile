@@ -176,8 +176,11 @@ replay: $(VENV)/.installed
 	$(PY) -m tools.replay --bootstrap 127.0.0.1:$(KAFKA_PORT) --source $(SOURCE) --speed $(SPEED) \
 	  $(if $(COUNT),--count $(COUNT)) $(if $(RATE),--rate $(RATE))
 
+# make consume [CONSUMER_SERVER=127.0.0.1:50051,127.0.0.1:50061 | dns:///name:port]: replicas,
+# balanced per call (round_robin, health-checked; consumer/channel.py)
+CONSUMER_SERVER ?= 127.0.0.1:$(GRPC_PORT)
 consume: $(VENV)/.installed compiled_models/.fastcall
-	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server 127.0.0.1:$(GRPC_PORT) \
+	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server $(CONSUMER_SERVER) \
 	  --metrics-port $(CONSUMER_METRICS_PORT)
 
 bench-pipeline: models native
