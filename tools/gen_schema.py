@@ -118,6 +118,8 @@ def main() -> None:
             if not path.exists() or path.read_text() != text:
                 sys.exit(f"stale generated file: {rel}: run {COMMAND}")
             print(f"{rel} up to date")
+        elif path.exists() and path.read_text() == text:
+            print(f"{rel} unchanged")  # untouched: its mtime does not rebuild the models
         else:
             path.write_text(text)
             print(f"{rel} written")
