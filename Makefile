@@ -32,13 +32,13 @@ SERVER ?= native
 GO ?= go
 NATIVE := server/native/volspike-server
 GENERATED_GO := server/native/contract_gen.go server/native/services_gen.go
-NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(GENERATED_GO) server/native/go.mod server/native/go.sum
+NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(GENERATED_GO) server/native/settings_gen.go server/native/go.mod server/native/go.sum
 PROTOC_GEN_GO := .tools/bin/protoc-gen-go
 GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native test test-fast lint proto proto-check go-tools observability rule-mutations dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native settings test test-fast lint proto proto-check go-tools observability rule-mutations dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 # The package (pyproject.toml, editable) with runtime, dev and bench requirements, each pinned.
@@ -73,6 +73,13 @@ lint: $(VENV)/.installed
 native: $(NATIVE)
 $(NATIVE): $(NATIVE_SOURCES)
 	cd server/native && $(GO) build -buildvcs=false -trimpath -o volspike-server .
+
+# Every setting (config/settings.toml) generates the Python settings classes, the native
+# server's Settings and docs/server.md's settings table; `make test` fails when they are stale.
+SETTINGS_GEN := config/settings_gen.py server/native/settings_gen.go
+settings: $(SETTINGS_GEN)
+$(SETTINGS_GEN) &: config/settings.toml tools/gen_settings.py | $(VENV)/.installed
+	$(PY) -m tools.gen_settings
 
 # The contract (errors, metric families, limits: proto/contract.toml) and the services'
 # handler interfaces (from the .proto descriptors) are generated for both servers and checked
@@ -122,10 +129,11 @@ $(DRIFT_VENV)/.installed: requirements-drift.txt
 	$(DRIFT_VENV)/bin/pip install -q -r requirements-drift.txt
 	touch $@
 
-# make drift [DRIFT_ARGS="--artifact xgb-v1 --live .run/live-sample"]: exit 1 above the gate
+# make drift [DRIFT_ARGS="--artifact xgb-v1 --live .run/live-sample"]: exit 1 above the gate.
+# It reads the live model config the server serves from (and `make rollback` edits).
 DRIFT_ARGS ?=
 drift: models $(DRIFT_VENV)/.installed
-	$(DRIFT_VENV)/bin/python -m drift.report $(DRIFT_ARGS)
+	$(DRIFT_VENV)/bin/python -m drift.report --model-config $(MODEL_CONFIG) $(DRIFT_ARGS)
 
 # The unit-level tests only: no server, Kafka or Prometheus process (`-m "not slow"`).
 test-fast: models lint
@@ -135,6 +143,7 @@ test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed
 	cd server/native && $(GO) test ./...
 	$(PY) -m observability.generate --check
 	$(PY) -m tools.gen_schema --check
+	$(PY) -m tools.gen_settings --check
 	$(PY) -m pytest -q
 
 SERVE_ARGS = --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE)

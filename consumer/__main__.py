@@ -11,6 +11,7 @@ from confluent_kafka import Consumer, Producer
 from prometheus_client import CollectorRegistry, start_http_server
 
 from compiled_models.manifest_schema_gen import MANIFEST_MAX_BYTES
+from config.settings import main_settings
 from consumer.channel import open_channel
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
@@ -48,24 +49,9 @@ def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
 
 
 def main() -> None:
-    p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--bootstrap")
-    p.add_argument("--group-id")
-    p.add_argument("--server")
-    p.add_argument("--metrics-port", type=int)
-    p.add_argument("--max-rows", type=int)
-    p.add_argument("--max-wait-ms", type=int)
-    a = p.parse_args()
+    s, _ = main_settings("consumer", argparse.ArgumentParser(description=__doc__))
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
-    s = ConsumerSettings.load(
-        bootstrap=a.bootstrap,
-        group_id=a.group_id,
-        server=a.server,
-        metrics_port=a.metrics_port,
-        max_rows=a.max_rows,
-        max_wait_ms=a.max_wait_ms,
     )
     if FeatureState is PyFeatureState:
         logger.warning(

@@ -4,11 +4,18 @@ summary, and an exit code a scheduled job can gate on. Runs in its own environme
 (.venv-drift: Evidently is ~1 GB and slow to import), never inside the server or the consumer.
 
     .venv-drift/bin/python -m drift.report [--artifact xgb-v2] [--live .run/live-sample]
+        [--model-config .run/model.toml]
 
 The live sample is what the consumers write (consumer/drift.py LiveSample): a uniform sample
 of the rows scored over their last 20 minutes, each with the artifact that scored it. Each
 artifact with at least --min-rows rows is compared with its own reference (after a rollback,
-the rows of each side with their own); --artifact keeps one.
+the rows of each side with their own); --artifact keeps one. The headline (the summary's
+``artifact`` and ``drifted_share``) is the artifact the live model config names - the one the
+server serves now, read with the servers' reader from the servers' ``model_config`` setting
+(config/settings.toml: --model-config, VOLSPIKE_MODEL_CONFIG; `make drift` passes the
+.run/model.toml that `make rollback` edits) - so right after a rollback it is the new artifact,
+not the one that scored most of the sample; until the new one has --min-rows rows the report
+says so and headlines the one that scored most.
 
 The method is pinned: PSI with a 0.2 threshold for every numeric column (Evidently's default
 switches between Wasserstein distance and a K-S p-value at 1,000 rows, which flips what a
@@ -35,6 +42,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from config.model_config import read_model_config
+from config.settings import main_settings
+from config.settings_gen import DriftSettings
 from drift import bins as db
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -119,16 +129,49 @@ def compare(
     return {c: verdicts[c] for c in names}, snapshot
 
 
+def served_artifact(model_config: Path) -> tuple[str | None, str]:
+    """The artifact the live model config names (what the server serves once it has
+    loaded it), or None and why not: a report must not fail because the config is missing
+    (no server ever ran here) or half-written (the server keeps its model then too)."""
+    try:
+        return read_model_config(model_config).artifact, ""
+    except (OSError, ValueError) as exc:
+        return None, f"model config {model_config} is unreadable ({exc})"
+
+
+def headline(rows: dict[str, int], judged: list[str], served: str | None) -> tuple[str, str]:
+    """The artifact the summary reports: the served one when it was judged, else the one
+    that scored most rows, and a note saying why it is not the served one."""
+    if served in judged:
+        return str(served), ""
+    most = max(judged, key=lambda a: rows.get(a, 0))
+    if served is None:
+        return most, ""
+    return most, (
+        f"{served}, which the model config names, scored {rows.get(served, 0)} rows of the "
+        f"sample (too few to judge; a rollback moments ago?): the headline is {most}"
+    )
+
+
+def reference_path(settings: DriftSettings, artifact: str, given: Path | None) -> Path:
+    """The reference sample ``artifact``'s rows are compared with: its own, from the
+    servers' models folder (``--reference`` overrides it, with --artifact)."""
+    return given or settings.models_dir / artifact / "reference.parquet"
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     p.add_argument("--artifact", help="only the rows this artifact scored (default: each)")
-    p.add_argument("--models-dir", type=Path, default=ROOT / "compiled_models")
     p.add_argument("--live", type=Path, default=ROOT / ".run" / "live-sample")
     p.add_argument("--reference", type=Path, help="with --artifact; default: its reference.parquet")
     p.add_argument("--out", type=Path, default=ROOT / "reports" / "drift")
     p.add_argument("--min-rows", type=int, default=200)
     p.add_argument("--max-drifted-share", type=float, default=0.5)
-    args = p.parse_args()
+    settings, args = main_settings("drift", p)
+    args.settings = settings
+    served, note = served_artifact(settings.model_config)
+    if note:
+        print(f"note: {note}")
     try:
         live, scored_by, covers = load_live(args.live)
         wanted = [args.artifact] if args.artifact else sorted(scored_by.unique())
@@ -149,9 +192,14 @@ def main() -> None:
         sys.exit(2)
     args.out.mkdir(parents=True, exist_ok=True)
     stamp = time.strftime("%Y%m%dT%H%M%SZ", time.gmtime())
-    main_artifact = max(results, key=lambda a: results[a]["live_rows"])
+    rows = {str(a): int(n) for a, n in scored_by.value_counts().items()}
+    main_artifact, why = headline(rows, list(results), None if args.artifact else served)
+    if why:
+        print(f"note: {why}")
     summary = {
-        "artifact": main_artifact,  # the one that scored most of the sample
+        "artifact": main_artifact,  # the served one (model config), when it could be judged
+        "served": served,
+        "model_config": str(settings.model_config),
         "timestamp": time.time(),
         "drifted_share": results[main_artifact]["drifted_share"],
         "max_drifted_share": args.max_drifted_share,
@@ -190,7 +238,7 @@ def main() -> None:
 
 def judge(artifact: str, live: pd.DataFrame, args: argparse.Namespace) -> dict:
     """One artifact's rows against its reference sample."""
-    ref_path = args.reference or args.models_dir / artifact / "reference.parquet"
+    ref_path = reference_path(args.settings, artifact, args.reference)
     try:
         reference = pd.read_parquet(ref_path)
     except (OSError, ValueError) as exc:

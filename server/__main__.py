@@ -15,6 +15,7 @@ from pathlib import Path
 
 from prometheus_client import CollectorRegistry, start_http_server
 
+from config.settings import main_settings
 from server.app import App, create_server
 from server.config import Settings
 from server.metrics import ServerMetrics
@@ -23,18 +24,12 @@ from server.tracing import make_tracer_provider
 logger = logging.getLogger("server")
 
 
-def parse_args() -> argparse.Namespace:
+def parse_args(argv: list[str] | None = None) -> tuple[Settings, argparse.Namespace]:
+    """Every setting of config/settings.toml the Python server reads, as a flag; exit 2
+    naming a bad one; ``--print-settings`` prints them and exits."""
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--config", type=Path, help="TOML settings file")
-    p.add_argument("--host")
-    p.add_argument("--port", type=int)
-    p.add_argument("--metrics-port", type=int)
-    p.add_argument("--models-dir", type=Path)
-    p.add_argument("--model-config", type=Path)
-    p.add_argument("--workers", type=int)
-    p.add_argument("--pid-file", type=Path)
     p.add_argument("--worker-index", type=int, default=-1, help=argparse.SUPPRESS)
-    return p.parse_args()
+    return main_settings("python", p, argv)
 
 
 def serve(settings: Settings, worker_index: int) -> None:
@@ -140,19 +135,9 @@ def supervise(settings: Settings) -> int:
 
 
 def main() -> None:
-    args = parse_args()
+    settings, args = parse_args()
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
-    )
-    settings = Settings.load(
-        args.config,
-        host=args.host,
-        port=args.port,
-        metrics_port=args.metrics_port,
-        models_dir=args.models_dir,
-        model_config=args.model_config,
-        workers=args.workers,
-        pid_file=args.pid_file,
     )
     if args.worker_index < 0 and settings.workers > 1:
         write_pid(settings)  # the supervisor: its workers bind

@@ -119,7 +119,9 @@ def main() -> None:
     values = [encode_row(s, int(ti), pr, z, b, a) for s, ti, pr, z, b, a in zip(*cols, strict=True)]
     runs = []
     for _ in range(5):
-        s = ConsumerSettings(live_sample_dir="/tmp/bench-live", drift_report_metrics="/tmp/none")
+        s = ConsumerSettings(
+            live_sample_dir=Path("/tmp/bench-live"), drift_report_metrics=Path("/tmp/none")
+        )
         metrics = ConsumerMetrics(CollectorRegistry(), None)
         stub = Stub(pb, FEATURE_NAMES)
         pl = Pipeline(s, Consumer(), Producer(), stub, metrics, trace.get_tracer("b"))  # type: ignore[arg-type]

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"fmt"
 	"log/slog"
 	"maps"
 	"os"
@@ -12,8 +11,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-
-	"github.com/BurntSushi/toml"
 )
 
 // Registry holds the active model and the servable ones. A call loads the pointer once
@@ -248,51 +245,6 @@ func (r *Registry) checkSchema(m *Model) error {
 	}
 	return artifactErr("artifact %s: features %s differ from %s, the schema this server serves (from %s); "+
 		"restart the server to serve another schema", m.Name, quoted(m.Manifest.FeatureNames), quoted(r.schema), r.schemaFrom)
-}
-
-// ModelConfig is the model config file (config/model.toml).
-type ModelConfig struct {
-	Artifact string   `toml:"artifact"` // the active artifact
-	Servable []string `toml:"servable"` // further artifacts loaded and answerable by name
-	// The name the service answers under whatever artifact is active (default "volspike").
-	ModelName string `toml:"model_name"`
-}
-
-// ReadModelConfig parses the model config; a half-written or wrong file is an error.
-func ReadModelConfig(path string) (ModelConfig, error) {
-	var cfg ModelConfig
-	md, err := toml.DecodeFile(path, &cfg)
-	if err != nil {
-		return cfg, fmt.Errorf("%s: %w", path, err)
-	}
-	if !md.IsDefined("model_name") {
-		cfg.ModelName = defaultModelName
-	} else if cfg.ModelName == "" {
-		return cfg, fmt.Errorf("%s: 'model_name' must be a non-empty string", path)
-	}
-	if cfg.Artifact == "" {
-		return cfg, fmt.Errorf("%s: 'artifact' must name a compiled artifact", path)
-	}
-	var servable []string
-	for _, s := range cfg.Servable {
-		if s == "" {
-			return cfg, fmt.Errorf("%s: 'servable' must be a list of artifact names", path)
-		}
-		if s != cfg.Artifact && !slices.Contains(servable, s) {
-			servable = append(servable, s)
-		}
-	}
-	cfg.Servable = servable
-	if cfg.ModelName == cfg.Artifact || slices.Contains(servable, cfg.ModelName) {
-		return cfg, fmt.Errorf("%s: 'model_name' %q is an artifact of this config: a call by that name could not reach it", path, cfg.ModelName)
-	}
-	return cfg, nil
-}
-
-// ActiveArtifact reads the artifact named by the model config file (TOML: artifact = "name").
-func ActiveArtifact(path string) (string, error) {
-	cfg, err := ReadModelConfig(path)
-	return cfg.Artifact, err
 }
 
 func cut(s string, limit int) string {
