@@ -136,6 +136,7 @@ def test_both_servers_resolve_the_same_settings(tmp_path):
     env = {
         "VOLSPIKE_PORT": "11",
         "VOLSPIKE_METRICS_PORT": "12",
+        "VOLSPIKE_GRACE_SECONDS": "5",  # over the file's 4
         "VOLSPIKE_MAX_CONNECTION_AGE_SECONDS": "1.5e1",
         "VOLSPIKE_PID_FILE": "run/x.pid",
         "VOLSPIKE_CONSUMER_MAX_ROWS": "7",  # the consumer's: known, left alone
@@ -151,6 +152,7 @@ def test_both_servers_resolve_the_same_settings(tmp_path):
     py, go = ({k: v for k, v in seen[i].items() if k in both} for i in ("python", "native"))
     assert py == go
     assert py["port"] == 21 and py["metrics_port"] == 12 and py["max_rows"] == 3
+    assert py["grace_seconds"] == 5
     assert py["max_connection_age_seconds"] == 15 and py["reload_poll_seconds"] == 0.25
     assert py["pid_file"] == "run/x.pid" and py["models_dir"] == "m"
     assert py["model_config"] == str(ROOT / "config" / "model.toml")
