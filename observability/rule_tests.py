@@ -791,6 +791,29 @@ def ops_cases(cfg: dict) -> list[OpsCase]:
                 {consumed: ramp(100, until=20, then=1000), dlq: ramp(100 * dlq_max * 3)},
                 dlq_high, 5),
     ]  # fmt: skip
+    backfill = "volspike_consumer_backfill_predictions_total"
+    share_max = a["max_backfill_share"]
+
+    def backfill_high(rate, last, t):
+        b, p = rate(backfill, t, 30), rate(produced, t, 30)
+        if b is None or p is None:
+            return False
+        return b > 0 if p == 0 else b / p > share_max  # PromQL: x/0 is +Inf, 0/0 NaN
+
+    m = 100
+    cases += [
+        OpsCase(f"backfill-share-{tag}", "VolspikeBackfillShareHigh", m,
+                {produced: ramp(100, until=m, m=m),
+                 backfill: ramp(100 * share_max * k, until=u, m=m)},
+                backfill_high, 30)
+        for tag, k, u in (("just-above", 1.05, m), ("just-below", 0.95, m),
+                          ("stops", 1.6, 60))
+    ]  # fmt: skip
+    cases.append(
+        OpsCase("backfill-share-traffic-grows", "VolspikeBackfillShareHigh", m,
+                {produced: ramp(100, until=60, then=300, m=m),
+                 backfill: ramp(100 * share_max * 1.6, until=m, m=m)}, backfill_high, 30)
+    )  # fmt: skip
     # `for` of one minute against half a minute, and absent series: evaluated every 30 s
     serving, up = 'volspike_serving{job="volspike-server"}', 'up{job="volspike-server"}'
     step = [1.0] * 10 + [0.0] * 11

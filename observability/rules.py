@@ -348,6 +348,18 @@ def ops_group(cfg: dict | None = None) -> dict:
             "10m",
         ),
         alert(
+            "VolspikeBackfillShareHigh",
+            "sum(rate(volspike_consumer_backfill_predictions_total[30m]))"
+            " / sum(rate(volspike_consumer_predictions_produced_total[30m]))"
+            f" > {a['max_backfill_share']:g}",
+            "ticket",
+            "Most answers are to backfill ticks: the freshness SLI sees too little",
+            f"More than {a['max_backfill_share']:.0%} of the consumer's answers over 30 minutes "
+            "were to ticks marked backfill (kept out of the freshness SLI): "
+            "{{ $value | humanizePercentage }}. A producer marking live ticks, or a long replay.",
+            "30m",
+        ),
+        alert(
             "VolspikeConsumerOffsetLagHigh",
             f"sum(volspike_consumer_offset_lag) > {a['max_offset_lag']}",
             "ticket",

@@ -73,6 +73,7 @@ SCHEMA = {
             lambda v: isinstance(v, int) and not isinstance(v, bool) and v > 0,
             "a positive integer",
         ),
+        "max_backfill_share": (_ratio, "a share in (0, 1)"),
     },
     "drift": {
         "psi_threshold": (_positive, "a positive PSI"),
