@@ -186,6 +186,27 @@ def resolve(
     return CLASSES[component](**values)
 
 
+def model_config_of(argv: Sequence[str], environ: Mapping[str, str], cwd: Path) -> Path:
+    """The model config a server started with ``argv`` (either server; Go's flags may have
+    one dash) in ``environ`` and ``cwd`` reads: the precedence of ``resolve`` (make rollback
+    and its check that it edits the file the running server watches)."""
+
+    def flag(name: str) -> str | None:
+        for i, arg in enumerate(argv):
+            if arg in (f"--{name}", f"-{name}") and i + 1 < len(argv):
+                return argv[i + 1]
+            if arg.startswith((f"--{name}=", f"-{name}=")):
+                return arg.split("=", 1)[1]
+        return None
+
+    spec = next(s for s in SPECS if s.name == "model_config")
+    given = flag(spec.flag) or environ.get(spec.env)
+    if given is None and (file := flag("config")) is not None:
+        found = read_file(cwd / file, "python").get(spec.name)
+        given = str(found) if found is not None else None
+    return (cwd / given).resolve() if given else default(spec).resolve()
+
+
 def as_json(settings: Any) -> str:
     """The effective settings, as ``--print-settings`` prints them on both servers."""
     out = {}

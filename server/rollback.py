@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from compiled_models.manifest import MANIFEST_FILE
+from config.settings import model_config_of
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
 from server.config import ROOT, active_artifact
@@ -35,24 +36,23 @@ def set_artifact(model_config: Path, name: str) -> str:
 
 
 def server_config(pid: int) -> Path | None:
-    """The model config the running server reads: its ``--model-config`` argument, else
-    ``VOLSPIKE_MODEL_CONFIG``, else the default. None when /proc cannot tell."""
+    """The model config the running server reads (its flag, variable, settings file or the
+    default: config/settings.py model_config_of). None when /proc cannot tell."""
     proc = Path(f"/proc/{pid}")
     try:
         argv = [a.decode() for a in (proc / "cmdline").read_bytes().split(b"\0")]
         cwd = (proc / "cwd").resolve()
-        environ = (proc / "environ").read_bytes().split(b"\0")
+        environ = dict(
+            kv.decode().split("=", 1)
+            for kv in (proc / "environ").read_bytes().split(b"\0")
+            if b"=" in kv
+        )
     except OSError:
         return None
-    for i, arg in enumerate(argv):
-        if arg in ("--model-config", "-model-config") and i + 1 < len(argv):
-            return (cwd / argv[i + 1]).resolve()
-        if arg.startswith(("--model-config=", "-model-config=")):
-            return (cwd / arg.split("=", 1)[1]).resolve()
-    for kv in environ:
-        if kv.startswith(b"VOLSPIKE_MODEL_CONFIG="):
-            return (cwd / kv.split(b"=", 1)[1].decode()).resolve()
-    return (ROOT / "config" / "model.toml").resolve()
+    try:
+        return model_config_of(argv, environ, cwd)
+    except ValueError:  # its settings file is unreadable now
+        return None
 
 
 def reloads(metrics_url: str) -> float | None:

@@ -234,3 +234,27 @@ def test_drift_report_end_to_end_after_a_rollback(tmp_path):
     summary = json.loads((tmp_path / "out" / "metrics.json").read_text())
     assert summary["artifact"] == summary["served"] == "crypto-v1"
     assert summary["drifted_share"] == summary["artifacts"]["crypto-v1"]["drifted_share"]
+
+
+def test_make_rollback_finds_the_model_config_a_server_reads(tmp_path):
+    """make rollback refuses to edit a file the running server does not watch; it finds that
+    file by the servers' precedence, whichever server and flag spelling (the settings file
+    is new: a server given its model config there was taken to read the default)."""
+    from config.settings import model_config_of
+
+    (tmp_path / "s.toml").write_text('model_config = "from-file.toml"\n')
+    native, python = ["volspike-server"], ["python", "-m", "server"]
+    env = {"VOLSPIKE_MODEL_CONFIG": "from-env.toml"}
+    assert model_config_of([*native, "-model-config=a.toml"], env, tmp_path) == tmp_path / "a.toml"
+    assert (
+        model_config_of([*python, "--model-config", "a.toml"], env, tmp_path) == tmp_path / "a.toml"
+    )
+    assert (
+        model_config_of([*native, "--config", "s.toml"], env, tmp_path)
+        == tmp_path / "from-env.toml"
+    )
+    assert (
+        model_config_of([*python, "--config", "s.toml"], {}, tmp_path)
+        == tmp_path / "from-file.toml"
+    )
+    assert model_config_of(python, {}, tmp_path) == ROOT / "config" / "model.toml"
