@@ -283,9 +283,9 @@ def render_doc_block(settings: list[Setting]) -> str:
                 "|---|---|---|---|---|"]  # fmt: skip
         for s in settings:
             if s.scope == scope:
+                flag = "(variable only)" if s.read_by == ("tools",) else f"`--{s.flag}`"
                 out.append(
-                    f"| `--{s.flag}` | `{s.env}` | {md_default(s)} | {', '.join(s.read_by)} "
-                    f"| {s.doc} |"
+                    f"| {flag} | `{s.env}` | {md_default(s)} | {', '.join(s.read_by)} | {s.doc} |"
                 )
     out += ["", END]
     return "\n".join(out)
