@@ -20,9 +20,13 @@ CORES = len(os.sched_getaffinity(0))  # the cores this process may run on
 # thresholds were fastest but gave wrong answers on 23 held-out rows, so they are off;
 # branch annotation made no measurable difference; -O1 beat -O3 by ~10 % (smaller code
 # for thousands of branchy trees) and compiles 2x faster; parallel_comp splits the code into
-# one translation unit per core, compiled in parallel (the library's bytes, not its answers,
-# depend on it: the manifest records it with the sha256).
-DEFAULT_OPTIONS: dict = {"annotate": False, "quantize": 0, "parallel_comp": CORES, "opt": "-O1"}
+# translation units compiled in parallel on the cores there are. Their number is fixed, not
+# the core count: the library's bytes depend on it, and an artifact must rebuild to the same
+# sha256 on any machine (it was CORES: 1, 2 and 4 cores gave three hashes).
+TRANSLATION_UNITS = 4
+DEFAULT_OPTIONS: dict = {
+    "annotate": False, "quantize": 0, "parallel_comp": TRANSLATION_UNITS, "opt": "-O1"
+}  # fmt: skip
 
 
 def compiler_version() -> str:
@@ -61,14 +65,15 @@ def compile_library(
         procs = []
         for c_file in sorted(src.glob("*.c")):
             obj = c_file.with_suffix(".o")
-            objs.append(str(obj))
-            cmd = [CC, options.get("opt", "-O3"), *CFLAGS, "-c", str(c_file), "-o", str(obj)]
+            objs.append(obj.name)
+            # relative names in the build folder: no temporary path reaches the library
+            cmd = [CC, options.get("opt", "-O3"), *CFLAGS, "-c", c_file.name, "-o", obj.name]
             procs.append(subprocess.Popen(cmd, cwd=src))
             if len(procs) >= (os.cpu_count() or 2):
                 _wait(procs)
         _wait(procs)
         tmp_out = Path(tmp) / "model.so"
-        subprocess.run([CC, "-shared", "-o", str(tmp_out), *objs, "-lm"], check=True)
+        subprocess.run([CC, "-shared", "-o", str(tmp_out), *objs, "-lm"], check=True, cwd=src)
         out_path.parent.mkdir(parents=True, exist_ok=True)
         shutil.move(tmp_out, out_path)
 

@@ -138,3 +138,40 @@ def test_readme_model_table_matches_the_manifests():
         if name in ("crypto-v1", "xgb-v2"):
             raw = " / ".join(f"{f['scores']['rv_60s']['pr_auc'][0]:.2f}" for f in folds)
             assert f"| {raw} |" in row, (name, raw, row)
+
+
+_COMPILE_TINY = """
+import hashlib, sys
+from pathlib import Path
+import numpy as np, xgboost as xgb
+from compiled_models import compile as cc
+rng = np.random.default_rng(7)
+x = rng.standard_normal((2000, 9)).astype(np.float32)
+y = (x[:, 0] + 0.5 * x[:, 3] > 0.3).astype(np.float32)
+booster = xgb.train({"max_depth": 5, "nthread": 1, "seed": 0, "eta": 0.3,
+                     "objective": "binary:logistic"}, xgb.DMatrix(x, y), 60)
+out = Path(sys.argv[1]) / "model.so"
+cc.compile_library(cc.to_treelite(booster), out)
+print(cc.CORES, hashlib.sha256(out.read_bytes()).hexdigest())
+"""
+
+
+def test_library_bytes_do_not_depend_on_the_core_count_or_the_build_folder(tmp_path):
+    """The same model compiles to the same library on 1 core and on every core, in two
+    different folders (issue 23: the translation units followed the core count, and 1, 2
+    and 4 cores gave three sha256s). Mutation: parallel_comp = CORES fails on a 2-core box."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parent.parent
+    runs = []
+    for i, pin in enumerate((["taskset", "-c", "0"], [])):
+        out = tmp_path / f"build-{i}" / ("deeper" if i else "")  # two different folders
+        out.mkdir(parents=True)
+        r = subprocess.run([*pin, sys.executable, "-c", _COMPILE_TINY, str(out)], cwd=root,
+                           capture_output=True, text=True, timeout=300, check=True)  # fmt: skip
+        runs.append(r.stdout.splitlines()[-1].split())  # libraries log to stdout too
+    (cores1, sha1), (cores_all, sha_all) = runs
+    assert cores1 == "1" and int(cores_all) >= 1
+    assert sha1 == sha_all, runs
