@@ -259,3 +259,24 @@ def test_make_rollback_finds_the_model_config_a_server_reads(tmp_path):
         == tmp_path / "from-file.toml"
     )
     assert model_config_of(python, {}, tmp_path) == ROOT / "config" / "model.toml"
+
+
+def test_the_consumer_reads_its_flags_and_variables():
+    """The consumer's variables keep their names (VOLSPIKE_CONSUMER_*), every setting is a
+    flag too, and the server's variables are known but not its own."""
+    env = {
+        **CLEAN_ENV,
+        "VOLSPIKE_CONSUMER_TICKS_TOPIC": "t1",
+        "VOLSPIKE_CONSUMER_DEADLINE_S": "1.0",
+        "VOLSPIKE_METRICS_PORT": "9",  # the server's
+    }
+    out = subprocess.run(
+        [sys.executable, "-m", "consumer", "--print-settings", "--max-rows", "50"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert out.returncode == 0, out.stderr
+    s = json.loads(out.stdout)
+    assert (s["ticks_topic"], s["deadline_s"], s["max_rows"], s["metrics_port"]) == (
+        "t1", 1.0, 50, 8001,
+    )  # fmt: skip
+    assert s["live_sample_dir"] == str(ROOT / ".run" / "live-sample")
