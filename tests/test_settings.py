@@ -3,8 +3,9 @@ and the tools; one model-config reader; the drift report follows the live model 
 
 Mutations seen failing here: a schema doc edited without regenerating (the staleness test);
 the file applied after the variables in config/settings.py (precedence); an unknown
-VOLSPIKE_* variable let through (errors); the drift report's headline back to "the artifact
-that scored most rows" (the rollback test)."""
+VOLSPIKE_* variable let through (errors); the native server reading its file over its
+variables (the differential test); the drift report's headline back to "the artifact that
+scored most rows" (both rollback tests, the Evidently one run in .venv-drift)."""
 
 from __future__ import annotations
 
