@@ -68,11 +68,16 @@ def _fold_metrics(spec: train.ModelSpec, fold: dataset.Fold) -> tuple[dict, dict
     thr = ev.threshold_for_rate(p_v, train.ALERT_RATE)
     te = fold.test
     persistence = (te.baselines["rv_60s_rel"] > fold.label_threshold).astype(np.float64)
+    col, sign, feature = ev.best_single_feature(fold.valid.X, fold.valid.y, FEATURE_NAMES)
     scores = {
         "model": p_t,
         "rv_60s": te.baselines["rv_60s"],
         "rv_60s_rel": te.baselines["rv_60s_rel"],
         "persistence": persistence,
+        # the rivals a model must beat: the best single feature (chosen on validation) and
+        # a small logistic model on the same features
+        "best_feature": ev.feature_score(te.X, col, sign),
+        "logistic": ev.logistic_rival(fold.train.X, fold.train.y, te.X),
     }
     row = {
         "test_block": fold.test_block,
@@ -82,7 +87,10 @@ def _fold_metrics(spec: train.ModelSpec, fold: dataset.Fold) -> tuple[dict, dict
         "test_rows": len(te),
         "test_positive_rate": round(float(te.y.mean()), 4),
         "label_threshold": round(fold.label_threshold, 4),
-        "scores": ev.bootstrap(te.y, scores, te.t_ms, reference="rv_60s"),
+        "scores": ev.bootstrap(
+            te.y, scores, te.t_ms, reference=("rv_60s", "best_feature", "logistic")
+        ),
+        "best_feature": feature,
         "episodes": {
             "model": ev.episodes(te.y, p_t >= thr, te.t_ms, te.symbol),
             "persistence": ev.episodes(te.y, persistence > 0, te.t_ms, te.symbol),

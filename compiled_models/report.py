@@ -9,7 +9,9 @@ from compiled_models.manifest import Manifest
 from compiled_models.train import SPECS
 
 DOC = Path(__file__).resolve().parent.parent / "docs" / "model.md"
-SCORES = ("model", "rv_60s", "rv_60s_rel", "persistence")
+SCORES = ("model", "rv_60s", "rv_60s_rel", "persistence", "best_feature", "logistic")
+RIVALS = ("best_feature", "logistic")  # the simple scorers a model must beat (issue 23)
+GAINS = ("rv_60s", *RIVALS)
 
 
 def _ci(v: list[float | None]) -> str:
@@ -35,6 +37,24 @@ def _gain_verdict(m: Manifest) -> str:
     )
 
 
+def _rival_verdict(m: Manifest) -> str:
+    """Against each simple rival: on how many folds the paired gain's interval is above zero
+    (the model wins), below zero (the rival wins), or spans it (no difference shown)."""
+    rows = m.metrics["walk_forward"]
+    if not all(f"pr_auc_gain_vs_{r}" in rows[0]["scores"]["model"] for r in RIVALS):
+        return "rivals not evaluated (built before issue 23)"
+    parts = []
+    for rival in RIVALS:
+        gains = [r["scores"]["model"][f"pr_auc_gain_vs_{rival}"] for r in rows]
+        won = sum(g[1] is not None and g[1] > 0 for g in gains)
+        lost = sum(g[2] is not None and g[2] < 0 for g in gains)
+        name = rival.replace("_", " ")
+        parts.append(f"{name}: model better on {won}, worse on {lost}, no difference shown on "
+                     f"{len(gains) - won - lost} of {len(gains)} folds")  # fmt: skip
+    features = sorted({r.get("best_feature", "?") for r in rows})
+    return "; ".join(parts) + f" (best single feature per fold: {', '.join(features)})"
+
+
 def _beaten_by(m: Manifest) -> str:
     """Folds where a baseline's point PR-AUC is above the model's (stated, not hidden)."""
     out = []
@@ -44,7 +64,10 @@ def _beaten_by(m: Manifest) -> str:
         better = [
             k
             for k in SCORES[1:]
-            if model is not None and s[k]["pr_auc"][0] is not None and s[k]["pr_auc"][0] > model
+            if k in s
+            and model is not None
+            and s[k]["pr_auc"][0] is not None
+            and s[k]["pr_auc"][0] > model
         ]
         if better:
             out.append(f"fold {r['test_block']}: {', '.join(better)}")
@@ -59,17 +82,21 @@ def table(m: Manifest) -> str:
         "  test PR-AUC [95 % block-bootstrap interval]; positives = label rate; "
         "gain = model - rv_60s",
     ]
-    head = f"  {'fold test period':<44}{'pos':>6}" + "".join(f"{k:>24}" for k in SCORES)
-    lines.append(head + f"{'gain vs rv_60s':>26}")
+    first = m.metrics["walk_forward"][0]["scores"]
+    scores = [k for k in SCORES if k in first]
+    gains = [g for g in ("rv_60s", *RIVALS) if f"pr_auc_gain_vs_{g}" in first["model"]]
+    head = f"  {'fold test period':<44}{'pos':>6}" + "".join(f"{k:>24}" for k in scores)
+    lines.append(head + "".join(f"{'gain vs ' + g:>26}" for g in gains))
     for r in m.metrics["walk_forward"]:
         s = r["scores"]
         period = f"{r['test_period'][0][:16]}..{r['test_period'][1][11:16]}"
-        cells = "".join(f"{_ci(s[k]['pr_auc']):>24}" for k in SCORES)
-        gain = _ci(s["model"]["pr_auc_gain_vs_rv_60s"])
-        lines.append(f"  {period:<44}{r['test_positive_rate']:>6.3f}{cells}{gain:>26}")
+        cells = "".join(f"{_ci(s[k]['pr_auc']):>24}" for k in scores)
+        cells += "".join(f"{_ci(s['model'][f'pr_auc_gain_vs_{g}']):>26}" for g in gains)
+        lines.append(f"  {period:<44}{r['test_positive_rate']:>6.3f}{cells}")
     c = m.metrics["calibration"]
     lines += [
         f"  verdict: {_gain_verdict(m)}; {_beaten_by(m)}",
+        f"  against simple rivals: {_rival_verdict(m)}",
         f"  Brier on the last fold: trees {c['test_brier_trees']}, calibrated "
         f"{c['test_brier_calibrated']}, base rate {c['test_brier_base_rate']}",
     ]
@@ -120,7 +147,11 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   resamples of 5-minute blocks of event time; the gain over `rv_60s` is paired.
   Baselines: `rv_60s` (the raw 60 s realised volatility as a score), `rv_60s_rel` (its
   relative twin, the trailing version of the label) and persistence (the trailing 60 s
-  already above the label threshold).
+  already above the label threshold). Rivals, the simple scorers a model must beat to be
+  worth serving: the best single feature (either sign, chosen by PR-AUC on the validation
+  block, never on the test block) and a logistic model on the same features (standardised,
+  missing values at the training median, fitted on the training block); the model's gain
+  over each is paired like the gain over `rv_60s`.
 - **Output**: a calibrated probability (isotonic map fitted on the validation block,
   applied by both servers after the compiled trees). The decision threshold is the lowest
   calibrated value that flags at most 5 % of validation rows, or the top calibrated step
@@ -144,18 +175,23 @@ def section(m: Manifest) -> str:
         f"{m.metrics['alert_rate']['validation']:.3f}, "
         f"test {m.metrics['alert_rate']['test']:.3f}).",
         f"- Verdict: {_gain_verdict(m)}; {_beaten_by(m)}.",
+        f"- Against simple rivals (the best single feature, chosen on validation, and a "
+        f"logistic model on the same features; paired gains): {_rival_verdict(m)}.",
         "",
         "| fold | test period | test rows | positives | model PR-AUC | rv_60s | rv_60s_rel "
-        "| persistence | gain vs rv_60s | model ROC-AUC |",
-        "|---|---|---|---|---|---|---|---|---|---|",
+        "| persistence | best feature | logistic | gain vs rv_60s | gain vs best feature "
+        "| gain vs logistic | model ROC-AUC |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for r in m.metrics["walk_forward"]:
         s = r["scores"]
         out.append(
             f"| {r['test_block']} | {r['test_period'][0][:16]} .. {r['test_period'][1][11:16]} "
             f"| {r['test_rows']:,} | {r['test_positive_rate']:.3f} | "
-            + " | ".join(_ci(s[k]["pr_auc"]) for k in SCORES)
-            + f" | {_ci(s['model']['pr_auc_gain_vs_rv_60s'])} | {_ci(s['model']['roc_auc'])} |"
+            + " | ".join(_ci(s[k]["pr_auc"]) if k in s else "-" for k in SCORES)
+            + " | "
+            + " | ".join(_ci(s["model"].get(f"pr_auc_gain_vs_{g}", [None])) for g in GAINS)
+            + f" | {_ci(s['model']['roc_auc'])} |"
         )
     out += [
         "",
