@@ -365,6 +365,7 @@ NOT_WALKED = {
     "VolspikeDeadLetterRatioHigh": "bad ticks: tests/pipeline/test_hostile.py sends them",
     "VolspikeThroughputBelowFloor": "no fenced step; as ConsumerStalled",
     "VolspikeConsumerOffsetLagHigh": "no fenced step; 100,000 waiting messages",
+    "VolspikeBackfillShareHigh": "no fenced step; 30 minutes of mostly backfill answers",
     "VolspikeFeatureDrift": "drift takes 15-30 minutes: tools/alert_drill.py",
     "VolspikePredictionDrift": "as feature drift",
     "VolspikeDriftReportStale": "26 hours; `make drift`: test_observability_live.py",
