@@ -18,6 +18,19 @@ CLIENT_DEADLINE_FLOOR_MS = 25
 MESSAGE_CHARS = 1024
 ERROR_DOMAIN = "volspike"  # google.rpc.ErrorInfo.domain
 
+# every error kind and the gRPC code it is sent with ([kinds])
+KIND_CODES = (
+    ("InvalidArgument", "INVALID_ARGUMENT"),
+    ("ResourceExhausted", "RESOURCE_EXHAUSTED"),
+    ("NotFound", "NOT_FOUND"),
+    ("NoModel", "UNAVAILABLE"),
+    ("ArtifactUnavailable", "UNAVAILABLE"),
+    ("DeadlineExceeded", "DEADLINE_EXCEEDED"),
+    ("ClientDeadline", "DEADLINE_EXCEEDED"),
+    ("Cancelled", "CANCELLED"),
+    ("Internal", "INTERNAL"),
+)
+
 
 def malformed(*, type_name: str, detail: str) -> ServiceError:
     return ServiceError(

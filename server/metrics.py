@@ -33,6 +33,12 @@ class ServerMetrics:
         self.reloads = _counter(c.MODEL_RELOADS, registry)
         for result in ("ok", "failed"):  # present from the start: increase() sees the first
             self.reloads.labels(result)
+        # Predict's outcome series too: a series born at its first failure hides that
+        # failure from rate() (the errors SLI missed a first burst of a new code)
+        self.requests.labels("Predict", "OK")
+        for kind, code in c.KIND_CODES:
+            self.requests.labels("Predict", code)
+            self.errors.labels("Predict", code, kind)
         self.active_model = _gauge(c.ACTIVE_MODEL, registry)
         self.serving = _gauge(c.SERVING, registry)
 

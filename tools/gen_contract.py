@@ -197,6 +197,8 @@ def render_py(c: dict) -> str:
     ]
     out += [f"{k.upper()} = {v!r}" for k, v in c["limits"].items()]
     out += [f"ERROR_DOMAIN = {c['error_info']['domain']!r}  # google.rpc.ErrorInfo.domain", ""]
+    out += ["# every error kind and the gRPC code it is sent with ([kinds])"]
+    out += ["KIND_CODES = ("] + [f"    ({k!r}, {v!r})," for k, v in c["kinds"].items()] + [")", ""]
     for e in errors(c):
         py_type = {"s": "str", "d": "int"}
         args = ", ".join(["*", *(f"{n}: {py_type[t]}" for n, t in e.params)]) if e.params else ""
@@ -273,6 +275,10 @@ def render_go(c: dict) -> str:
     out += [")", ""]
     out += ["// errorDomain is the domain of the google.rpc.ErrorInfo every failed call carries."]
     out += [f"const errorDomain = {json.dumps(c['error_info']['domain'])}"]
+    out += ["", "// kindCodes: every error kind and the gRPC code it is sent with ([kinds])."]
+    out += ["var kindCodes = []struct{ Kind, Code string }{"]
+    out += [f"\t{{{json.dumps(k)}, {json.dumps(v)}}}," for k, v in c["kinds"].items()]
+    out += ["}"]
     for e in errors(c):
         fmt, args = _go_format(e.message)
         go_type = {"s": "string", "d": "int"}

@@ -22,6 +22,19 @@ const (
 // errorDomain is the domain of the google.rpc.ErrorInfo every failed call carries.
 const errorDomain = "volspike"
 
+// kindCodes: every error kind and the gRPC code it is sent with ([kinds]).
+var kindCodes = []struct{ Kind, Code string }{
+	{"InvalidArgument", "INVALID_ARGUMENT"},
+	{"ResourceExhausted", "RESOURCE_EXHAUSTED"},
+	{"NotFound", "NOT_FOUND"},
+	{"NoModel", "UNAVAILABLE"},
+	{"ArtifactUnavailable", "UNAVAILABLE"},
+	{"DeadlineExceeded", "DEADLINE_EXCEEDED"},
+	{"ClientDeadline", "DEADLINE_EXCEEDED"},
+	{"Cancelled", "CANCELLED"},
+	{"Internal", "INTERNAL"},
+}
+
 func errMalformed(typeName string, detail string) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("request is not a valid %s: %s", typeName, detail)}
 }

@@ -42,6 +42,13 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	for _, result := range []string{"ok", "failed"} { // present from the start: increase() sees the first
 		m.reloads.WithLabelValues(result)
 	}
+	// Predict's outcome series too: a series born at its first failure hides that failure
+	// from rate() (the errors SLI missed a first burst of a new code)
+	m.requests.WithLabelValues("Predict", "OK")
+	for _, kc := range kindCodes {
+		m.requests.WithLabelValues("Predict", kc.Code)
+		m.errors.WithLabelValues("Predict", kc.Code, kc.Kind)
+	}
 	return m
 }
 

@@ -100,3 +100,23 @@ def test_batch_histogram_matches_prometheus_histogram():
     assert reg.get_sample_value("ours_sum", {"a": "x"}) == pytest.approx(
         reg.get_sample_value("ref_sum", {"a": "x"}), rel=1e-6
     )
+
+
+def test_predict_outcome_series_exist_at_zero_before_any_call(tmp_path, impl):
+    """Every Predict code and error kind of the contract is exported at 0 from the start
+    (both servers): a series born at its first failure hides that failure from rate(), and
+    the errors SLI missed a first burst of a new code. Mutation: drop the loop in either
+    server's metrics and this fails."""
+    from server import contract_gen as c
+    from tests.conftest import ServerProcess
+    from tools.procs import scrape
+
+    srv = ServerProcess(tmp_path / "fresh", impl=impl).start()
+    try:
+        m = scrape(srv.metrics_port)
+    finally:
+        srv.stop()
+    for kind, code in c.KIND_CODES:
+        assert m[f'volspike_rpc_requests_total{{code="{code}",method="Predict"}}'] == 0
+        assert m[f'volspike_rpc_errors_total{{code="{code}",method="Predict",type="{kind}"}}'] == 0
+    assert m['volspike_rpc_requests_total{code="OK",method="Predict"}'] == 0
