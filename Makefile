@@ -227,3 +227,21 @@ bench-server: models $(GHZ) .venv-mlserver/.installed
 
 clean:
 	rm -rf compiled_models/*/ compiled_models/.built compiled_models/.fastcall compiled_models/_fastcall*.so
+
+# Kubernetes (docs/deploy.md): manifests rendered from typed API structs (deploy/gen) into
+# deploy/rendered; tests/test_deploy.py fails when they are stale. test-k8s applies them to a
+# real kube-apiserver + etcd (+ controllers and kwok nodes) on 127.0.0.1, built once and cached
+# under ~/.cache/volspike-tools/k8s-<version>/ by tools/build_k8s.sh.
+.PHONY: deploy deploy-check k8s-tools test-k8s
+deploy:
+	cd deploy/gen && $(GO) run . -root $(CURDIR)
+
+deploy-check:
+	@test -z "$$(gofmt -l deploy/gen)" || { gofmt -l deploy/gen; echo "gofmt: run gofmt -w deploy/gen"; exit 1; }
+	cd deploy/gen && $(GO) vet ./... && $(GO) run . -root $(CURDIR) -check
+
+k8s-tools:
+	tools/build_k8s.sh all
+
+test-k8s: $(VENV)/.installed k8s-tools
+	VOLSPIKE_K8S_TEST=1 $(PY) -m pytest -q -s tests/k8s
