@@ -7,6 +7,8 @@ strongly dependent, so resampling rows would make intervals far too narrow).
 
 from __future__ import annotations
 
+import warnings
+
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 
@@ -121,7 +123,8 @@ def logistic_rival(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray)
     from sklearn.linear_model import LogisticRegression
 
     x = train_x.astype(np.float64)
-    with np.errstate(all="ignore"):  # a feature missing on every row: median NaN -> 0
+    with warnings.catch_warnings():  # a feature missing on every row (no quotes): median 0
+        warnings.simplefilter("ignore", RuntimeWarning)
         med = np.nan_to_num(np.nanmedian(x, axis=0))
     xf = np.where(np.isnan(x), med, x)
     mu, sd = xf.mean(axis=0), xf.std(axis=0)
