@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import logging
 import signal
+import sys
 from pathlib import Path
 
 from confluent_kafka import Consumer, Producer
@@ -12,7 +13,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from compiled_models.manifest_schema_gen import MANIFEST_MAX_BYTES
 from config.settings import main_settings
-from consumer.channel import open_channel
+from consumer.channel import ServerAddressError, open_channel, target
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.pipeline import Pipeline
@@ -50,6 +51,11 @@ def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
 
 def main() -> None:
     s, _ = main_settings("consumer", argparse.ArgumentParser(description=__doc__))
+    try:
+        target(s.server)  # a malformed --server: say what is wrong, before anything starts
+    except ServerAddressError as e:
+        print(f"consumer: --server: {e}", file=sys.stderr)
+        sys.exit(2)  # as for any other malformed setting
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(process)d %(name)s %(levelname)s %(message)s"
     )

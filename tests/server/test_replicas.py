@@ -175,3 +175,13 @@ def test_a_rollback_across_two_replicas_under_traffic_fails_no_call(tmp_path, im
     finally:
         for r in reps:
             r.stop()
+
+
+def test_a_malformed_server_list_stops_the_consumer_naming_it():
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "consumer", "--server", "a.example:1,b.example:2"],
+                         capture_output=True, text=True, timeout=60)  # fmt: skip
+    assert out.returncode == 2, out.stderr
+    assert "--server: server address 'a.example' in a list is not an IP literal" in out.stderr
