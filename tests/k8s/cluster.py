@@ -173,8 +173,11 @@ class ControlPlane:
             f"--service-account-private-key-file={d / 'sa.key'}",
             f"--root-ca-file={d / 'apiserver.crt'}",
             "--use-service-account-credentials=false",
-            "--node-monitor-grace-period=40s",
+            # kwok renews node leases; a long grace keeps a slow CI run from marking nodes
+            # (and so their pods) not ready
+            "--node-monitor-grace-period=3600s",
             "--concurrent-deployment-syncs=2",
+            "--horizontal-pod-autoscaler-sync-period=5s",
         )
         self._start(
             "kube-scheduler",
@@ -182,14 +185,16 @@ class ControlPlane:
             "--leader-elect=false",
             "--secure-port=0",
         )
+        stages = self.dir / "kwok-stages.yaml"
+        stages.write_text("---\n".join(json.dumps(st) + "\n" for st in KWOK_STAGES))
         self._start(
             "kwok",
             f"--kubeconfig={self.kubeconfig}",
+            f"--config={stages}",
+            "--node-lease-duration-seconds=40",
             "--manage-all-nodes=false",
             "--manage-nodes-with-annotation-selector=kwok.x-k8s.io/node=fake",
             "--manage-nodes-with-label-selector=",
-            "--disregard-status-with-annotation-selector=kwok.x-k8s.io/status=custom",
-            "--disregard-status-with-label-selector=",
             f"--server-address=127.0.0.1:{free_port()}",
             "--cidr=10.244.0.1/24",
             "--node-ip=10.244.0.1",
@@ -206,6 +211,81 @@ class ControlPlane:
                     proc.kill()
                     proc.wait(5)
         self.procs.clear()
+
+
+def _stage(name: str, kind: str, match: list[dict], nxt: dict) -> dict:
+    return {
+        "apiVersion": "kwok.x-k8s.io/v1alpha1",
+        "kind": "Stage",
+        "metadata": {"name": name},
+        "spec": {
+            "resourceRef": {"apiGroup": "v1", "kind": kind},
+            "selector": {"matchExpressions": match},
+            "next": nxt,
+        },
+    }
+
+
+_COND = """- lastTransitionTime: {{ $now | Quote }}
+  status: "True"
+  type: %s
+"""
+# kwok's stages (its lifecycle rules), written here: nodes become Ready, pods on them Running
+# and Ready at once (no containers), deleted pods go away.
+KWOK_STAGES = [
+    _stage(
+        "node-initialize",
+        "Node",
+        [
+            {
+                "key": '.status.conditions.[] | select( .type == "Ready" ) | .status',
+                "operator": "NotIn",
+                "values": ["True"],
+            }
+        ],
+        {
+            "statusTemplate": "{{ $now := Now }}\nconditions:\n"
+            + (_COND % "Ready").replace("status:", "reason: KubeletReady\n  status:")
+            + "phase: Running\n"
+        },
+    ),
+    _stage(
+        "pod-ready",
+        "Pod",
+        [
+            {"key": ".metadata.deletionTimestamp", "operator": "DoesNotExist"},
+            {"key": ".status.podIP", "operator": "DoesNotExist"},
+        ],
+        {
+            "statusTemplate": "{{ $now := Now }}\nconditions:\n"
+            + "".join(
+                _COND % t for t in ("Initialized", "ContainersReady", "Ready", "PodScheduled")
+            )
+            + """containerStatuses:
+{{ range .spec.containers }}
+- image: {{ .image | Quote }}
+  name: {{ .name | Quote }}
+  ready: true
+  restartCount: 0
+  started: true
+  state:
+    running:
+      startedAt: {{ $now | Quote }}
+{{ end }}
+hostIP: {{ NodeIP | Quote }}
+podIP: {{ PodIP | Quote }}
+phase: Running
+startTime: {{ $now | Quote }}
+"""
+        },
+    ),
+    _stage(
+        "pod-delete",
+        "Pod",
+        [{"key": ".metadata.deletionTimestamp", "operator": "Exists"}],
+        {"finalizers": {"empty": True}, "delete": True},
+    ),
+]
 
 
 def _tcp_open(port: int) -> bool:
