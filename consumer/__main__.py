@@ -40,7 +40,12 @@ def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
     producer = Producer(
         {
             "bootstrap.servers": s.bootstrap,
-            "enable.idempotence": True,  # acks=all, ordered, no duplicates from producer retries
+            # acks=all: an output counts as delivered (and its input offset may be committed)
+            # only once every in-sync replica has it (min.insync.replicas=2 of 3 on a cluster,
+            # tools/kafka_broker.py); idempotence: ordered, no duplicates from producer retries.
+            # Both hold on a single node too.
+            "acks": "all",
+            "enable.idempotence": True,
             "linger.ms": 5,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 500000,
