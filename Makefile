@@ -19,7 +19,8 @@ ARTIFACT ?=
 CONSUMER_METRICS_PORT ?= 8001
 KAFKA_PORT ?= 9092
 KAFKA_CONTROLLER_PORT ?= 9093
-KAFKA_DATA ?= .kafka/broker
+BROKERS ?= 1
+KAFKA_DATA ?= $(if $(filter 1,$(BROKERS)),.kafka/broker,.kafka/cluster)
 DEMO_RATE ?= 2000
 SOURCE ?= synthetic
 SPEED ?= 0
@@ -173,9 +174,12 @@ SNAPSHOT ?= docs/dashboard.png
 dashboard-snapshot: models native go-tools
 	$(PY) -m tools.demo $(DEMO_ARGS) --seconds 150 --rate 2000 --rollback-at 75 --snapshot $(SNAPSHOT)
 
-# Kafka (KRaft, one node) from Maven Central jars; stopped by PID.
+# Kafka (KRaft) from Maven Central jars; stopped by PID. One node by default; BROKERS=3: three
+# broker+controller nodes on KAFKA_PORT+0/2/4 (quorum on KAFKA_CONTROLLER_PORT+0/2/4), data in
+# .kafka/cluster, topics replicated 3 times with min.insync.replicas=2 (docs/pipeline.md).
+# Stop it with `make kafka-down BROKERS=3`.
 kafka-up: $(VENV)/.installed
-	$(PY) -m tools.kafka_broker up --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT) --data-dir $(KAFKA_DATA)
+	$(PY) -m tools.kafka_broker up --brokers $(BROKERS) --port $(KAFKA_PORT) --controller-port $(KAFKA_CONTROLLER_PORT) --data-dir $(KAFKA_DATA)
 
 kafka-down: $(VENV)/.installed
 	$(PY) -m tools.kafka_broker down --data-dir $(KAFKA_DATA)

@@ -128,7 +128,8 @@ def replay(a: argparse.Namespace) -> int:
     producer = Producer(
         {
             "bootstrap.servers": a.bootstrap,
-            "enable.idempotence": True,
+            "acks": "all",  # every in-sync replica has it (2 of 3 at least on a cluster)
+            "enable.idempotence": True,  # broker failover retries add no duplicate tick
             "linger.ms": 5,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 1_000_000,
