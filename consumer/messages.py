@@ -9,6 +9,7 @@ import time
 import orjson
 
 from market.ticks import Tick
+from telemetry import names_gen as names
 
 MIN_TIME_MS = 946_684_800_000  # 2000-01-01: older event times are a unit mistake
 MAX_FUTURE_MS = 5_000
@@ -30,36 +31,17 @@ sums exact: after a 1e12 lot leaves a window, lots twelve orders of magnitude sm
 read as zero volume until the window has turned over (docs/pipeline.md, limits)."""
 
 
-REASONS = (
-    "too_large",
-    "null",
-    "invalid_json",
-    "not_object",
-    "missing_field",
-    "wrong_type",
-    "symbol",
-    "event_time",
-    "future_time",
-    "price",
-    "size",
-    "bid_ask",
-)
-"""The closed set of ``reason`` label values of the dead-letter counter for bad ticks."""
-PIPELINE_REASONS = (
-    "symbol_flood",
-    "feature_overflow",
-    "predict_rejected",
-    "bad_answer",
-    "schema_mismatch",
-    "schema_unconfirmed",
-    "undeliverable",
-)
-"""Dead-letter reasons of a good tick the pipeline could not answer: its symbol already holds
-max_window_ticks ticks in its 300 s window (late ticks pile up at a standing clock), its features
-overflow float32, the server refused its batch, the server's answer was malformed (wrong
-length, a probability outside [0, 1]) after retries, the server's model lists other
-features than this consumer computes, ModelInfo could not confirm the model's features
-within schema_wait_s, or the answer could not be written."""
+REASONS = names.TICK_REASONS
+"""The closed set of ``reason`` label values of the dead-letter counter for bad ticks
+(proto/contract.toml [consumer.tick_reasons])."""
+PIPELINE_REASONS = names.PIPELINE_REASONS
+"""Dead-letter reasons of a good tick the pipeline could not answer (proto/contract.toml
+[consumer.pipeline_reasons]): its symbol already holds max_window_ticks ticks in its 300 s
+window (late ticks pile up at a standing clock), its features overflow float32, the server
+refused its batch, the server's answer was malformed (wrong length, a probability outside
+[0, 1]) after retries, the server's model lists other features than this consumer computes,
+ModelInfo could not confirm the model's features within schema_wait_s, or the answer could
+not be written."""
 
 
 class BadTick(ValueError):
@@ -75,48 +57,56 @@ def _number(obj: dict, name: str, optional: bool = False) -> float:
     if name not in obj or obj[name] is None:
         if optional:
             return math.nan
-        raise BadTick(f"missing field '{name}'", "missing_field")
+        raise BadTick(f"missing field '{name}'", names.REASON_MISSING_FIELD)
     v = obj[name]
     if isinstance(v, bool) or not isinstance(v, int | float):
-        raise BadTick(f"field '{name}' must be a number, got {type(v).__name__}", "wrong_type")
+        raise BadTick(
+            f"field '{name}' must be a number, got {type(v).__name__}", names.REASON_WRONG_TYPE
+        )
     return float(v)
 
 
 def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> Tick:
     """Parse and validate one tick message; raises ``BadTick`` with the reason."""
     if raw is None:
-        raise BadTick("empty message (null value)", "null")
+        raise BadTick("empty message (null value)", names.REASON_NULL)
     if len(raw) > MAX_MESSAGE_BYTES:
         raise BadTick(
-            f"message is {len(raw)} bytes; a tick is at most {MAX_MESSAGE_BYTES}", "too_large"
+            f"message is {len(raw)} bytes; a tick is at most {MAX_MESSAGE_BYTES}",
+            names.REASON_TOO_LARGE,
         )
     try:
         obj = orjson.loads(raw)
     except orjson.JSONDecodeError as exc:
-        raise BadTick(f"invalid JSON: {exc}", "invalid_json") from None
+        raise BadTick(f"invalid JSON: {exc}", names.REASON_INVALID_JSON) from None
     if not isinstance(obj, dict):
-        raise BadTick(f"tick must be a JSON object, got {type(obj).__name__}", "not_object")
+        raise BadTick(
+            f"tick must be a JSON object, got {type(obj).__name__}", names.REASON_NOT_OBJECT
+        )
     symbol = obj.get("symbol")
     if not isinstance(symbol, str) or not symbol or len(symbol) > 32:
         raise BadTick(
-            "field 'symbol' must be a non-empty string of at most 32 characters", "symbol"
+            "field 'symbol' must be a non-empty string of at most 32 characters",
+            names.REASON_SYMBOL,
         )
     t = obj.get("event_time_ms")
     if t is None:
-        raise BadTick("missing field 'event_time_ms'", "missing_field")
+        raise BadTick("missing field 'event_time_ms'", names.REASON_MISSING_FIELD)
     if isinstance(t, bool) or not isinstance(t, int):
         raise BadTick(
-            f"field 'event_time_ms' must be an integer, got {type(t).__name__}", "wrong_type"
+            f"field 'event_time_ms' must be an integer, got {type(t).__name__}",
+            names.REASON_WRONG_TYPE,
         )
     if t < MIN_TIME_MS:
         raise BadTick(
-            f"field 'event_time_ms' {t} is not a plausible epoch time in ms", "event_time"
+            f"field 'event_time_ms' {t} is not a plausible epoch time in ms",
+            names.REASON_EVENT_TIME,
         )
     if t > now_ms + max_future_ms:
         raise BadTick(
             f"field 'event_time_ms' {t} is {t - now_ms} ms ahead of the consumer's clock "
             f"(at most {max_future_ms})",
-            "future_time",
+            names.REASON_FUTURE_TIME,
         )
     price = _number(obj, "price")
     size = _number(obj, "size")
@@ -124,18 +114,21 @@ def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_
     ask = _number(obj, "ask", optional=True)
     if not MIN_PRICE <= price <= MAX_PRICE:  # NaN and inf fail too
         raise BadTick(
-            f"field 'price' must be >= {MIN_PRICE:g} and <= {MAX_PRICE:g}, got {price}", "price"
+            f"field 'price' must be >= {MIN_PRICE:g} and <= {MAX_PRICE:g}, got {price}",
+            names.REASON_PRICE,
         )
     if not 0 <= size <= MAX_SIZE:
-        raise BadTick(f"field 'size' must be >= 0 and <= {MAX_SIZE:g}, got {size}", "size")
+        raise BadTick(
+            f"field 'size' must be >= 0 and <= {MAX_SIZE:g}, got {size}", names.REASON_SIZE
+        )
     for name, v in (("bid", bid), ("ask", ask)):
         if not math.isnan(v) and not MIN_PRICE <= v <= MAX_PRICE:
             raise BadTick(
                 f"field '{name}' must be >= {MIN_PRICE:g} and <= {MAX_PRICE:g} or null, got {v}",
-                "bid_ask",
+                names.REASON_BID_ASK,
             )
     if bid > ask:
-        raise BadTick(f"field 'bid' {bid} is above 'ask' {ask}", "bid_ask")
+        raise BadTick(f"field 'bid' {bid} is above 'ask' {ask}", names.REASON_BID_ASK)
     return Tick(symbol, t, price, size, bid, ask)
 
 

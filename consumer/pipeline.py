@@ -63,6 +63,7 @@ from market.features import FEATURE_NAMES, N_FEATURES
 from market.ticks import Tick
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+from telemetry import names_gen as contract
 
 logger = logging.getLogger(__name__)
 RETRYABLE = {grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED}
@@ -238,7 +239,9 @@ class Pipeline:
                 continue
             st = state_of(p, tick.symbol)
             if st.held >= flood:  # states.flooded, inline: the hot loop
-                self._dead_letter_tick(p, off, tick, self.states.flood_reason(st), "symbol_flood")
+                self._dead_letter_tick(
+                    p, off, tick, self.states.flood_reason(st), contract.REASON_SYMBOL_FLOOD
+                )
                 continue
             row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
             if tick.event_time_ms < old and BACKFILL_HEADER in (m.headers() or ()):
@@ -286,7 +289,7 @@ class Pipeline:
             p, off, tick = meta[i]
             col = FEATURE_NAMES[int(np.flatnonzero(np.isinf(x[i]))[0])]
             reason = f"feature '{col}' of this tick overflows float32"
-            self._dead_letter_tick(p, off, tick, reason, "feature_overflow")
+            self._dead_letter_tick(p, off, tick, reason, contract.REASON_FEATURE_OVERFLOW)
         keep = ~bad
         scored = iter(keep.tolist())  # drop the dead-lettered ticks from the order too
         order = bytearray(o for o in order if not o or next(scored))
@@ -494,7 +497,9 @@ class Pipeline:
         problem = self._answer_problem(b, resp)
         if problem is None:
             return resp
-        self._dead_letter_batch(b, f"malformed answer from the server: {problem}", "bad_answer")
+        self._dead_letter_batch(
+            b, f"malformed answer from the server: {problem}", contract.REASON_BAD_ANSWER
+        )
         return None
 
     @staticmethod
@@ -546,7 +551,7 @@ class Pipeline:
                 b,
                 f"ModelInfo could not confirm the feature list of artifact {artifact[:64]!r} "
                 f"within {self.s.schema_wait_s:g} s; answers are never published unchecked",
-                "schema_unconfirmed",
+                contract.REASON_SCHEMA_UNCONFIRMED,
             )
             return True
         self._unconfirmed.pop(artifact, None)
@@ -558,7 +563,7 @@ class Pipeline:
             f"{' and more' if len(names) > 16 else ''}; this consumer computes "
             f"{list(FEATURE_NAMES)}"
         )
-        self._dead_letter_batch(b, reason, "schema_mismatch")
+        self._dead_letter_batch(b, reason, contract.REASON_SCHEMA_MISMATCH)
         return True
 
     def _confirm_schema(self, artifact: str) -> pb.ModelInfoResponse | None:
@@ -588,7 +593,7 @@ class Pipeline:
         code = err.code()
         b.call_span.set_status(Status(StatusCode.ERROR, str(code)))
         reason = f"Predict rejected the batch: {code.name}: {err.details()}"
-        self._dead_letter_batch(b, reason, "predict_rejected")
+        self._dead_letter_batch(b, reason, contract.REASON_PREDICT_REJECTED)
 
     def _retry(self, b: Batch, code: grpc.StatusCode | None) -> pb.PredictResponse:
         """Retry with capped exponential backoff and jitter; consumption is paused
@@ -677,9 +682,9 @@ class Pipeline:
             self.redeliver.append((topic, key, value, headers, p, off, -1))
             return
         reason = [h for h in headers or () if h[0] == "error"] or [("error", why.encode())]
-        reason.append(("reason", b"undeliverable"))
+        reason.append(("reason", contract.REASON_UNDELIVERABLE.encode()))
         extra = [("dead_letter_error", why.encode()[:1024])]
-        self.metrics.dead_lettered.labels("undeliverable").inc()
+        self.metrics.dead_lettered.labels(contract.REASON_UNDELIVERABLE).inc()
         self.redeliver.append(
             (self.s.dlq_topic, None, None, [*reason, *source, *extra], p, off, -1)
         )

@@ -18,6 +18,7 @@ from grafana_foundation_sdk.models import common as cm
 from grafana_foundation_sdk.models import dashboard as dm
 
 from observability import slo
+from telemetry import names_gen as contract
 
 UID = "volspike-overview"
 PROMETHEUS_UID = "prometheus"  # provisioned in grafana/provisioning/datasources
@@ -46,20 +47,21 @@ class AnnotationSpec:
 
 
 def annotation_specs() -> list[AnnotationSpec]:
-    active = "max by (artifact) (volspike_active_model_info{0} == 1)"
+    active = f"max by (artifact) ({contract.ACTIVE_MODEL.name}{{0}} == 1)"
     return [
         AnnotationSpec(
             # an artifact active now that was not a minute ago, while another one was: a
             # switch (make rollback, a config change), not a server's first load
             "Model switch",
             f"{active.format('')}\nunless on (artifact) {active.format(' offset 1m')}"
-            "\nand on () count(volspike_active_model_info offset 1m == 1) > 0",
+            f"\nand on () count({contract.ACTIVE_MODEL.name} offset 1m == 1) > 0",
             "model switch: {{artifact}} active",
             "blue",
         ),
         AnnotationSpec(
             "Model load failed",
-            'sum(increase(volspike_model_reloads_total{result="failed"}[1m])) > 0',
+            f"sum(increase({contract.MODEL_RELOADS.name}"
+            f'{{result="{contract.RESULT_FAILED}"}}[1m])) > 0',
             "model load failed (the previous artifact keeps serving)",
             "red",
         ),
@@ -77,8 +79,8 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
     lag = cfg["service"]["max_lag_seconds"]
     d = cfg["drift"]
     w = d["window"]
-    hist = "volspike_rpc_duration_seconds_bucket"
-    prob = "rate(volspike_predicted_probability_bucket[5m])"
+    hist = f"{contract.RPC_DURATION.name}_bucket"
+    prob = f"rate({contract.PREDICTED_PROBABILITY.name}_bucket[5m])"
     q = [
         (f'histogram_quantile({x}, sum by (le) (rate({hist}{{method="Predict"}}[1m])))', f"p{n}")
         for x, n in ((0.5, 50), (0.95, 95), (0.99, 99))
@@ -96,7 +98,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             "Requests by method and code (1 m rate)",
             (
                 (
-                    "sum by (method, code) (rate(volspike_rpc_requests_total[1m]))",
+                    f"sum by (method, code) (rate({contract.RPC_REQUESTS.name}[1m]))",
                     "{{method}} {{code}}",
                 ),
             ),
@@ -138,7 +140,7 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             (
                 (
                     "histogram_quantile(0.95, sum by (le) "
-                    "(rate(volspike_consumer_end_to_end_lag_seconds_bucket[1m])))",
+                    f"(rate({contract.CONSUMER_END_TO_END_LAG.name}_bucket[1m])))",
                     "p95 event -> prediction",
                 ),
             ),
@@ -147,14 +149,19 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
         ),
         PanelSpec(
             "Consumer lag (offsets)",
-            (("sum by (partition) (volspike_consumer_offset_lag)", "partition {{partition}}"),),
+            (
+                (
+                    f"sum by (partition) ({contract.CONSUMER_OFFSET_LAG.name})",
+                    "partition {{partition}}",
+                ),
+            ),
         ),
         PanelSpec(
             "Batch size (rows per Predict, 1 m)",
             (
                 (
-                    "sum(rate(volspike_consumer_batch_rows_sum[1m]))"
-                    " / sum(rate(volspike_consumer_batch_rows_count[1m]))",
+                    f"sum(rate({contract.CONSUMER_BATCH_ROWS.name}_sum[1m]))"
+                    f" / sum(rate({contract.CONSUMER_BATCH_ROWS.name}_count[1m]))",
                     "mean rows",
                 ),
             ),
@@ -162,10 +169,10 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
         PanelSpec(
             "Throughput (1 m rate)",
             (
-                ("sum(rate(volspike_consumer_predictions_produced_total[1m]))", "predictions/s"),
-                ("sum(rate(volspike_predictions_total[1m]))", "rows scored/s"),
+                (f"sum(rate({contract.CONSUMER_PREDICTIONS_PRODUCED.name}[1m]))", "predictions/s"),
+                (f"sum(rate({contract.PREDICTIONS.name}[1m]))", "rows scored/s"),
                 (
-                    "sum(rate(volspike_consumer_backfill_predictions_total[1m]))",
+                    f"sum(rate({contract.CONSUMER_BACKFILL_PREDICTIONS.name}[1m]))",
                     "backfill answers/s (not in freshness)",
                 ),
             ),
@@ -173,22 +180,26 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
         ),
         PanelSpec(
             "Dead-lettered by reason (1 m rate)",
-            (("sum by (reason) (rate(volspike_consumer_dead_lettered_total[1m]))", "{{reason}}"),),
+            (
+                (
+                    f"sum by (reason) (rate({contract.CONSUMER_DEAD_LETTERED.name}[1m]))",
+                    "{{reason}}",
+                ),
+            ),
             "ops",
             legend="right",
         ),
         PanelSpec(
             "Active artifact",
-            (("max by (artifact) (volspike_active_model_info)", "{{artifact}}"),),
+            ((f"max by (artifact) ({contract.ACTIVE_MODEL.name})", "{{artifact}}"),),
             kind="stat",
         ),
         PanelSpec(
             "Model loads (per 5 m)",
             (
-                ("sum by (result) (increase(volspike_model_reloads_total[5m]))", "{{result}}"),
+                (f"sum by (result) (increase({contract.MODEL_RELOADS.name}[5m]))", "{{result}}"),
                 (
-                    "sum by (artifact, result)"
-                    " (increase(volspike_model_load_duration_seconds_count[5m]))",
+                    f"sum by (artifact, result) (increase({contract.MODEL_LOAD.name}_count[5m]))",
                     "{{artifact}} {{result}}",
                 ),
             ),
@@ -196,8 +207,8 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
         PanelSpec(
             "Rows in flight",
             (
-                ("sum(volspike_rows_scoring)", "rows in the trees"),
-                ("sum by (method) (volspike_rpc_in_flight)", "calls {{method}}"),
+                (f"sum({contract.ROWS_SCORING.name})", "rows in the trees"),
+                (f"sum by (method) ({contract.RPC_IN_FLIGHT.name})", "calls {{method}}"),
             ),
             legend="right",
         ),
@@ -225,8 +236,8 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             "Warming up: share of answers without a probability (5 m)",
             (
                 (
-                    "sum(rate(volspike_consumer_warming_up_total[5m]))"
-                    " / sum(rate(volspike_consumer_predictions_produced_total[5m]))",
+                    f"sum(rate({contract.CONSUMER_WARMING_UP.name}[5m]))"
+                    f" / sum(rate({contract.CONSUMER_PREDICTIONS_PRODUCED.name}[5m]))",
                     "warming up",
                 ),
             ),
@@ -236,8 +247,8 @@ def panels(cfg: dict | None = None) -> list[PanelSpec]:
             "Positive label share (5 m)",
             (
                 (
-                    "sum by (artifact) (rate(volspike_positive_labels_total[5m]))"
-                    " / sum by (artifact) (rate(volspike_predictions_total[5m]))",
+                    f"sum by (artifact) (rate({contract.POSITIVE_LABELS.name}[5m]))"
+                    f" / sum by (artifact) (rate({contract.PREDICTIONS.name}[5m]))",
                     "{{artifact}}",
                 ),
             ),

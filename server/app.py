@@ -21,6 +21,7 @@ from opentelemetry.sdk.trace import TracerProvider
 
 from proto.inference import grpc_predict_v2_pb2 as v2
 from proto.volatility.v1 import predictor_pb2 as pb
+from server import contract_gen as contract
 from server.config import Settings, read_model_config
 from server.kserve import InferenceService
 from server.metrics import ServerMetrics
@@ -59,7 +60,7 @@ class App:
         try:
             config = read_model_config(self.settings.model_config)
         except Exception:  # half-written or wrong: counted like a failed load
-            self.metrics.reloads.labels("failed").inc()
+            self.metrics.reloads.labels(contract.RESULT_FAILED).inc()
             logger.exception("model config %s is unreadable", self.settings.model_config)
             return False
         try:

@@ -84,10 +84,10 @@ def _describe_row(feats, feature_names: tuple[str, ...]) -> str:
     missing = [f for f in feature_names if f not in feats]
     parts = []
     if unknown:
-        parts.append(f"unknown feature(s) {name_list(unknown)}")
+        parts.append(contract.text_unknown_features(names=name_list(unknown)))
     if missing:
-        parts.append(f"missing feature(s) {name_list(missing)} (use NaN if unknown)")
-    return "; ".join(parts)
+        parts.append(contract.text_missing_features(names=name_list(missing)))
+    return contract.ROW_PROBLEMS_SEPARATOR.join(parts)
 
 
 def name_list(names: list[str]) -> str:
@@ -95,7 +95,7 @@ def name_list(names: list[str]) -> str:
     native server spells it."""
     shown = [f"'{cut(n, contract.NAME_CHARS_IN_ERROR)}'" for n in names[: contract.NAMES_IN_ERROR]]
     more = len(names) - len(shown)
-    return ", ".join(shown) + (f" and {more} more" if more else "")
+    return ", ".join(shown) + (contract.text_more_names(more=more) if more else "")
 
 
 def cut(name: str, limit: int) -> str:

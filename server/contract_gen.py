@@ -32,6 +32,38 @@ KIND_CODES = (
 )
 
 
+# the result label's values ([results])
+RESULT_OK = "ok"
+RESULT_FAILED = "failed"
+RESULTS = (RESULT_OK, RESULT_FAILED)
+
+# what both servers answer on the KServe v2 service ([kserve])
+KSERVE_SERVER_NAME = "volspike"
+KSERVE_PLATFORM = "tl2cgen"
+KSERVE_INPUT = "features"
+KSERVE_INPUT_DATATYPE = "FP32"
+KSERVE_OUTPUT_PROBABILITY = "probability"
+KSERVE_OUTPUT_LABEL = "label"
+KSERVE_OUTPUTS = {"probability": "FP32", "label": "BOOL"}  # name -> datatype, in answer order
+
+NO_SCHEMA_YET = "no model is active yet (a server serves the feature schema of its first active artifact; servable ones must list the same)"
+
+
+def text_unknown_features(*, names: str) -> str:
+    return f"unknown feature(s) {names}"
+
+
+def text_missing_features(*, names: str) -> str:
+    return f"missing feature(s) {names} (use NaN if unknown)"
+
+
+ROW_PROBLEMS_SEPARATOR = "; "
+
+
+def text_more_names(*, more: int) -> str:
+    return f" and {more:d} more"
+
+
 def malformed(*, type_name: str, detail: str) -> ServiceError:
     return ServiceError(
         "InvalidArgument",

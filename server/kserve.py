@@ -21,8 +21,7 @@ from server.errors import ServiceError
 from server.predictor import Service, record_predictions, score
 from server.rpc import CallInfo, rpc
 
-OUTPUTS = {"probability": "FP32", "label": "BOOL"}
-SERVER_NAME = "volspike"
+OUTPUTS = contract.KSERVE_OUTPUTS
 SERVER_VERSION = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["version"]
 """The one version string (pyproject.toml), as the native server reads it."""
 
@@ -46,7 +45,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
 
     @rpc("/inference.GRPCInferenceService/ServerMetadata")
     def ServerMetadata(self, request, context, call: CallInfo):
-        return v2.ServerMetadataResponse(name=SERVER_NAME, version=SERVER_VERSION)
+        return v2.ServerMetadataResponse(name=contract.KSERVE_SERVER_NAME, version=SERVER_VERSION)
 
     @rpc("/inference.GRPCInferenceService/ModelMetadata")
     def ModelMetadata(self, request, context, call: CallInfo):
@@ -65,8 +64,14 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         return v2.ModelMetadataResponse(
             name=model_name if generic else model.name,
             versions=versions,
-            platform="tl2cgen",
-            inputs=[tensor(name="features", datatype="FP32", shape=[-1, model.n_features])],
+            platform=contract.KSERVE_PLATFORM,
+            inputs=[
+                tensor(
+                    name=contract.KSERVE_INPUT,
+                    datatype=contract.KSERVE_INPUT_DATATYPE,
+                    shape=[-1, model.n_features],
+                )
+            ],
             outputs=[tensor(name=n, datatype=d, shape=[-1]) for n, d in OUTPUTS.items()],
         )
 
@@ -85,8 +90,8 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         record_predictions(self.metrics, model, probs)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         raw = {
-            "probability": probs.astype("<f4").tobytes(),
-            "label": (probs >= model.threshold).astype(np.uint8).tobytes(),
+            contract.KSERVE_OUTPUT_PROBABILITY: probs.astype("<f4").tobytes(),
+            contract.KSERVE_OUTPUT_LABEL: (probs >= model.threshold).astype(np.uint8).tobytes(),
         }
         out_tensor = v2.ModelInferResponse.InferOutputTensor
         return v2.ModelInferResponse(
@@ -111,7 +116,7 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
             raise contract.input_count(width=width, count=len(request.inputs))
         tensor = request.inputs[0]
         name = f"inputs[0] ('{codec.cut(tensor.name, contract.NAME_CHARS_IN_ERROR)}')"
-        if tensor.datatype != "FP32":
+        if tensor.datatype != contract.KSERVE_INPUT_DATATYPE:
             raise contract.input_datatype(
                 tensor=name, datatype=codec.cut(tensor.datatype, contract.NAME_CHARS_IN_ERROR)
             )

@@ -31,7 +31,7 @@ class ServerMetrics:
         self.probability = BatchHistogram(spec.name, spec.help, spec.buckets, registry, label)
         self.model_load = _histogram(c.MODEL_LOAD, registry)
         self.reloads = _counter(c.MODEL_RELOADS, registry)
-        for result in ("ok", "failed"):  # present from the start: increase() sees the first
+        for result in c.RESULTS:  # present from the start: increase() sees the first
             self.reloads.labels(result)
         # Predict's outcome series too: a series born at its first failure hides that
         # failure from rate() (the errors SLI missed a first burst of a new code)

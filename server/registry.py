@@ -19,10 +19,6 @@ from server.errors import ServiceError
 from server.metrics import ServerMetrics
 
 logger = logging.getLogger(__name__)
-NO_SCHEMA_YET = (
-    "no model is active yet (a server serves the feature schema of its first active "
-    "artifact; servable ones must list the same)"
-)
 
 
 class ModelRegistry:
@@ -128,7 +124,7 @@ class ModelRegistry:
                 if name in keep or (active is not None and name == active.name):
                     continue
                 if active is None:
-                    failed[name] = NO_SCHEMA_YET
+                    failed[name] = contract.NO_SCHEMA_YET
                     continue
                 try:
                     keep[name] = self._load(name)
@@ -145,12 +141,12 @@ class ModelRegistry:
             try:
                 model = self._load(name)
             except Exception:
-                self.metrics.reloads.labels("failed").inc()
+                self.metrics.reloads.labels(contract.RESULT_FAILED).inc()
                 raise
             self.active = model
             if self.schema is None:
                 self.schema = (model.name, model.manifest.feature_names)
-        self.metrics.reloads.labels("ok").inc()
+        self.metrics.reloads.labels(contract.RESULT_OK).inc()
         self.metrics.set_active(model.name, model.sha256)
         logger.info("active model is now %s (sha256 %s)", model.name, model.sha256[:12])
         return model
@@ -167,10 +163,12 @@ class ModelRegistry:
             self._check_schema(model)
             _warm_up(model, folder)
         except Exception:
-            self.metrics.model_load.labels(name, "failed").observe(time.perf_counter() - t0)
+            self.metrics.model_load.labels(name, contract.RESULT_FAILED).observe(
+                time.perf_counter() - t0
+            )
             logger.exception("loading artifact %s failed", name)
             raise
-        self.metrics.model_load.labels(name, "ok").observe(time.perf_counter() - t0)
+        self.metrics.model_load.labels(name, contract.RESULT_OK).observe(time.perf_counter() - t0)
         self.loaded_at[name] = time.time()
         return model
 

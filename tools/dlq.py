@@ -5,8 +5,9 @@
 
 ``show`` prints one line per dead letter: source partition/offset, its reason kind (the
 ``reason`` header: too_large, schema_mismatch, ..., the metric's label; ``--reason`` keeps one
-kind), the ``error`` header that says why, and the first bytes of the value (``truncated``
-when the consumer cut an oversized one). ``redrive``
+kind, and a kind outside proto/contract.toml's closed set is named on stderr), the ``error``
+header that says why, and the first bytes of the value (``truncated`` when the consumer cut
+an oversized one). ``redrive``
 produces each line of a JSON-lines file (one corrected tick per line) to the ticks topic,
 keyed by its symbol, and prints how many Kafka acknowledged; the consumer answers them like
 any other tick. Nothing is deleted from the dead-letter topic.
@@ -21,6 +22,8 @@ from pathlib import Path
 
 import orjson
 from confluent_kafka import Consumer, Producer
+
+from telemetry import names_gen as contract
 
 
 def show(bootstrap: str, topic: str, limit: int, kind: str | None) -> int:
@@ -43,24 +46,31 @@ def show(bootstrap: str, topic: str, limit: int, kind: str | None) -> int:
                     continue
                 # The stubs type headers() as a producer's input (a dict, str values too);
                 # a consumed message's are a list of (str, bytes) pairs.
-                headers = m.headers() or ()
-                h = {k: v.decode(errors="replace") for k, v in headers}  # type: ignore[str-unpack, union-attr]
-                reason = h.get("error", "")
-                if kind and h.get("reason") != kind:  # the closed set, not the free text
+                line = describe(m.headers() or (), m.value(), kind)  # type: ignore[arg-type]
+                if line is None:
                     continue
-                value = (m.value() or b"")[:80].decode(errors="replace")
-                flag = " [truncated]" if h.get("truncated") == "true" else ""
-                print(
-                    f"{h.get('source_partition')}/{h.get('source_offset')}: "
-                    f"[{h.get('reason', '?')}] {reason}{flag}"
-                    f" | {value!r}"
-                )
+                print(line)
                 shown += 1
                 if shown >= limit:
                     break
     finally:
         c.close()
     return shown
+
+
+def describe(headers: list[tuple[str, bytes]], value: bytes | None, kind: str | None) -> str | None:
+    """One dead letter's line, or None when ``kind`` is given and its ``reason`` header (the
+    closed set, the metric's label) is another: the free-text ``error`` header is never
+    matched (it says "message is N bytes", not too_large)."""
+    h = {k: v.decode(errors="replace") for k, v in headers}
+    if kind and h.get("reason") != kind:
+        return None
+    text = (value or b"")[:80].decode(errors="replace")
+    flag = " [truncated]" if h.get("truncated") == "true" else ""
+    return (
+        f"{h.get('source_partition')}/{h.get('source_offset')}: "
+        f"[{h.get('reason', '?')}] {h.get('error', '')}{flag} | {text!r}"
+    )
 
 
 def redrive(bootstrap: str, topic: str, path: Path) -> int:
@@ -94,11 +104,17 @@ def main() -> None:
     sub = p.add_subparsers(dest="cmd", required=True)
     s = sub.add_parser("show", help="print dead letters with their reasons")
     s.add_argument("--limit", type=int, default=20)
-    s.add_argument("--reason", help="only this reason kind (the reason header), e.g. too_large")
+    s.add_argument(
+        "--reason",
+        help="only this reason kind (the reason header), e.g. too_large; one of "
+        + ", ".join(contract.DEAD_LETTER_REASONS),
+    )
     r = sub.add_parser("redrive", help="produce corrected ticks (JSON lines) to the ticks topic")
     r.add_argument("--file", type=Path, required=True)
     args = p.parse_args()
     if args.cmd == "show":
+        if args.reason and args.reason not in contract.DEAD_LETTER_REASONS:
+            print(f"{args.reason!r} is no dead-letter reason: none will match", file=sys.stderr)
         n = show(args.bootstrap, args.dlq_topic, args.limit, args.reason)
         print(f"{n} dead letter(s) shown")
     else:

@@ -111,6 +111,7 @@ def main() -> None:
             lambda: ruff_format(gen_contract.render_manifest_py(contract)),
         ),
         (gen_contract.GO_FILE, lambda: gofmt(gen_contract.render_go(contract))),
+        (gen_contract.NAMES_PY_FILE, lambda: ruff_format(gen_contract.render_names_py(contract))),
     )
     for path, make in renderers:
         text, rel = make(), path.relative_to(ROOT)

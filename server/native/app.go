@@ -126,7 +126,7 @@ func (a *App) SetServing(on bool) {
 func (a *App) LoadConfigured() {
 	cfg, err := ReadModelConfig(a.settings.ModelConfig)
 	if err != nil { // half-written or wrong: counted like a failed load
-		a.metrics.reloads.WithLabelValues("failed").Inc()
+		a.metrics.reloads.WithLabelValues(resultFailed).Inc()
 		slog.Error("model config is unreadable", "config", a.settings.ModelConfig, "error", err)
 		return
 	}

@@ -35,6 +35,61 @@ var kindCodes = []struct{ Kind, Code string }{
 	{"Internal", "INTERNAL"},
 }
 
+// The result label's values ([results]).
+const (
+	resultOk     = "ok"
+	resultFailed = "failed"
+)
+
+// What both servers answer on the KServe v2 service ([kserve]).
+const (
+	kserveServerName        = "volspike"
+	kservePlatform          = "tl2cgen"
+	kserveInput             = "features"
+	kserveInputDatatype     = "FP32"
+	kserveOutputProbability = "probability"
+	kserveOutputLabel       = "label"
+)
+
+// kserveOutputOrder: every output, in answer order.
+var kserveOutputOrder = []string{kserveOutputProbability, kserveOutputLabel}
+
+// kserveOutputTypes: each output's datatype.
+var kserveOutputTypes = map[string]string{
+	kserveOutputProbability: "FP32",
+	kserveOutputLabel:       "BOOL",
+}
+
+// Texts written inside messages ([texts]).
+const (
+	noSchemaYet          = "no model is active yet (a server serves the feature schema of its first active artifact; servable ones must list the same)"
+	rowProblemsSeparator = "; "
+)
+
+func textUnknownFeatures(names string) string {
+	return fmt.Sprintf("unknown feature(s) %s", names)
+}
+
+func textMissingFeatures(names string) string {
+	return fmt.Sprintf("missing feature(s) %s (use NaN if unknown)", names)
+}
+
+func textMoreNames(more int) string {
+	return fmt.Sprintf(" and %d more", more)
+}
+
+// The kinds of manifest field ([manifest.kinds]).
+const (
+	manifestKindArtifact    = "artifact"
+	manifestKindFeatures    = "features"
+	manifestKindProbability = "probability"
+	manifestKindSha256      = "sha256"
+	manifestKindText        = "text"
+	manifestKindCalibration = "calibration"
+	manifestKindDrift       = "drift"
+	manifestKindObject      = "object"
+)
+
 func errMalformed(typeName string, detail string) error {
 	return &ServiceError{Code: grpccodes.InvalidArgument, Kind: "InvalidArgument", Msg: fmt.Sprintf("request is not a valid %s: %s", typeName, detail)}
 }

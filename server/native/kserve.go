@@ -18,13 +18,8 @@ import (
 // KServe v2 / Open Inference Protocol over the same registry. ModelInfer takes one FP32
 // input of shape [N, F] (raw_input_contents or contents.fp32_contents) and returns
 // "probability" (FP32 [N]) and "label" (BOOL [N]) as raw output contents, as Triton does.
-const (
-	serverName  = "volspike"
-	versionFile = "pyproject.toml" // [project] version: the one version string
-)
-
-var outputTypes = map[string]string{"probability": "FP32", "label": "BOOL"}
-var outputOrder = []string{"probability", "label"}
+// Its names and outputs are the contract's ([kserve] in proto/contract.toml).
+const versionFile = "pyproject.toml" // [project] version: the one version string
 
 func (s *Service) ServerLive(context.Context, *Call, *v2.ServerLiveRequest) (proto.Message, error) {
 	return &v2.ServerLiveResponse{Live: true}, nil
@@ -40,7 +35,7 @@ func (s *Service) ModelReady(_ context.Context, _ *Call, req *v2.ModelReadyReque
 }
 
 func (s *Service) ServerMetadata(context.Context, *Call, *v2.ServerMetadataRequest) (proto.Message, error) {
-	return &v2.ServerMetadataResponse{Name: serverName, Version: serverVersion}, nil
+	return &v2.ServerMetadataResponse{Name: kserveServerName, Version: serverVersion}, nil
 }
 
 // serverVersion is the project's version, read once from its pyproject.toml (the one
@@ -77,11 +72,11 @@ func (s *Service) ModelMetadata(_ context.Context, call *Call, req *v2.ModelMeta
 	resp := &v2.ModelMetadataResponse{
 		Name:     servedName(served, req.Name, model),
 		Versions: versions,
-		Platform: "tl2cgen",
-		Inputs:   []*v2.ModelMetadataResponse_TensorMetadata{{Name: "features", Datatype: "FP32", Shape: []int64{-1, int64(model.NFeatures)}}},
+		Platform: kservePlatform,
+		Inputs:   []*v2.ModelMetadataResponse_TensorMetadata{{Name: kserveInput, Datatype: kserveInputDatatype, Shape: []int64{-1, int64(model.NFeatures)}}},
 	}
-	for _, name := range outputOrder {
-		resp.Outputs = append(resp.Outputs, &v2.ModelMetadataResponse_TensorMetadata{Name: name, Datatype: outputTypes[name], Shape: []int64{-1}})
+	for _, name := range kserveOutputOrder {
+		resp.Outputs = append(resp.Outputs, &v2.ModelMetadataResponse_TensorMetadata{Name: name, Datatype: kserveOutputTypes[name], Shape: []int64{-1}})
 	}
 	return resp, nil
 }
@@ -102,7 +97,7 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 		return nil, err
 	}
 	rows := len(probs)
-	wanted := outputOrder
+	wanted := kserveOutputOrder
 	if len(req.Outputs) > 0 {
 		wanted = nil
 		for _, o := range req.Outputs {
@@ -112,9 +107,9 @@ func (s *Service) ModelInfer(ctx context.Context, call *Call, req *v2.ModelInfer
 	resp := &v2.ModelInferResponse{ModelName: servedName(served, req.ModelName, model), ModelVersion: model.Name, Id: req.Id}
 	for _, name := range wanted {
 		resp.Outputs = append(resp.Outputs, &v2.ModelInferResponse_InferOutputTensor{
-			Name: name, Datatype: outputTypes[name], Shape: []int64{int64(rows)}})
+			Name: name, Datatype: kserveOutputTypes[name], Shape: []int64{int64(rows)}})
 		var raw []byte
-		if name == "probability" {
+		if name == kserveOutputProbability {
 			raw = make([]byte, 4*rows)
 			for i, p := range probs {
 				binary.LittleEndian.PutUint32(raw[4*i:], math.Float32bits(p))
@@ -142,10 +137,10 @@ func servedName(served, requested string, model *Model) string {
 }
 
 func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, string, error) {
-	seen := make(map[string]bool, len(outputTypes))
+	seen := make(map[string]bool, len(kserveOutputTypes))
 	for _, o := range req.Outputs { // per output, in request order: unknown? then repeated?
-		if _, ok := outputTypes[o.Name]; !ok {
-			names := append([]string(nil), outputOrder...)
+		if _, ok := kserveOutputTypes[o.Name]; !ok {
+			names := append([]string(nil), kserveOutputOrder...)
 			sort.Strings(names)
 			return nil, "", errUnknownOutput(cut(o.Name, nameCharsInError), quoted(names))
 		}
@@ -159,7 +154,7 @@ func (s *Service) decodeInfer(req *v2.ModelInferRequest, width int) ([]float32, 
 	}
 	t := req.Inputs[0]
 	name := "inputs[0] ('" + cut(t.Name, nameCharsInError) + "')"
-	if t.Datatype != "FP32" {
+	if t.Datatype != kserveInputDatatype {
 		return nil, "", errInputDatatype(name, cut(t.Datatype, nameCharsInError))
 	}
 	if len(t.Shape) != 2 || t.Shape[1] != int64(width) || t.Shape[0] < 1 {

@@ -221,25 +221,25 @@ func quoteChar(r rune) string {
 // manifest (drift is checked against its feature_names).
 func manifestKindOK(kind string, v any, doc map[string]any) bool {
 	switch kind {
-	case "artifact":
+	case manifestKindArtifact:
 		s, ok := v.(string)
 		return ok && artifactName.MatchString(s)
-	case "features":
+	case manifestKindFeatures:
 		_, ok := featureList(v)
 		return ok
-	case "probability":
+	case manifestKindProbability:
 		p, ok := number(v)
 		return ok && p >= 0 && p <= 1
-	case "sha256":
+	case manifestKindSha256:
 		s, ok := v.(string)
 		return ok && sha256Hex.MatchString(s)
-	case "text":
+	case manifestKindText:
 		s, ok := v.(string)
 		return ok && utf8.RuneCountInString(s) <= manifestTextChars
-	case "calibration", "object":
+	case manifestKindCalibration, manifestKindObject:
 		_, ok := v.(map[string]any)
 		return ok
-	case "drift":
+	case manifestKindDrift:
 		return driftOK(v, doc["feature_names"])
 	}
 	return false

@@ -39,7 +39,7 @@ func NewMetrics(reg prometheus.Registerer) *Metrics {
 	}
 	reg.MustRegister(m.latency, m.requests, m.errors, m.inFlight, m.scoring, m.rows, m.predictions, m.positives,
 		m.probability, m.modelLoad, m.reloads, m.activeModel, m.serving)
-	for _, result := range []string{"ok", "failed"} { // present from the start: increase() sees the first
+	for _, result := range []string{resultOk, resultFailed} { // present from the start: increase() sees the first
 		m.reloads.WithLabelValues(result)
 	}
 	// Predict's outcome series too: a series born at its first failure hides that failure

@@ -2,7 +2,6 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"math"
 	"runtime"
 	"slices"
@@ -255,12 +254,12 @@ func describeRow(feats map[string]float64, names []string) string {
 	}
 	var parts []string
 	if len(unknown) > 0 {
-		parts = append(parts, "unknown feature(s) "+nameList(unknown))
+		parts = append(parts, textUnknownFeatures(nameList(unknown)))
 	}
 	if len(missing) > 0 {
-		parts = append(parts, "missing feature(s) "+nameList(missing)+" (use NaN if unknown)")
+		parts = append(parts, textMissingFeatures(nameList(missing)))
 	}
-	return strings.Join(parts, "; ")
+	return strings.Join(parts, rowProblemsSeparator)
 }
 
 // nameList lists at most namesInError offending names (then a count), each cut to
@@ -276,7 +275,7 @@ func nameList(names []string) string {
 	}
 	s := strings.Join(shown, ", ")
 	if more := len(names) - len(shown); more > 0 {
-		s += fmt.Sprintf(" and %d more", more)
+		s += textMoreNames(more)
 	}
 	return s
 }

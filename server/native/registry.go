@@ -183,7 +183,7 @@ func (r *Registry) Activate(name string) error {
 	m, err := r.load(name)
 	if err != nil {
 		r.mu.Unlock()
-		r.metrics.reloads.WithLabelValues("failed").Inc()
+		r.metrics.reloads.WithLabelValues(resultFailed).Inc()
 		return err
 	}
 	r.active.Store(m)
@@ -191,7 +191,7 @@ func (r *Registry) Activate(name string) error {
 		r.schemaFrom, r.schema = m.Name, m.Manifest.FeatureNames
 	}
 	r.mu.Unlock()
-	r.metrics.reloads.WithLabelValues("ok").Inc()
+	r.metrics.reloads.WithLabelValues(resultOk).Inc()
 	r.metrics.SetActive(m.Name, m.Sha256)
 	slog.Info("active model is now "+m.Name, "sha256", m.Sha256[:12])
 	return nil
@@ -221,9 +221,9 @@ func (r *Registry) load(name string) (*Model, error) {
 		}
 		return m, nil
 	}()
-	result := "ok"
+	result := resultOk
 	if err != nil {
-		result = "failed"
+		result = resultFailed
 		slog.Error("loading artifact failed", "artifact", name, "error", err)
 	}
 	r.metrics.modelLoad.WithLabelValues(name, result).Observe(time.Since(t0).Seconds())
@@ -232,9 +232,6 @@ func (r *Registry) load(name string) (*Model, error) {
 	}
 	return m, err
 }
-
-const noSchemaYet = "no model is active yet (a server serves the feature schema of its first active " +
-	"artifact; servable ones must list the same)"
 
 // checkSchema: one feature schema per process, its first active artifact's. Packed rows
 // carry no names, so a switch to another list of the same width would silently change
