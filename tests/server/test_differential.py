@@ -15,7 +15,9 @@ metric families (`process_*`, `go_*`, `python_*`), the protobuf library's own re
 a malformed-request message, and grpc-go's deadline reset (see docs/server.md). Mutations:
 change one validation message in server/codec.py by hand and the corpus test fails naming
 the request; make the Python registry answer a tampered artifact with `NotFound` and the
-hostile-folder test fails."""
+hostile-folder test fails; let the Python registry pass a long model name uncut (#21) and
+the corpus test fails on "long unknown model" (tests/test_server_inprocess.py kills that
+one fast)."""
 
 from __future__ import annotations
 
@@ -78,10 +80,13 @@ def corpus() -> list[tuple[str, str, object]]:
         ("named inf", "Predict",
          pb.PredictRequest(rows=[pb.Row(features={**GOOD, "ret_1s_z": math.inf})])),
         ("unknown model", "Predict", pb.PredictRequest(model="nope", packed=packed(ref))),
+        # a client's model name is cut in the message: "nope" alone let an uncut name pass
+        ("long unknown model", "Predict", pb.PredictRequest(model="m" * 5000, packed=packed(ref))),
         ("servable model", "Predict", pb.PredictRequest(model="xgb-v1", packed=packed(ref))),
         ("ModelInfo", "ModelInfo", pb.ModelInfoRequest()),
         ("ModelInfo servable", "ModelInfo", pb.ModelInfoRequest(model="xgb-v1")),
         ("ModelInfo unknown", "ModelInfo", pb.ModelInfoRequest(model="nope")),
+        ("ModelInfo long unknown", "ModelInfo", pb.ModelInfoRequest(model="m" * 5000)),
     ]  # fmt: skip
     for i in range(40):
         rows = int(rng.integers(1, 200))
