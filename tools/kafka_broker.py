@@ -72,6 +72,9 @@ def write_config(
     props = data / "server.properties"
     cluster = voters is not None
     rf, min_isr = (CLUSTER_RF, CLUSTER_MIN_ISR) if cluster else (1, 1)
+    # a cluster: the controller fences a dead node (and moves its partitions' leadership)
+    # after 4 s without a heartbeat, not Kafka's default 9 s
+    liveness = ["broker.heartbeat.interval.ms=1000", "broker.session.timeout.ms=4000"]
     props.write_text(
         "\n".join(
             [
@@ -96,6 +99,7 @@ def write_config(
                 "auto.create.topics.enable=false",
                 # replayed ticks carry their own (possibly old) event times: never expire them
                 "log.retention.ms=-1",
+                *(liveness if cluster else []),
                 "",
             ]
         )
