@@ -302,3 +302,33 @@ def test_the_contract_names_each_family_once_and_the_rules_use_them():
     text = str(exprs)
     used = {n for n in NAME.findall(text) if ":" not in n and n not in recorded()}
     assert used and used <= defined_names(), used - defined_names()
+
+
+@pytest.mark.parametrize(
+    ("edit", "complaint"),
+    [
+        (
+            ('name = "volspike_consumer_errors_total"', 'name = "volspike_consumer_errors"'),
+            "ends in _total",
+        ),
+        (
+            ('name = "volspike_consumer_symbols"', 'name = "volspike_serving"'),
+            "named twice",
+        ),
+        (('symbol_flood = "', 'too_large = "'), "both a tick's and the pipeline's"),
+        (('labels = ["why"]', 'labels = ["how"]'), "'how' is not documented"),
+        (('buckets = "batch"', 'buckets = "batches"'), "'batches' are not defined"),
+        (('ok = "ok"', 'ok = "fine"'), "[results] is ok and failed"),
+        (('cap = "max_symbols', 'Cap = "max_symbols'), "not a lowercase name"),
+        (('more_names = " and {more:d} more"', 'more_names = "{more!r}"'), "{x} or {x:d}"),
+    ],
+)
+def test_the_generator_refuses_a_contract_that_names_something_twice_or_loosely(
+    tmp_path, edit, complaint
+):
+    text = gen_contract.CONTRACT.read_text()
+    assert edit[0] in text
+    bad = tmp_path / "contract.toml"
+    bad.write_text(text.replace(edit[0], edit[1], 1))
+    with pytest.raises(ValueError, match=re.escape(complaint)):
+        gen_contract.load(bad)

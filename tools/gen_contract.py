@@ -1,7 +1,10 @@
-"""proto/contract.toml -> server/contract_gen.py and server/native/contract_gen.go.
+"""proto/contract.toml -> server/contract_gen.py, server/native/contract_gen.go and
+telemetry/names_gen.py.
 
 One typed constructor per error (its placeholders are its parameters), one spec per metric
-family, the limits and the label documentation; `python -m tools.gen_schema` writes them.
+family, the limits, the label values, the texts and KServe constants both servers write;
+`python -m tools.gen_schema` writes them. telemetry/names_gen.py is plain data (no grpc):
+every family of both servers and the consumer and the closed sets of their label values.
 """
 
 from __future__ import annotations

@@ -1,7 +1,9 @@
 """Write (or, with --check, verify) the generated sources of both servers.
 
-- server/contract_gen.py and server/native/contract_gen.go: the errors, metric families and
-  limits of proto/contract.toml (tools/gen_contract.py);
+- server/contract_gen.py and server/native/contract_gen.go: the errors, metric families,
+  limits, label values, texts and KServe constants of proto/contract.toml
+  (tools/gen_contract.py); telemetry/names_gen.py: every family and label value of both
+  servers and the consumer, for the consumer, the dashboard and the tools;
 - server/native/services_gen.go: one Go interface per gRPC service with one handler per
   method of the .proto (from the Python stubs' descriptors), and the method table that
   registers them. A method added to the .proto and not written in Go fails `make native`
