@@ -436,6 +436,13 @@ def stack(kafka, tmp_path_factory):
             assert time.monotonic() < deadline, "the consumer scored nothing in 90 s"
             assert consumer.proc.poll() is None, consumer.log[-3000:]
             time.sleep(0.5)
+        # Prometheus holds the server's error series at 0 before any failure is induced:
+        # errors made before its first scrape would be that series' first sample, and
+        # rate() over it 0 (failed once in a whole run under load)
+        baseline = 'volspike_rpc_errors_total{method="Predict",type="InvalidArgument"}'
+        while not prom.query(baseline):
+            assert time.monotonic() < deadline, f"Prometheus never scraped {baseline}"
+            time.sleep(0.5)
         yield ctx
     finally:  # every process stopped even when one of them will not stop
         feed.kill()
