@@ -1,8 +1,11 @@
 """``make loadtest``: run Locust headless against a server and fail when an SLO is missed.
 
 Targets ``--host`` if a server answers there; otherwise starts one (``--server native``, the
-Go front end, or ``python``) for the run and stops it afterwards. Reports (CSV, HTML) go to
-``reports/``.
+Go front end, or ``python``) for the run and stops it afterwards. ``--host`` also takes
+replicas as the consumer's ``--server`` does (``127.0.0.1:50051,127.0.0.1:50052`` or
+``dns:///name:port``): every call goes to the next ready replica (grpc ``round_robin`` with
+health checking, consumer/channel.py), and a replica in the list that does not answer is
+started for the run. Reports (CSV, HTML) go to ``reports/``.
 """
 
 from __future__ import annotations
@@ -14,6 +17,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+from consumer import channel
 from loadtest import slo
 from tools import procs
 
@@ -109,17 +113,29 @@ def main() -> None:
         p95_ms=args.slo_p95_ms, min_rps=args.slo_min_rps, max_error_ratio=args.slo_max_error_ratio
     )
     args.reports.mkdir(parents=True, exist_ok=True)
-    server = None
-    if not procs.is_serving(args.host, SERVICE):
-        print(f"loadtest: no server answers on {args.host}; starting one for this run")
-        server = start_server(args.host, args.metrics_port, args.server, args.workers)
     try:
+        tgt, balanced = channel.target(args.host)
+    except channel.ServerAddressError as exc:
+        p.error(f"--host: {exc}")  # exit 2: a usage error, not a missed SLO (1)
+    replicas = [] if tgt.startswith("dns:") else [a.strip() for a in args.host.split(",")]
+    servers = []
+    try:
+        for i, address in enumerate(replicas):
+            if not procs.is_serving(address, SERVICE):
+                print(f"loadtest: no server answers on {address}; starting one for this run")
+                servers.append(
+                    start_server(
+                        address, args.metrics_port + i * args.workers, args.server, args.workers
+                    )
+                )
         result = run_locust(args, args.reports / "loadtest")
     finally:
-        if server is not None:
+        for server in servers:
             procs.stop(server)
+    spread = f"{len(replicas) or 'DNS'} replicas, round_robin" if balanced else "one server"
     print(
-        f"loadtest ({args.scenario}, {args.users} users, {args.duration} s, tool: Locust): "
+        f"loadtest ({args.scenario}, {args.users} users, {args.duration} s, {spread}, "
+        "tool: Locust): "
         f"{result.requests} calls, {result.rps:.1f} req/s, p95 {result.p95_ms:.1f} ms, "
         f"errors {result.error_ratio:.4%}"
     )

@@ -1,5 +1,8 @@
 """Locust over gRPC: ``locust -f loadtest/locustfile.py --host 127.0.0.1:50051``.
 
+``--host`` may name replicas (``127.0.0.1:50051,127.0.0.1:50052`` or ``dns:///name:port``):
+each user's channel then sends every call to the next ready one (consumer/channel.py).
+
 Scenarios (``--scenario``): ``one-row`` (named features, as a person or grpcurl sends),
 ``batch`` (packed float32 rows), ``mix`` (9 one-row calls to 1 batch call). Request data
 are real feature rows: the artifact's reference sample of the real training ticks.
@@ -20,6 +23,7 @@ import numpy as np  # noqa: E402
 import pandas as pd  # noqa: E402
 from locust import User, constant, events, task  # noqa: E402
 
+from consumer.channel import open_channel  # noqa: E402
 from proto.volatility.v1 import predictor_pb2 as pb  # noqa: E402
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc  # noqa: E402
 
@@ -88,8 +92,9 @@ class PredictUser(User):
             )
             for i in range(0, len(x) - batch_rows, batch_rows)
         ]
+        # one address, or replicas balanced per call (round_robin, health-checked)
         self.channel = grpc.intercept_channel(
-            grpc.insecure_channel(self.host), LocustInterceptor(environment)
+            open_channel(self.host, []), LocustInterceptor(environment)
         )
         self.stub = pb_grpc.PredictorStub(self.channel)
         self.i = 0
