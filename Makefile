@@ -18,6 +18,9 @@ PID_FILE ?= .run/server.pid
 ARTIFACT ?=
 CONSUMER_METRICS_PORT ?= 8001
 KAFKA_PORT ?= 9092
+# every broker of `make kafka-up BROKERS=N` (ports KAFKA_PORT+0/2/4...), so replay and consume
+# reach the cluster while any one broker is down
+KAFKA_BOOTSTRAP ?= $(shell i=0; while [ $$i -lt $(BROKERS) ]; do printf '%s127.0.0.1:%d' "$$sep" $$(($(KAFKA_PORT) + 2 * i)); sep=,; i=$$((i + 1)); done)
 KAFKA_CONTROLLER_PORT ?= 9093
 BROKERS ?= 1
 KAFKA_DATA ?= $(if $(filter 1,$(BROKERS)),.kafka/broker,.kafka/cluster)
@@ -186,14 +189,14 @@ kafka-down: $(VENV)/.installed
 
 # make replay SOURCE=real SPEED=10 | SOURCE=synthetic COUNT=1000000 RATE=5000
 replay: $(VENV)/.installed
-	$(PY) -m tools.replay --bootstrap 127.0.0.1:$(KAFKA_PORT) --source $(SOURCE) --speed $(SPEED) \
+	$(PY) -m tools.replay --bootstrap $(KAFKA_BOOTSTRAP) --source $(SOURCE) --speed $(SPEED) \
 	  $(if $(COUNT),--count $(COUNT)) $(if $(RATE),--rate $(RATE))
 
 # make consume [CONSUMER_SERVER=127.0.0.1:50051,127.0.0.1:50061 | dns:///name:port]: replicas,
 # balanced per call (round_robin, health-checked; consumer/channel.py)
 CONSUMER_SERVER ?= 127.0.0.1:$(GRPC_PORT)
 consume: $(VENV)/.installed compiled_models/.fastcall
-	$(PY) -m consumer --bootstrap 127.0.0.1:$(KAFKA_PORT) --server $(CONSUMER_SERVER) \
+	$(PY) -m consumer --bootstrap $(KAFKA_BOOTSTRAP) --server $(CONSUMER_SERVER) \
 	  --metrics-port $(CONSUMER_METRICS_PORT)
 
 bench-pipeline: models native

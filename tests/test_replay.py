@@ -7,12 +7,15 @@ used as the Kafka timestamps; the back-dated ones, and only those, carry the hea
 from __future__ import annotations
 
 import argparse
+import subprocess
+import sys
 import time
 
 import numpy as np
 import orjson
 
 from market.synthetic import SyntheticTicks, universe
+from tests.conftest import ROOT, free_port
 from tools import replay as rp
 
 
@@ -109,3 +112,19 @@ def test_warm_group_holds_the_live_ticks_until_the_history_is_consumed(monkeypat
     assert (np.diff(live.astype(int)) >= 0).all()  # history first, then only live ticks
     assert (wall[live] >= ts[live] - 3).all()  # live ticks not before their time
     assert (np.diff(ts) >= 0).all()  # the generator's order and times: nothing re-timed
+
+
+def test_ticks_kafka_never_acknowledged_fail_the_replay_naming_how_many():
+    """Nothing answers on the bootstrap address: every tick times out undelivered, and
+    replay exits 1 saying so instead of printing "replayed" (it used to ignore delivery
+    errors and the final flush's leftovers; mutation, seen failing: drop deliveries.check)."""
+    port = free_port()
+    run = subprocess.run(
+        [sys.executable, "-m", "tools.replay", "--bootstrap", f"127.0.0.1:{port}", "--count",
+         "50", "--delivery-timeout", "2", "--quiet"],
+        cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert run.returncode == 1, run.stdout + run.stderr
+    assert "replayed" not in run.stdout
+    assert "replay: 50 of 50 ticks not delivered (50 failed, first error: " in run.stderr
+    assert "timed out" in run.stderr.lower(), run.stderr

@@ -32,6 +32,7 @@ A line ``live: ...`` is printed when the live part begins.
 from __future__ import annotations
 
 import argparse
+import sys
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -48,6 +49,9 @@ from market.synthetic import SyntheticTicks, universe
 from market.ticks import TICK_COLUMNS
 
 CHUNK = 20_000
+DELIVERY_TIMEOUT_S = 120.0
+"""How long a tick may wait for Kafka's acknowledgement (librdkafka message.timeout.ms);
+the final flush waits a little longer, so every tick ends delivered or reported."""
 CAUGHT_UP_MS = 2_000
 """--warm-group: the warm-up ends once the group is this close behind the clock."""
 
@@ -118,16 +122,58 @@ def main() -> None:
         type=Path,
         help="synthetic: append 'event_time_ms calm|stressed' here at every regime change",
     )
+    p.add_argument(
+        "--delivery-timeout",
+        type=float,
+        default=DELIVERY_TIMEOUT_S,
+        help="seconds a tick may wait for Kafka's acknowledgement; any tick refused or not "
+        "acknowledged in time makes replay exit 1 naming how many",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args()
-    sent = replay(a)
+    try:
+        sent = replay(a)
+    except NotDelivered as exc:
+        sys.exit(f"replay: {exc}")
     print(f"replayed {sent:,} ticks to {a.topic}")
 
 
+class NotDelivered(RuntimeError):
+    """Some ticks did not reach Kafka: the message says how many and the first reason."""
+
+
+class Deliveries:
+    """Counts the ticks Kafka refused or never acknowledged (the producer's on_delivery)."""
+
+    def __init__(self) -> None:
+        self.failed = 0
+        self.first_error: str | None = None
+
+    def __call__(self, err, _msg) -> None:
+        if err is not None:
+            self.failed += 1
+            if self.first_error is None:
+                self.first_error = str(err)
+
+    def check(self, sent: int, queued: int) -> None:
+        if self.failed or queued:
+            raise NotDelivered(
+                f"{self.failed + queued:,} of {sent:,} ticks not delivered "
+                f"({self.failed:,} failed, first error: {self.first_error}; "
+                f"{queued:,} still unacknowledged after the final flush)"
+            )
+
+
 def replay(a: argparse.Namespace) -> int:
+    """Sends the ticks; returns how many, or raises NotDelivered when any of them did not
+    reach Kafka (refused, or not acknowledged within the delivery timeout)."""
+    timeout_s = getattr(a, "delivery_timeout", DELIVERY_TIMEOUT_S)
+    deliveries = Deliveries()
     producer = Producer(
         {
             "bootstrap.servers": a.bootstrap,
+            "message.timeout.ms": int(timeout_s * 1000),
+            "on_delivery": deliveries,
             "acks": "all",  # every in-sync replica has it (2 of 3 at least on a cluster)
             "enable.idempotence": True,  # broker failover retries add no duplicate tick
             "linger.ms": 5,
@@ -230,8 +276,9 @@ def replay(a: argparse.Namespace) -> int:
                 producer.poll(0)
                 bar.update(1000)
     bar.update(sent % 1000)
-    producer.flush(60)
+    queued = producer.flush(timeout_s + 10)
     bar.close()
+    deliveries.check(sent, queued)
     return sent
 
 
