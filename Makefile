@@ -139,8 +139,9 @@ DRIFT_ARGS ?=
 drift: models $(DRIFT_VENV)/.installed
 	$(DRIFT_VENV)/bin/python -m drift.report --model-config $(MODEL_CONFIG) $(DRIFT_ARGS)
 
-# The unit-level tests only: no server, Kafka or Prometheus process (`-m "not slow"`).
-test-fast: models lint
+# The unit-level tests (no server, Kafka or Prometheus process) and the two servers' differential
+# (`-m "not slow"`; tests/server/test_differential.py is marked fast_tier, ~6 s).
+test-fast: models native lint
 	$(PY) -m pytest -q -m "not slow"
 
 test: models native lint proto-check go-tools $(DRIFT_VENV)/.installed

@@ -18,8 +18,12 @@ def artifact_dir(name: str) -> Path:
 
 
 def pytest_collection_modifyitems(items) -> None:
-    """Tests that start real processes are `slow`; `make test-fast` runs the rest."""
+    """Tests that start real processes are `slow`; `make test-fast` runs the rest, and the
+    two servers' differential (marked fast_tier: both servers, ~6 s) so a divergence between
+    them is caught by the fast tier too."""
     for item in items:
+        if item.get_closest_marker("fast_tier"):
+            continue
         if {"server", "pipeline"} & set(Path(item.fspath).parts[-3:-1]):
             item.add_marker(pytest.mark.slow)
 
