@@ -56,6 +56,12 @@ class Producer:
     def poll(self, _t=0) -> int:
         return 0
 
+    def flush(self, _t=None) -> int:
+        return 0
+
+    def __len__(self) -> int:
+        return 0
+
 
 class Future:
     def __init__(self, resp=None, err=None) -> None:
@@ -260,8 +266,8 @@ def test_a_retry_answered_with_a_final_error_dead_letters_instead_of_crashing(tm
 @pytest.mark.parametrize("reordered", [False, True])
 def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, reordered):
     """Packed rows carry no names: a model whose manifest lists the same number of features
-    in another order would score the wrong columns. (Mutation: make _schema_differs return
-    False and the reordered case writes a prediction.)"""
+    in another order would score the wrong columns. (Mutation: make
+    consumer.model_info.schema_differs return False and the reordered case writes a prediction.)"""
     names = FEATURE_NAMES[::-1] if reordered else FEATURE_NAMES
     pl = pipeline(tmp_path, Stub(features=list(names)))
     warm(pl, "A")
@@ -282,11 +288,12 @@ def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeyp
     never published unchecked; later batches are dead letters at once until ModelInfo
     answers again (asked every 5 s). Before: a failed ModelInfo published the answers
     unchecked, so a manifest that broke ModelInfo (invalid UTF-8, > 4 MB) let a reordered
-    feature list through. (Mutation: returning False when info is None publishes batch 0.)"""
-    from consumer import pipeline as pipeline_module
+    feature list through. (Mutation: SchemaCheck passing the batch when ModelInfo cannot
+    confirm it publishes batch 0.)"""
+    from consumer import model_info
 
     clock = [1000.0]
-    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(model_info.time, "monotonic", lambda: clock[0])
     stub = Stub(features=None)  # ModelInfo fails
     pl = pipeline(tmp_path, stub)
     pl._sleep = lambda s: clock.__setitem__(0, clock[0] + s)  # type: ignore[method-assign]
@@ -312,7 +319,7 @@ def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeyp
     assert outputs(pl)[-2:] == [("pred", 2, 0.5), ("pred", 3, 0.5)]
     assert stub.model_info_calls == calls + 1
     stub.features = list(FEATURE_NAMES[::-1])  # the artifact was rebuilt in another order
-    clock[0] += pipeline_module.SCHEMA_RECHECK_S - 1
+    clock[0] += model_info.SCHEMA_RECHECK_S - 1
     batch(4)
     assert outputs(pl)[-1] == ("pred", 4, 0.5)  # still trusted
     clock[0] += 1
@@ -323,10 +330,10 @@ def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeyp
 
 def test_a_schema_confirmed_after_a_short_outage_publishes_the_waiting_batch(tmp_path, monkeypatch):
     """ModelInfo down for 1 s (a server restarting): the batch waits and is then published."""
-    from consumer import pipeline as pipeline_module
+    from consumer import model_info
 
     clock = [1000.0]
-    monkeypatch.setattr(pipeline_module.time, "monotonic", lambda: clock[0])
+    monkeypatch.setattr(model_info.time, "monotonic", lambda: clock[0])
     stub = Stub(features=None)
 
     def sleep(s: float) -> None:
@@ -552,7 +559,7 @@ def test_a_server_naming_a_new_artifact_in_every_answer_grows_nothing(tmp_path):
     """Per-artifact memory (ModelInfo answers, retry times, sampled artifact names) keeps
     the newest few only."""
     from consumer.drift import MAX_SAMPLED_ARTIFACTS
-    from consumer.pipeline import MAX_ARTIFACTS
+    from consumer.model_info import MAX_ARTIFACTS
 
     names = iter(range(10**6))
 
@@ -570,5 +577,98 @@ def test_a_server_naming_a_new_artifact_in_every_answer_grows_nothing(tmp_path):
         pl._handle([Msg(off, tick("A", 311_000 + off, 101.0))])
         pl._complete(drain=True)
     assert [o[0] for o in outputs(pl)] == ["pred"] * 300
-    assert len(pl._info) <= MAX_ARTIFACTS and len(pl._drift_retry) <= MAX_ARTIFACTS
+    assert len(pl.infos.known) <= MAX_ARTIFACTS and len(pl.drift.retry) <= MAX_ARTIFACTS
     assert len(pl.sample.artifacts) <= MAX_SAMPLED_ARTIFACTS
+
+
+class SlowInfo:
+    """A real gRPC server: Predict answers at once, ModelInfo not before ``release``."""
+
+    def __init__(self, hang_s: float) -> None:
+        self.release = time.monotonic() + hang_s
+        self.predicts = 0
+
+    def Predict(self, request, context):
+        self.predicts += 1
+        n = len(request.packed.float32_le) // (4 * N_FEATURES)
+        return answer(n, [0.25] * n)
+
+    def ModelInfo(self, request, context):
+        time.sleep(max(0.0, self.release - time.monotonic()))
+        return pb.ModelInfoResponse(artifact="m", feature_names=FEATURE_NAMES)
+
+
+class Feed(Consumer):
+    """consume() hands out the test's reads, waiting ``timeout`` when there is none."""
+
+    def __init__(self) -> None:
+        import queue
+
+        self.reads: queue.Queue = queue.Queue()
+        self.committed: list[int] = []
+
+    def subscribe(self, topics, on_assign=None, on_revoke=None, on_lost=None) -> None: ...
+
+    def consume(self, n, timeout):
+        import queue
+
+        try:
+            return self.reads.get(timeout=timeout)
+        except queue.Empty:
+            return []
+
+    def commit(self, offsets=None, asynchronous=True) -> None:
+        self.committed += [tp.offset for tp in offsets]
+
+    def close(self) -> None: ...
+
+
+def test_a_hanging_model_info_holds_its_batch_not_the_loop(tmp_path):
+    """ModelInfo hangs for 3 s (its 0.5 s deadline passes, again and again) while Predict
+    answers at once. The batch that needs it waits, and only it: the loop goes on reading,
+    sending the next batch to Predict and writing dead letters; once ModelInfo answers, every
+    tick is answered in order. Before, ModelInfo was asked on the loop inside the completion
+    of the batch (and asked again there with backoff, consumption paused): nothing else
+    moved until it answered (seen failing on that code: no output at all while it hung)."""
+    import threading
+    from concurrent import futures
+
+    from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+    from tests.conftest import free_port
+
+    slow = SlowInfo(hang_s=3.0)
+    server = grpc.server(futures.ThreadPoolExecutor(16))
+    pb_grpc.add_PredictorServicer_to_server(slow, server)  # type: ignore[arg-type]
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    pl = pipeline(tmp_path, pb_grpc.PredictorStub(channel))  # type: ignore[arg-type]
+    del pl._sleep  # the real wait
+    pl.consumer = feed = Feed()
+    warm(pl, "A")
+    loop = threading.Thread(target=pl.run)
+    loop.start()
+    try:
+        feed.reads.put([Msg(0, tick("A", 311_000, 101.0))])  # its answer waits for ModelInfo
+        time.sleep(0.3)
+        feed.reads.put([Msg(1, b"not json")])
+        feed.reads.put([Msg(2, tick("A", 311_001, 101.0))])
+        deadline = time.monotonic() + 1.0
+        while time.monotonic() < deadline and not (outputs(pl) and slow.predicts >= 2):
+            time.sleep(0.01)
+        assert time.monotonic() < slow.release - 1.0  # ModelInfo still hangs
+        assert outputs(pl) == [("dlq", 1, "invalid_json")]  # dead letters flow meanwhile
+        assert slow.predicts == 2  # and so do the next batch's calls
+        deadline = time.monotonic() + 10.0
+        while time.monotonic() < deadline and len(outputs(pl)) < 3:
+            time.sleep(0.05)
+        assert outputs(pl) == [("dlq", 1, "invalid_json"), ("pred", 0, 0.25), ("pred", 2, 0.25)]
+        assert time.monotonic() >= slow.release  # published once ModelInfo answered
+    finally:
+        pl.stop()
+        loop.join(15)
+        channel.close()
+        server.stop(0)
+    assert not loop.is_alive()
+    assert feed.committed[-1] == 3  # every offset answered, then committed
