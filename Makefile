@@ -35,8 +35,9 @@ PROTOS := proto/volatility/v1/predictor.proto proto/inference/grpc_predict_v2.pr
 SERVER ?= native
 GO ?= go
 NATIVE := server/native/volspike-server
-GENERATED_GO := server/native/contract_gen.go server/native/services_gen.go
-NATIVE_SOURCES := $(wildcard server/native/*.go server/native/gen/*/*.go) $(GENERATED_GO) server/native/settings_gen.go server/native/go.mod server/native/go.sum
+GENERATED_GO := server/native/internal/contract/contract_gen.go server/native/internal/rpc/services_gen.go
+# every Go file of the module (main, internal/*, gen/*): a change to any of them rebuilds
+NATIVE_SOURCES := $(shell find server/native -name '*.go') $(GENERATED_GO) server/native/internal/config/settings_gen.go server/native/go.mod server/native/go.sum
 PROTOC_GEN_GO := .tools/bin/protoc-gen-go
 GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspike/server/native/gen \
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
@@ -80,7 +81,7 @@ $(NATIVE): $(NATIVE_SOURCES)
 
 # Every setting (config/settings.toml) generates the Python settings classes, the native
 # server's Settings and docs/server.md's settings table; `make test` fails when they are stale.
-SETTINGS_GEN := config/settings_gen.py server/native/settings_gen.go
+SETTINGS_GEN := config/settings_gen.py server/native/internal/config/settings_gen.go
 settings: $(SETTINGS_GEN)
 $(SETTINGS_GEN) &: config/settings.toml tools/gen_settings.py | $(VENV)/.installed
 	$(PY) -m tools.gen_settings

@@ -1,6 +1,6 @@
 """Both servers' contract code is generated: the errors, metric families and limits of
-proto/contract.toml (server/contract_gen.py, server/native/contract_gen.go) and the Go
-services' handler interfaces (server/native/services_gen.go).
+proto/contract.toml (server/contract_gen.py, server/native/internal/contract/contract_gen.go)
+and the Go services' handler interfaces (server/native/internal/rpc/services_gen.go).
 
 Mutations: edit a message in proto/contract.toml (or a generated file by hand) and
 test_the_checked_in_files_are_current fails naming the command that fixes it; build a
@@ -52,7 +52,7 @@ def test_an_error_constructor_takes_its_placeholders_typed():
     assert (err.kind, err.code.name) == ("ResourceExhausted", "RESOURCE_EXHAUSTED")
     assert err.message == "packed.float32_le: 101 rows exceed the limit of 100 per call"
     go = gen_contract.GO_FILE.read_text()
-    assert "func errTooManyRows(field string, rows int, maxRows int) error {" in go
+    assert "func ErrTooManyRows(field string, rows int, maxRows int) error {" in go
     assert '"%s: %d rows exceed the limit of %d per call", field, rows, maxRows)' in go
     with pytest.raises(ValueError):  # {rows:d} refuses a string
         c.too_many_rows(field="rows", rows="many", max_rows=100)  # type: ignore[arg-type]
@@ -91,13 +91,18 @@ def test_no_server_builds_an_error_outside_the_catalogue():
     servers use every one of them."""
     contract = gen_contract.load()
     py = {p.name: p.read_text() for p in (ROOT / "server").glob("*.py")}
+    native = ROOT / "server" / "native"
     go = {
-        p.name: p.read_text()
-        for p in (ROOT / "server" / "native").glob("*.go")
-        if not p.name.endswith("_test.go")
+        str(p.relative_to(native)): p.read_text()
+        for p in native.rglob("*.go")
+        if not p.name.endswith("_test.go") and p.relative_to(native).parts[0] != "gen"
     }
     hand_built = [n for n, t in py.items() if "ServiceError(" in t and n != "contract_gen.py"]
-    hand_built += [n for n, t in go.items() if "&ServiceError{" in t and n != "contract_gen.go"]
+    hand_built += [
+        n
+        for n, t in go.items()
+        if "&ServiceError{" in t and n != "internal/contract/contract_gen.go"
+    ]
     assert hand_built == ["errors.py"], hand_built  # the class itself
     py_code = "".join(t for n, t in py.items() if not n.endswith("_gen.py"))
     go_code = "".join(t for n, t in go.items() if not n.endswith("_gen.go"))
@@ -105,7 +110,7 @@ def test_no_server_builds_an_error_outside_the_catalogue():
         if not e.get("native_only"):  # documented in the contract: grpcio answers it itself
             assert f"contract.{key}(" in py_code, f"the Python server never answers {key}"
         camel = "".join(p.capitalize() for p in key.split("_"))
-        assert f"err{camel}(" in go_code, f"the native server never answers {key}"
+        assert f"contract.Err{camel}(" in go_code, f"the native server never answers {key}"
 
 
 def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
@@ -115,7 +120,7 @@ def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
     .proto text: importing our KServe stubs here would clash with tritonclient's copy."""
     import re
 
-    text = (ROOT / "server" / "native" / "services_gen.go").read_text()
+    text = (ROOT / "server" / "native" / "internal" / "rpc" / "services_gen.go").read_text()
     for proto in ("proto/volatility/v1/predictor.proto", "proto/inference/grpc_predict_v2.proto"):
         methods = re.findall(r"^\s*rpc\s+(\w+)\s*\(", (ROOT / proto).read_text(), re.M)
         assert methods, proto
@@ -123,7 +128,7 @@ def test_every_proto_method_has_a_go_handler_in_the_generated_interface():
             assert f"\t{m}(context.Context, *Call, *" in text, m
             assert f'"{m}", newReq[' in text, m
     app = (ROOT / "server" / "native" / "app.go").read_text()
-    assert "predictorMethods(svc)" in app and "kserveMethods(svc)" in app
+    assert "rpc.PredictorMethods(predictor)" in app and "rpc.KserveMethods(inference)" in app
 
 
 def test_odd_characters_render_the_same_in_both_languages(tmp_path):
@@ -153,9 +158,9 @@ params = ["name", "n"]
     assert py_plain == "100% {sure} 'q' \"dq\" back\\slash \U0001f600"
     assert py_args == "7% of cats {x} 'q' \\"
     go = gen_contract.render_go(contract)
-    plain = re.search(r'func errOddPlain\(\) error \{\n.*Msg: (".*")\}', go)
+    plain = re.search(r'func ErrOddPlain\(\) error \{\n.*Msg: (".*")\}', go)
     args = re.search(
-        r"func errOddArgs\(name string, n int\) error \{\n.*Sprintf\((\".*\"), n, name\)", go
+        r"func ErrOddArgs\(name string, n int\) error \{\n.*Sprintf\((\".*\"), n, name\)", go
     )
     assert plain and args, go[-600:]
     assert json.loads(plain.group(1)) == py_plain  # Go and JSON string literals agree here

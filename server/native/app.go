@@ -16,21 +16,28 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"go.opentelemetry.io/otel/trace"
 	"google.golang.org/grpc"
-	"google.golang.org/grpc/encoding"
 	"google.golang.org/grpc/health"
 	healthpb "google.golang.org/grpc/health/grpc_health_v1"
 	"google.golang.org/grpc/keepalive"
 	"google.golang.org/grpc/reflection"
-	"google.golang.org/protobuf/proto"
+
+	"volspike/server/native/internal/config"
+	"volspike/server/native/internal/contract"
+	"volspike/server/native/internal/kserve"
+	"volspike/server/native/internal/predict"
+	"volspike/server/native/internal/registry"
+	"volspike/server/native/internal/rpc"
+	"volspike/server/native/internal/telemetry"
 )
 
 // App is the server built and bound, not yet serving: construction apart from running.
 type App struct {
-	settings Settings
+	settings config.Settings
 	server   *grpc.Server
 	health   *health.Server
-	metrics  *Metrics
-	registry *Registry
+	metrics  *telemetry.Metrics
+	reg      *prometheus.Registry // what /metrics serves
+	registry *registry.Registry
 	draining chan struct{}
 	lis      net.Listener
 	mlis     net.Listener
@@ -41,20 +48,21 @@ type App struct {
 // a model is warm.
 //
 // Every call of our two services goes through the server's unary interceptor chain: ours
-// (metrics, tracing, error mapping, deadlines: interceptors.go) first, then any passed in
+// (metrics, tracing, error mapping, deadlines: internal/rpc/interceptors.go) first, then any passed in
 // opts with grpc.ChainUnaryInterceptor (or grpc.UnaryInterceptor, which grpc-go puts before ours).
-func NewApp(s Settings, tracer trace.Tracer, opts ...grpc.ServerOption) (*App, error) {
+func NewApp(s config.Settings, tracer trace.Tracer, opts ...grpc.ServerOption) (*App, error) {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewProcessCollector(collectors.ProcessCollectorOpts{})) // CPU, memory, fds
-	metrics := NewMetrics(reg)
-	a := &App{settings: s, metrics: metrics, registry: NewRegistry(s.ModelsDir, metrics), draining: make(chan struct{})}
-	w := NewWrapper(metrics, tracer)
-	svc := &Service{Wrapper: w, registry: a.registry, maxRows: s.MaxRows}
+	metrics := telemetry.NewMetrics(reg)
+	a := &App{settings: s, metrics: metrics, reg: reg, registry: registry.NewRegistry(s.ModelsDir, metrics), draining: make(chan struct{})}
+	w := rpc.NewWrapper(metrics, tracer)
+	predictor := predict.New(w, metrics, a.registry, s.MaxRows)
+	inference := kserve.New(predictor, a.registry, s.MaxRows)
 	a.server = grpc.NewServer(append([]grpc.ServerOption{
 		// Reused handler goroutines keep their grown stacks: a fresh goroutine per call
 		// spent ~10 % of a one-row call growing its stack (pprof).
 		grpc.NumStreamWorkers(uint32(4 * runtime.GOMAXPROCS(0))),
-		grpc.ForceServerCodecV2(rawCodec{proto: encoding.GetCodecV2("proto")}),
+		grpc.ForceServerCodecV2(rpc.Codec()),
 		grpc.MaxRecvMsgSize(s.MaxMessageBytes),
 		grpc.MaxSendMsgSize(s.MaxMessageBytes),
 		grpc.ChainUnaryInterceptor(w.Interceptors()...),
@@ -62,11 +70,11 @@ func NewApp(s Settings, tracer trace.Tracer, opts ...grpc.ServerOption) (*App, e
 		// old connection finish within the drain grace
 		grpc.KeepaliveParams(keepalive.ServerParameters{MaxConnectionAge: s.MaxConnAge, MaxConnectionAgeGrace: s.Grace}),
 	}, opts...)...)
-	// services_gen.go: a method in the .proto without a Go handler does not compile
-	a.server.RegisterService(desc(predictorName, "proto/volatility/v1/predictor.proto",
-		w.Track(predictorMethods(svc))...), svc)
-	a.server.RegisterService(desc(kserveName, "proto/inference/grpc_predict_v2.proto",
-		w.Track(kserveMethods(svc))...), svc)
+	// rpc/services_gen.go: a method in the .proto without a Go handler does not compile
+	a.server.RegisterService(desc(rpc.PredictorName, "proto/volatility/v1/predictor.proto",
+		w.Track(rpc.PredictorMethods(predictor))...), predictor)
+	a.server.RegisterService(desc(rpc.KserveName, "proto/inference/grpc_predict_v2.proto",
+		w.Track(rpc.KserveMethods(inference))...), inference)
 	a.health = health.NewServer()
 	healthpb.RegisterHealthServer(a.server, &drainableHealth{Server: a.health, draining: a.draining})
 	reflection.Register(a.server)
@@ -94,13 +102,6 @@ func desc(name, file string, methods ...grpc.MethodDesc) *grpc.ServiceDesc {
 	return &grpc.ServiceDesc{ServiceName: name, HandlerType: (*any)(nil), Methods: methods, Metadata: file}
 }
 
-func newReq[T any, P interface {
-	*T
-	proto.Message
-}]() P {
-	return P(new(T))
-}
-
 // Start serves gRPC and metrics in the background; the channel reports Serve's end.
 func (a *App) Start() chan error {
 	go http.Serve(a.mlis, a.mux)
@@ -111,22 +112,22 @@ func (a *App) Start() chan error {
 }
 
 func (a *App) SetServing(on bool) {
-	st, gauge := healthpb.HealthCheckResponse_NOT_SERVING, 0.0
+	st := healthpb.HealthCheckResponse_NOT_SERVING
 	if on {
-		st, gauge = healthpb.HealthCheckResponse_SERVING, 1.0
+		st = healthpb.HealthCheckResponse_SERVING
 	}
-	for _, name := range []string{"", predictorName, kserveName} {
+	for _, name := range []string{"", rpc.PredictorName, rpc.KserveName} {
 		a.health.SetServingStatus(name, st)
 	}
-	a.metrics.serving.Set(gauge)
+	a.metrics.SetServing(on)
 }
 
 // LoadConfigured activates the artifact the model config names; on failure whatever was
 // serving keeps serving. Runs off the request goroutines.
 func (a *App) LoadConfigured() {
-	cfg, err := ReadModelConfig(a.settings.ModelConfig)
+	cfg, err := config.ReadModelConfig(a.settings.ModelConfig)
 	if err != nil { // half-written or wrong: counted like a failed load
-		a.metrics.reloads.WithLabelValues(resultFailed).Inc()
+		a.metrics.RecordReload(contract.ResultFailed)
 		slog.Error("model config is unreadable", "config", a.settings.ModelConfig, "error", err)
 		return
 	}
@@ -134,7 +135,7 @@ func (a *App) LoadConfigured() {
 	if err := a.registry.Configure(cfg.Artifact, cfg.Servable); err != nil {
 		slog.Error("model switch failed; the previous model keeps serving", "artifact", cfg.Artifact, "error", err)
 	}
-	if a.registry.active.Load() != nil {
+	if a.registry.Active() != nil {
 		a.SetServing(true)
 	}
 }
@@ -146,7 +147,7 @@ func (a *App) Drain(served chan error) error {
 	slog.Info("draining: NOT_SERVING, no new calls", "grace", grace)
 	a.health.Shutdown()
 	close(a.draining) // health Watch streams end once they have said NOT_SERVING
-	a.metrics.serving.Set(0)
+	a.metrics.SetServing(false)
 	done := make(chan struct{})
 	go func() { a.server.GracefulStop(); close(done) }()
 	select {

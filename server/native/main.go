@@ -12,21 +12,24 @@ import (
 	"strconv"
 	"syscall"
 	"time"
+
+	"volspike/server/native/internal/config"
+	"volspike/server/native/internal/telemetry"
 )
 
 func main() {
 	slog.SetDefault(slog.New(slog.NewTextHandler(os.Stderr, nil)))
-	if err := run(loadSettings()); err != nil {
+	if err := run(config.Load()); err != nil {
 		slog.Error("server failed", "error", err)
 		os.Exit(1)
 	}
 }
 
-func run(s Settings) error {
+func run(s config.Settings) error {
 	// Signals first: a SIGHUP during the first load must mean "reload", not "terminate".
 	signals := make(chan os.Signal, 4)
 	signal.Notify(signals, syscall.SIGTERM, syscall.SIGINT, syscall.SIGHUP)
-	tp, err := NewTracerProvider(context.Background())
+	tp, err := telemetry.NewTracerProvider(context.Background())
 	if err != nil {
 		return err
 	}
@@ -46,7 +49,7 @@ func run(s Settings) error {
 	served := app.Start()
 	lastMtime := mtime(s.ModelConfig) // before the load: a later edit is seen
 	app.LoadConfigured()
-	if app.registry.active.Load() == nil {
+	if app.registry.Active() == nil {
 		slog.Error("no model could be loaded; serving health NOT_SERVING")
 	}
 
