@@ -80,7 +80,9 @@ class Pipeline:
             s, stub, metrics, tracer, self.outputs, self._paused, self._wait, self._aborting
         )
         self.infos = ModelInfos(stub)
-        self.schema = SchemaCheck(s, self.infos, self.outputs, metrics, self._wait, self._aborting)
+        self.schema = SchemaCheck(
+            s, self.infos, self.outputs, metrics, self._paused_wait, self._aborting
+        )
         self.sample = LiveSample(
             Path(s.live_sample_dir),
             s.live_sample_rows,
@@ -133,7 +135,7 @@ class Pipeline:
         self._service()
 
     def _read(self) -> list[Message]:
-        """The backlog, or up to max_rows ticks within max_wait_ms. None while every slot is
+        """The backlog, or up to max_rows ticks within max_wait_ms. Nothing while every slot is
         taken behind a batch that waits for ModelInfo: input is paused (the group kept),
         and the loop goes on."""
         wait = self.s.max_wait_ms / 1000
@@ -212,6 +214,11 @@ class Pipeline:
 
     def _wait(self, seconds: float) -> None:
         self._sleep(seconds)  # late-bound: tests replace _sleep
+
+    def _paused_wait(self, seconds: float) -> None:
+        """A drained batch waits for ModelInfo with consumption paused."""
+        with self._paused():
+            self._sleep(seconds)
 
     def _sleep(self, seconds: float) -> None:
         end = time.monotonic() + seconds
