@@ -5,7 +5,7 @@ writer meant, so these checks do not trust the manifest: the library path must s
 inside the artifact's folder, and the file must be a whole ELF shared object for this
 machine. A truncated library whose segments reach past the end of the file would
 otherwise be mapped by ``dlopen`` and kill the process with SIGBUS on first touch.
-The native server (server/native/libcheck.go) applies the same rules.
+The native server (server/native/internal/registry/libcheck.go) applies the same rules.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The one settings loader of every Python component (config/settings.toml).
 
-Precedence, the same in the native server (server/native/config.go): flag > ``VOLSPIKE_*``
+Precedence, the same in the native server (server/native/internal/config/config.go): flag > ``VOLSPIKE_*``
 variable > ``--config`` TOML file > default. A ``VOLSPIKE_*`` variable that is no setting of
 the schema, a file key that is none, or a value that does not parse is a ``SettingsError``
 naming it; ``main_settings`` turns it into exit 2. Standard library only: the drift report

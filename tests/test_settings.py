@@ -53,7 +53,7 @@ def run(impl: str, *args: str, env: dict | None = None) -> subprocess.CompletedP
 
 
 def test_generated_settings_and_docs_are_fresh():
-    """config/settings_gen.py, server/native/settings_gen.go and docs/server.md's settings
+    """config/settings_gen.py, server/native/internal/config/settings_gen.go and docs/server.md's settings
     table are what config/settings.toml generates (`python -m tools.gen_settings`)."""
     stale = [
         str(p.relative_to(ROOT))
@@ -173,7 +173,7 @@ def test_both_servers_take_their_schema_flags():
 
 @pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: c["text"][:40])
 def test_the_model_config_reader_gives_what_the_native_one_gives(case):
-    """The same file of cases as server/native/config_test.go TestModelConfigCases."""
+    """The same file of cases as server/native/internal/config/config_test.go TestModelConfigCases."""
     if "want" in case:
         cfg = parse_model_config(case["text"], "f.toml")
         assert cfg.artifact == case["want"]["artifact"]
