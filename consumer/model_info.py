@@ -91,10 +91,10 @@ class ModelInfos:
             fut = self.pool.submit(self._call, artifact)
             self.asking[artifact] = (fut, time.monotonic())
 
-    def collect(self, artifact: str, wait: bool = False) -> pb.ModelInfoResponse | _Pending | None:
-        """The awaited answer once it is in (``wait``: waited for, at most the deadline)."""
+    def collect(self, artifact: str) -> pb.ModelInfoResponse | _Pending | None:
+        """The awaited answer once it is in (None: the call failed)."""
         fut, asked = self.asking[artifact]
-        if not (wait or fut.done()):
+        if not fut.done():
             return PENDING
         del self.asking[artifact]
         try:
