@@ -1,7 +1,8 @@
 """The model config reader (config/model.toml; the live copy is .run/model.toml under make):
 the one Python reader, used by the server, make rollback and the drift report. The native
-server's (server/native/internal/config/config.go ReadModelConfig) gives the same result or the same error
-for every case of config/testdata/model_config_cases.json. Standard library only."""
+server's (server/native/internal/config/config.go ReadModelConfig) gives the same result or
+the same error for every case of config/testdata/model_config_cases.json. Standard library
+only."""
 
 from __future__ import annotations
 

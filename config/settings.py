@@ -1,10 +1,11 @@
 """The one settings loader of every Python component (config/settings.toml).
 
-Precedence, the same in the native server (server/native/internal/config/config.go): flag > ``VOLSPIKE_*``
-variable > ``--config`` TOML file > default. A ``VOLSPIKE_*`` variable that is no setting of
-the schema, a file key that is none, or a value that does not parse is a ``SettingsError``
-naming it; ``main_settings`` turns it into exit 2. Standard library only: the drift report
-reads it from its own environment (.venv-drift).
+Precedence, the same in the native server (server/native/internal/config/config.go):
+flag > ``VOLSPIKE_*`` variable > ``--config`` TOML file > default. A ``VOLSPIKE_*``
+variable that is no setting of the schema, a file key that is none, or a value that does not
+parse or lies outside its range is a ``SettingsError`` naming it; ``main_settings`` turns it
+into exit 2. Standard library only: the drift report reads it from its own environment
+(.venv-drift).
 """
 
 from __future__ import annotations
@@ -60,11 +61,11 @@ def parse(spec: Spec, raw: str, source: str) -> Any:
     if spec.type == "int":
         if not _INT.fullmatch(raw):
             raise bad
-        return int(raw)
+        return _in_range(spec, int(raw), raw, source)
     if spec.type in ("float", "seconds"):
         if not _FLOAT.fullmatch(raw):
             raise bad
-        return float(raw)
+        return _in_range(spec, float(raw), raw, source)
     if spec.type == "bool":
         if raw.lower() not in _BOOL:
             raise bad
@@ -76,6 +77,16 @@ def parse(spec: Spec, raw: str, source: str) -> Any:
             return None
         return Path(raw)
     return raw
+
+
+def _in_range(spec: Spec, value: float, raw: str, source: str) -> Any:
+    """``value`` if within the spec's inclusive bounds; the native server words the same."""
+    lo, hi = spec.min, spec.max
+    if (lo is not None and value < lo) or (hi is not None and value > hi):
+        want = f"from {lo!r} to {hi!r}" if lo is not None and hi is not None else (
+            f"at least {lo!r}" if lo is not None else f"at most {hi!r}")  # fmt: skip
+        raise SettingsError(f"{source}={_json(raw)} is out of range: it must be {want}")
+    return value
 
 
 def _json(value: Any) -> str:

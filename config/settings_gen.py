@@ -20,6 +20,8 @@ class Spec:
     flag: str
     read_by: tuple[str, ...]
     doc: str
+    min: Any = None  # inclusive bounds of a number (None: unbounded)
+    max: Any = None
 
 
 SPECS: tuple[Spec, ...] = (
@@ -42,6 +44,8 @@ SPECS: tuple[Spec, ...] = (
         "port",
         ("python", "native"),
         "gRPC port; Python worker processes share it with SO_REUSEPORT.",
+        1,
+        65535,
     ),
     Spec(
         "server",
@@ -52,6 +56,8 @@ SPECS: tuple[Spec, ...] = (
         "metrics-port",
         ("python", "native"),
         "Prometheus /metrics port (Python worker i serves metrics_port + i).",
+        1,
+        65535,
     ),
     Spec(
         "server",
@@ -82,6 +88,8 @@ SPECS: tuple[Spec, ...] = (
         "workers",
         ("python",),
         "Python server processes sharing the port (the native server is one process on every core).",
+        1,
+        64,
     ),
     Spec(
         "server",
@@ -92,6 +100,8 @@ SPECS: tuple[Spec, ...] = (
         "threads",
         ("python",),
         "gRPC handler threads per Python worker (the native predict releases the GIL).",
+        1,
+        1024,
     ),
     Spec(
         "server",
@@ -102,6 +112,8 @@ SPECS: tuple[Spec, ...] = (
         "max-rows",
         ("python", "native"),
         "Most rows one Predict/ModelInfer call may carry (more: RESOURCE_EXHAUSTED).",
+        1,
+        10000000,
     ),
     Spec(
         "server",
@@ -112,6 +124,8 @@ SPECS: tuple[Spec, ...] = (
         "max-message-bytes",
         ("python", "native"),
         "Largest request or answer gRPC accepts, in bytes (more: RESOURCE_EXHAUSTED).",
+        1024,
+        2147483647,
     ),
     Spec(
         "server",
@@ -122,6 +136,8 @@ SPECS: tuple[Spec, ...] = (
         "reload-poll-seconds",
         ("python", "native"),
         "How often the model config's mtime is checked (SIGHUP reloads at once).",
+        0.01,
+        3600.0,
     ),
     Spec(
         "server",
@@ -132,6 +148,8 @@ SPECS: tuple[Spec, ...] = (
         "grace-seconds",
         ("python", "native"),
         "On SIGTERM (and after a connection's max age), how long in-flight calls may take to finish.",
+        0.0,
+        3600.0,
     ),
     Spec(
         "server",
@@ -142,6 +160,8 @@ SPECS: tuple[Spec, ...] = (
         "max-connection-age-seconds",
         ("python", "native"),
         "A client connection is closed (GOAWAY) after this long, so clients balancing over replicas re-resolve.",
+        1.0,
+        86400.0,
     ),
     Spec(
         "server",
@@ -232,6 +252,8 @@ SPECS: tuple[Spec, ...] = (
         "metrics-port",
         ("consumer",),
         "The consumer's Prometheus /metrics port.",
+        1,
+        65535,
     ),
     Spec(
         "consumer",
@@ -252,6 +274,8 @@ SPECS: tuple[Spec, ...] = (
         "max-rows",
         ("consumer",),
         "Most ticks per micro-batch (one Predict call).",
+        1,
+        10000000,
     ),
     Spec(
         "consumer",
@@ -262,6 +286,8 @@ SPECS: tuple[Spec, ...] = (
         "max-wait-ms",
         ("consumer",),
         "Longest a micro-batch waits to fill before it is sent.",
+        0,
+        60000,
     ),
     Spec(
         "consumer",
@@ -272,6 +298,8 @@ SPECS: tuple[Spec, ...] = (
         "max-in-flight",
         ("consumer",),
         "Predict calls outstanding at once.",
+        1,
+        1024,
     ),
     Spec(
         "consumer",
@@ -282,6 +310,8 @@ SPECS: tuple[Spec, ...] = (
         "deadline-s",
         ("consumer",),
         "Deadline of each Predict call, in seconds.",
+        0.001,
+        3600.0,
     ),
     Spec(
         "consumer",
@@ -292,6 +322,8 @@ SPECS: tuple[Spec, ...] = (
         "retry-max-backoff-s",
         ("consumer",),
         "Cap of the exponential backoff between retries of UNAVAILABLE/DEADLINE_EXCEEDED, in seconds.",
+        0.0,
+        3600.0,
     ),
     Spec(
         "consumer",
@@ -302,6 +334,8 @@ SPECS: tuple[Spec, ...] = (
         "commit-interval-ms",
         ("consumer",),
         "How often acknowledged offsets are committed.",
+        1,
+        3600000,
     ),
     Spec(
         "consumer",
@@ -312,6 +346,8 @@ SPECS: tuple[Spec, ...] = (
         "max-future-ms",
         ("consumer",),
         "Ticks whose event time is further ahead of this consumer's clock are dead-lettered.",
+        0,
+        86400000,
     ),
     Spec(
         "consumer",
@@ -322,6 +358,8 @@ SPECS: tuple[Spec, ...] = (
         "dead-letter-max-bytes",
         ("consumer",),
         "A dead-lettered value larger than this is cut to it (headers carry its size and sha256).",
+        1024,
+        16777216,
     ),
     Spec(
         "consumer",
@@ -342,6 +380,8 @@ SPECS: tuple[Spec, ...] = (
         "live-sample-rows",
         ("consumer",),
         "Rows in the live sample: a uniform sample of those scored over the last live_sample_window_s.",
+        1,
+        10000000,
     ),
     Spec(
         "consumer",
@@ -352,6 +392,8 @@ SPECS: tuple[Spec, ...] = (
         "live-sample-window-s",
         ("consumer",),
         "The window the live sample covers, in seconds.",
+        1.0,
+        604800.0,
     ),
     Spec(
         "consumer",
@@ -362,6 +404,8 @@ SPECS: tuple[Spec, ...] = (
         "live-sample-flush-s",
         ("consumer",),
         "How often the live sample file is rewritten, in seconds.",
+        0.1,
+        86400.0,
     ),
     Spec(
         "consumer",
@@ -382,6 +426,8 @@ SPECS: tuple[Spec, ...] = (
         "max-symbols",
         ("consumer",),
         "Most symbols whose feature state is kept; past it the tenth with the oldest clocks is evicted.",
+        1,
+        10000000,
     ),
     Spec(
         "consumer",
@@ -392,6 +438,8 @@ SPECS: tuple[Spec, ...] = (
         "max-window-ticks",
         ("consumer",),
         "Most ticks one symbol may hold in its 300 s window; past it a tick is dead-lettered (symbol_flood).",
+        1,
+        100000000,
     ),
     Spec(
         "consumer",
@@ -402,6 +450,8 @@ SPECS: tuple[Spec, ...] = (
         "answer-retries",
         ("consumer",),
         "A malformed answer is asked again this many times, then its batch is dead-lettered (bad_answer).",
+        0,
+        100,
     ),
     Spec(
         "consumer",
@@ -412,6 +462,8 @@ SPECS: tuple[Spec, ...] = (
         "schema-wait-s",
         ("consumer",),
         "How long a batch waits for ModelInfo to confirm its artifact's features before it is dead-lettered (schema_unconfirmed).",
+        0.0,
+        3600.0,
     ),
     Spec(
         "consumer",
@@ -422,6 +474,8 @@ SPECS: tuple[Spec, ...] = (
         "backfill-min-age-s",
         ("consumer",),
         "A tick marked backfill is kept out of the end-to-end lag histogram only if at least this old when read.",
+        0.0,
+        86400.0,
     ),
     Spec(
         "consumer",
@@ -432,6 +486,8 @@ SPECS: tuple[Spec, ...] = (
         "warmup-ms",
         ("consumer",),
         "On assignment, feature state is rebuilt from this much event time before the committed offset (longest window + 10 s).",
+        0,
+        86400000,
     ),
     Spec(
         "tools",

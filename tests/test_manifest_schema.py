@@ -1,7 +1,7 @@
 """The strict manifest check (compiled_models/manifest.py ``check``, proto/contract.toml
 [manifest]): every refusal with its message, in the contract's order, and the built
-manifests pass. The native server (server/native/internal/registry/manifest.go) gives the same verdicts and
-messages; tests/server/test_differential.py compares the two on served artifacts.
+manifests pass. The native server (server/native/internal/registry/manifest.go) gives the
+same verdicts and messages; tests/server/test_differential.py compares the two on served artifacts.
 
 Mutations (seen failing): drop the duplicate-key check in ``_Decoder._object`` and
 test_a_key_given_twice_is_refused fails; check the unknown keys case-insensitively and

@@ -53,8 +53,8 @@ def run(impl: str, *args: str, env: dict | None = None) -> subprocess.CompletedP
 
 
 def test_generated_settings_and_docs_are_fresh():
-    """config/settings_gen.py, server/native/internal/config/settings_gen.go and docs/server.md's settings
-    table are what config/settings.toml generates (`python -m tools.gen_settings`)."""
+    """config/settings_gen.py, server/native/internal/config/settings_gen.go and docs/server.md's
+    settings table are what config/settings.toml generates (`python -m tools.gen_settings`)."""
     stale = [
         str(p.relative_to(ROOT))
         for p, text in gen_settings.outputs().items()
@@ -113,6 +113,13 @@ def test_precedence_flag_over_variable_over_file_over_default(tmp_path):
         ((), {}, "prot = 1\n", "'prot' is not a setting (config/settings.toml)"),
         ((), {}, 'port = "1"\n', 'port = "1" is not an integer'),
         ((), {}, "host = 1\n", "host = 1 is not a string"),
+        # out of range: the schema's min/max (the two servers once differed on a 0 max age)
+        ((), {"VOLSPIKE_GRACE_SECONDS": "-1"}, "",
+         'VOLSPIKE_GRACE_SECONDS="-1" is out of range: it must be from 0.0 to 3600.0'),
+        ((), {"VOLSPIKE_MAX_CONNECTION_AGE_SECONDS": "0"}, "",
+         'VOLSPIKE_MAX_CONNECTION_AGE_SECONDS="0" is out of range: it must be from 1.0 to 86400.0'),
+        (("--port", "70000"), {}, "", '--port="70000" is out of range: it must be from 1 to 65535'),
+        ((), {}, "max_rows = 0\n", 'max_rows="0" is out of range: it must be from 1 to 10000000'),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("impl", ["python", native])
@@ -144,7 +151,7 @@ def test_both_servers_resolve_the_same_settings(tmp_path):
         "VOLSPIKE_CONSUMER_MAX_ROWS": "7",  # the consumer's: known, left alone
         "VOLSPIKE_TOOLS_CACHE": "/tmp/c",
     }
-    args = ("--config", str(file), "--port", "21", "--host", "0.0.0.0", "--max-message-bytes=9")
+    args = ("--config", str(file), "--port", "21", "--host", "0.0.0.0", "--max-message-bytes=4096")
     seen = {}
     for impl in ("python", "native"):
         out = run(impl, *args, "--print-settings", env=env)
@@ -173,7 +180,8 @@ def test_both_servers_take_their_schema_flags():
 
 @pytest.mark.parametrize("case", CASES["cases"], ids=lambda c: c["text"][:40])
 def test_the_model_config_reader_gives_what_the_native_one_gives(case):
-    """The same file of cases as server/native/internal/config/config_test.go TestModelConfigCases."""
+    """The same file of cases as server/native/internal/config/config_test.go
+    TestModelConfigCases."""
     if "want" in case:
         cfg = parse_model_config(case["text"], "f.toml")
         assert cfg.artifact == case["want"]["artifact"]
@@ -281,3 +289,9 @@ def test_the_consumer_reads_its_flags_and_variables():
         "t1", 1.0, 50, 8001,
     )  # fmt: skip
     assert s["live_sample_dir"] == str(ROOT / ".run" / "live-sample")
+    refused = subprocess.run(
+        [sys.executable, "-m", "consumer", "--print-settings", "--max-in-flight", "0"],
+        env=env, cwd=ROOT, capture_output=True, text=True, timeout=60,
+    )  # fmt: skip
+    assert refused.returncode == 2, refused.stdout + refused.stderr
+    assert 'max-in-flight="0" is out of range: it must be from 1 to 1024' in refused.stderr

@@ -61,6 +61,8 @@ class Setting:
     doc: str
     why: str
     go_field: str
+    min: int | float | None = None
+    max: int | float | None = None
 
     @property
     def flag(self) -> str:
@@ -76,17 +78,25 @@ def load(path: Path = SCHEMA) -> list[Setting]:
     for scope, infix in scopes.items():
         for name, s in raw.get(scope, {}).items():
             where = f"{path.name}: [{scope}.{name}]"
-            extra = set(s) - {"type", "default", "read_by", "doc", "why", "go_field"}
+            extra = set(s) - {"type", "default", "read_by", "doc", "why", "go_field", "min", "max"}
             assert not extra, f"{where}: unknown keys {sorted(extra)}"
             assert s["type"] in TYPES, f"{where}: type {s['type']!r} not in {TYPES}"
             assert set(s["read_by"]) <= set(COMPONENTS), f"{where}: read_by {s['read_by']}"
             assert s["doc"] and "\n" not in s["doc"], f"{where}: doc must be one line"
             want = {"int": int, "float": float, "seconds": float, "bool": bool}.get(s["type"], str)
             assert type(s["default"]) is want, f"{where}: default is not {want.__name__}"
+            for bound in ("min", "max"):
+                if bound in s:
+                    assert want in (int, float), f"{where}: {bound} on a {s['type']} setting"
+                    assert type(s[bound]) is want, f"{where}: {bound} is not {want.__name__}"
+            lo, hi = s.get("min"), s.get("max")
+            assert lo is None or lo <= s["default"], f"{where}: default below min"
+            assert hi is None or s["default"] <= hi, f"{where}: default above max"
             camel = "".join(p.capitalize() for p in name.split("_"))
             env = f"{prefix}{infix}{name.upper()}"
             out.append(Setting(scope, name, s["type"], s["default"], env, tuple(s["read_by"]),
-                               s["doc"], s.get("why", ""), s.get("go_field", camel)))  # fmt: skip
+                               s["doc"], s.get("why", ""), s.get("go_field", camel),
+                               lo, hi))  # fmt: skip
     for c in COMPONENTS:
         names = [s.name for s in out if c in s.read_by]
         assert len(names) == len(set(names)), f"{c} reads two settings of one name: {names}"
@@ -128,14 +138,17 @@ def render_py(settings: list[Setting]) -> str:
         "    flag: str",
         "    read_by: tuple[str, ...]",
         "    doc: str",
+        "    min: Any = None  # inclusive bounds of a number (None: unbounded)",
+        "    max: Any = None",
         "",
         "",
         "SPECS: tuple[Spec, ...] = (",
     ]
     for s in settings:
+        bounds = f", {s.min!r}, {s.max!r}" if s.min is not None or s.max is not None else ""
         out.append(
             f"    Spec({s.scope!r}, {s.name!r}, {s.type!r}, {s.default!r}, {s.env!r}, "
-            f"{s.flag!r}, {s.read_by!r}, {s.doc!r}),"
+            f"{s.flag!r}, {s.read_by!r}, {s.doc!r}{bounds}),"
         )
     out.append(")")
     classes = []
@@ -191,7 +204,10 @@ def render_go(settings: list[Setting]) -> str:
         out.append(
             f"\t{{Name: {go_string(s.name)}, Env: {go_string(s.env)}, "
             f"Flag: {go_string(s.flag)}, Type: {go_string(s.type)}, "
-            f"Default: {go_string(s.default)}, Doc: {go_string(s.doc)}}},"
+            f"Default: {go_string(s.default)}, Doc: {go_string(s.doc)}"
+            + (f", Min: {go_string(s.min)}" if s.min is not None else "")
+            + (f", Max: {go_string(s.max)}" if s.max is not None else "")
+            + "},"
         )
     out += [
         "}",
@@ -263,6 +279,12 @@ def md_default(s: Setting) -> str:
     return f"`{s.default}`"
 
 
+def md_range(s: Setting) -> str:
+    if s.min is None and s.max is None:
+        return ""
+    return f"{'' if s.min is None else s.min}..{'' if s.max is None else s.max}"
+
+
 def render_doc_block(settings: list[Setting]) -> str:
     out = [
         BEGIN,
@@ -272,7 +294,8 @@ def render_doc_block(settings: list[Setting]) -> str:
         "(`--metrics-port 9000`), its **variable** (`VOLSPIKE_METRICS_PORT=9000`), the TOML "
         "**settings file** given with `--config FILE` (`metrics_port = 9000`), the **default**. "
         "A `VOLSPIKE_*` variable that is no setting below, a file key that is none, or a value "
-        "that does not parse stops the process with exit 2, naming it. `--print-settings` "
+        "that does not parse or lies outside its range (inclusive) stops the process with exit "
+        "2, naming it. `--print-settings` "
         "prints the effective settings as JSON and exits (both servers print the same for the "
         "same flags and variables: `tests/test_settings.py`). A relative default is relative "
         "to the checkout, not the working directory.",
@@ -280,13 +303,14 @@ def render_doc_block(settings: list[Setting]) -> str:
         "Read by: " + ", ".join(f"**{c}** = {w}" for c, (_, w) in COMPONENTS.items()) + ".",
     ]
     for scope in dict.fromkeys(s.scope for s in settings):
-        out += ["", f"**{scope}**", "", "| flag | variable | default | read by | what |",
-                "|---|---|---|---|---|"]  # fmt: skip
+        out += ["", f"**{scope}**", "", "| flag | variable | default | range | read by | what |",
+                "|---|---|---|---|---|---|"]  # fmt: skip
         for s in settings:
             if s.scope == scope:
                 flag = "(variable only)" if s.read_by == ("tools",) else f"`--{s.flag}`"
                 out.append(
-                    f"| {flag} | `{s.env}` | {md_default(s)} | {', '.join(s.read_by)} | {s.doc} |"
+                    f"| {flag} | `{s.env}` | {md_default(s)} | {md_range(s)} | "
+                    f"{', '.join(s.read_by)} | {s.doc} |"
                 )
     out += ["", END]
     return "\n".join(out)

@@ -80,7 +80,8 @@ def test_every_scored_row_and_positive_label_is_counted(server):
 @pytest.mark.parametrize("method", ["Predict", "ModelInfo"])
 def test_a_long_model_name_is_cut_in_the_message(server, method):
     """A client's model name in a status message is cut to contract.MODEL_CHARS_IN_ERROR
-    characters and "...", as the native server cuts it (server/native/internal/registry/resolve_test.go).
+    characters and "...", as the native server cuts it
+    (server/native/internal/registry/resolve_test.go).
     Mutation (d) in the module docstring."""
     _, _, stub = server
     long = "m" * 5000

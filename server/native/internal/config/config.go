@@ -26,6 +26,24 @@ import (
 // server's). The Python loader (config/settings.py) reads the same schema the same way.
 type settingSpec struct {
 	Name, Env, Flag, Type, Default, Doc string
+	// Min, Max: the inclusive bounds of a number as the schema spells them ("" = none)
+	Min, Max string
+}
+
+// inRange refuses a number outside the spec's bounds with config/settings.py's words.
+func inRange(spec settingSpec, v float64, raw, source string) error {
+	lo, errLo := strconv.ParseFloat(spec.Min, 64)
+	hi, errHi := strconv.ParseFloat(spec.Max, 64)
+	if (errLo != nil || v >= lo) && (errHi != nil || v <= hi) {
+		return nil
+	}
+	want := "from " + spec.Min + " to " + spec.Max
+	if errHi != nil {
+		want = "at least " + spec.Min
+	} else if errLo != nil {
+		want = "at most " + spec.Max
+	}
+	return settingsErr("%s=%s is out of range: it must be %s", source, jsonQuote(raw), want)
 }
 
 // errSettings is a setting that cannot be used: exit 2, naming it.
@@ -57,6 +75,9 @@ func parseSetting(spec settingSpec, raw, source string) (any, error) {
 		if err != nil {
 			return nil, bad
 		}
+		if err := inRange(spec, float64(v), raw, source); err != nil {
+			return nil, err
+		}
 		return v, nil
 	case "float", "seconds":
 		if !floatRe.MatchString(raw) {
@@ -65,6 +86,9 @@ func parseSetting(spec settingSpec, raw, source string) (any, error) {
 		v, err := strconv.ParseFloat(raw, 64)
 		if err != nil {
 			return nil, bad
+		}
+		if err := inRange(spec, v, raw, source); err != nil {
+			return nil, err
 		}
 		if spec.Type == "seconds" {
 			return time.Duration(v * float64(time.Second)), nil

@@ -37,15 +37,15 @@ type Settings struct {
 // (a path's relative to the checkout).
 var nativeSettings = []settingSpec{
 	{Name: "host", Env: "VOLSPIKE_HOST", Flag: "host", Type: "str", Default: "127.0.0.1", Doc: "Address the gRPC and metrics servers bind (loopback by default; 0.0.0.0 in a container)."},
-	{Name: "port", Env: "VOLSPIKE_PORT", Flag: "port", Type: "int", Default: "50051", Doc: "gRPC port; Python worker processes share it with SO_REUSEPORT."},
-	{Name: "metrics_port", Env: "VOLSPIKE_METRICS_PORT", Flag: "metrics-port", Type: "int", Default: "8000", Doc: "Prometheus /metrics port (Python worker i serves metrics_port + i)."},
+	{Name: "port", Env: "VOLSPIKE_PORT", Flag: "port", Type: "int", Default: "50051", Doc: "gRPC port; Python worker processes share it with SO_REUSEPORT.", Min: "1", Max: "65535"},
+	{Name: "metrics_port", Env: "VOLSPIKE_METRICS_PORT", Flag: "metrics-port", Type: "int", Default: "8000", Doc: "Prometheus /metrics port (Python worker i serves metrics_port + i).", Min: "1", Max: "65535"},
 	{Name: "models_dir", Env: "VOLSPIKE_MODELS_DIR", Flag: "models-dir", Type: "path", Default: "compiled_models", Doc: "Folder holding one sub-folder per compiled artifact (and its reference sample)."},
 	{Name: "model_config", Env: "VOLSPIKE_MODEL_CONFIG", Flag: "model-config", Type: "path", Default: "config/model.toml", Doc: "Model config naming the active artifact; watched by the servers; the drift report headlines the artifact it names (make: .run/model.toml, which make rollback edits)."},
-	{Name: "max_rows", Env: "VOLSPIKE_MAX_ROWS", Flag: "max-rows", Type: "int", Default: "100000", Doc: "Most rows one Predict/ModelInfer call may carry (more: RESOURCE_EXHAUSTED)."},
-	{Name: "max_message_bytes", Env: "VOLSPIKE_MAX_MESSAGE_BYTES", Flag: "max-message-bytes", Type: "int", Default: "67108864", Doc: "Largest request or answer gRPC accepts, in bytes (more: RESOURCE_EXHAUSTED)."},
-	{Name: "reload_poll_seconds", Env: "VOLSPIKE_RELOAD_POLL_SECONDS", Flag: "reload-poll-seconds", Type: "seconds", Default: "1.0", Doc: "How often the model config's mtime is checked (SIGHUP reloads at once)."},
-	{Name: "grace_seconds", Env: "VOLSPIKE_GRACE_SECONDS", Flag: "grace-seconds", Type: "seconds", Default: "10.0", Doc: "On SIGTERM (and after a connection's max age), how long in-flight calls may take to finish."},
-	{Name: "max_connection_age_seconds", Env: "VOLSPIKE_MAX_CONNECTION_AGE_SECONDS", Flag: "max-connection-age-seconds", Type: "seconds", Default: "60.0", Doc: "A client connection is closed (GOAWAY) after this long, so clients balancing over replicas re-resolve."},
+	{Name: "max_rows", Env: "VOLSPIKE_MAX_ROWS", Flag: "max-rows", Type: "int", Default: "100000", Doc: "Most rows one Predict/ModelInfer call may carry (more: RESOURCE_EXHAUSTED).", Min: "1", Max: "10000000"},
+	{Name: "max_message_bytes", Env: "VOLSPIKE_MAX_MESSAGE_BYTES", Flag: "max-message-bytes", Type: "int", Default: "67108864", Doc: "Largest request or answer gRPC accepts, in bytes (more: RESOURCE_EXHAUSTED).", Min: "1024", Max: "2147483647"},
+	{Name: "reload_poll_seconds", Env: "VOLSPIKE_RELOAD_POLL_SECONDS", Flag: "reload-poll-seconds", Type: "seconds", Default: "1.0", Doc: "How often the model config's mtime is checked (SIGHUP reloads at once).", Min: "0.01", Max: "3600.0"},
+	{Name: "grace_seconds", Env: "VOLSPIKE_GRACE_SECONDS", Flag: "grace-seconds", Type: "seconds", Default: "10.0", Doc: "On SIGTERM (and after a connection's max age), how long in-flight calls may take to finish.", Min: "0.0", Max: "3600.0"},
+	{Name: "max_connection_age_seconds", Env: "VOLSPIKE_MAX_CONNECTION_AGE_SECONDS", Flag: "max-connection-age-seconds", Type: "seconds", Default: "60.0", Doc: "A client connection is closed (GOAWAY) after this long, so clients balancing over replicas re-resolve.", Min: "1.0", Max: "86400.0"},
 	{Name: "pid_file", Env: "VOLSPIKE_PID_FILE", Flag: "pid-file", Type: "path", Default: "", Doc: "Where the server writes its PID once its ports are bound (for make rollback); unset: nowhere."},
 	{Name: "pprof", Env: "VOLSPIKE_PPROF", Flag: "pprof", Type: "bool", Default: "false", Doc: "Serve Go profiles on the metrics port (/debug/pprof/)."},
 }
