@@ -1,9 +1,11 @@
 """The probability calibration a manifest may carry, applied after the compiled trees.
 
-``{}`` is the identity; ``{"method": "isotonic", "x": [...], "y": [...]}`` maps the raw
-probability p to ``float32(np.interp(float64(p), x, y))``: linear between knots, clamped
-to y[0] / y[-1] outside [x[0], x[-1]]. The Go server (server/native/calibration.go)
-validates and applies the same thing.
+``{}`` is the identity; ``{"method": "isotonic" | "platt", "x": [...], "y": [...]}`` maps
+the raw probability p to ``float32(np.interp(float64(p), x, y))``: linear between knots,
+clamped to y[0] / y[-1] outside [x[0], x[-1]]. The method names the fit that made the knots
+(an isotonic step function, or a logistic curve on logit(p) tabulated at quantiles of the
+scores: compiled_models/evaluate.py); both are applied the same way. The Go server
+(server/native/internal/registry/calibration.go) validates and applies the same thing.
 """
 
 from __future__ import annotations
@@ -14,7 +16,7 @@ import math
 
 import numpy as np
 
-METHODS = ("isotonic",)  # Platt scaling is not implemented
+METHODS = ("isotonic", "platt")  # how the knots were fitted; applied alike
 _KEYS = {"method", "x", "y"}
 
 
@@ -62,7 +64,7 @@ def parse(doc: object) -> Isotonic | None:
     if not doc:
         return None
     if doc.get("method") not in METHODS:
-        raise ValueError("calibration method must be 'isotonic'")
+        raise ValueError("calibration method must be 'isotonic' or 'platt'")
     if set(doc) != _KEYS:
         raise ValueError("calibration must have exactly the keys method, x, y")
     x, y = _knots(doc, "x"), _knots(doc, "y")

@@ -11,6 +11,7 @@ import warnings
 
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
+from sklearn.linear_model import LogisticRegression
 
 from compiled_models import calibration
 
@@ -120,7 +121,6 @@ def feature_score(x: np.ndarray, column: int, sign: float) -> np.ndarray:
 def logistic_rival(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray) -> np.ndarray:
     """A small logistic model on the same features (standardised, missing values at the
     training median, L2, fitted on the training block): the linear rival."""
-    from sklearn.linear_model import LogisticRegression
 
     x = train_x.astype(np.float64)
     with warnings.catch_warnings():  # a feature missing on every row (no quotes): median 0
@@ -185,23 +185,75 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
     }
 
 
-def fit_calibration(p_raw: np.ndarray, y: np.ndarray) -> dict:
-    """Isotonic map from the trees' probability to an observed frequency, fitted on
-    validation; knots for ``np.interp`` (what both servers apply)."""
-    iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
-    iso.fit(p_raw.astype(np.float64), y.astype(np.float64))
-    x, v = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
-    keep = np.concatenate([[True], np.diff(x) > 0])  # strictly increasing knots
-    if keep.sum() < 2:  # one distinct score: nothing to map
+def fit_calibration(p_raw: np.ndarray, y: np.ndarray, method: str = "isotonic") -> dict:
+    """A monotone map from the trees' probability to an observed frequency, fitted on these
+    rows, as knots for ``np.interp`` (what both servers apply); ``{}`` for ``none``.
+
+    isotonic: the step function of isotonic regression (few distinct outputs: rows in one
+    step tie, which costs ranking). platt: a logistic curve on the logit of the
+    probability, tabulated at PLATT_KNOTS quantiles of these scores (strictly increasing:
+    the order of the rows, hence PR-AUC, is kept)."""
+    if method == "none":
         return {}
-    if v[0] == v[-1]:  # a constant map: the validation block had one class
+    if len(np.unique(y)) < 2:
         raise ValueError(
-            f"calibration: the validation block has only label {int(y[0])} "
+            f"calibration: the fitting rows have only label {int(y[0])} "
             f"({len(y):,} rows); a constant map would flag every row or none"
         )
-    doc = {"method": "isotonic", "x": x[keep].tolist(), "y": v[keep].tolist()}
+    if method == "platt":
+        doc = _platt_knots(p_raw.astype(np.float64), y.astype(np.float64))
+    elif method == "isotonic":
+        iso = IsotonicRegression(y_min=0.0, y_max=1.0, increasing=True, out_of_bounds="clip")
+        iso.fit(p_raw.astype(np.float64), y.astype(np.float64))
+        x, v = np.asarray(iso.X_thresholds_, float), np.asarray(iso.y_thresholds_, float)
+        keep = np.concatenate([[True], np.diff(x) > 0])  # strictly increasing knots
+        if keep.sum() < 2:  # one distinct score: nothing to map
+            return {}
+        doc = {"method": "isotonic", "x": x[keep].tolist(), "y": v[keep].tolist()}
+    else:
+        raise ValueError(f"calibration: unknown method {method!r}")
     calibration.parse(doc)  # what the servers will accept
     return doc
+
+
+PLATT_KNOTS = 256
+_EPS = 1e-6
+
+
+def _platt_knots(p: np.ndarray, y: np.ndarray) -> dict:
+    z = np.log(np.clip(p, _EPS, 1 - _EPS) / (1 - np.clip(p, _EPS, 1 - _EPS)))
+    # an unpenalised 1-D logistic fit: y ~ sigmoid(a * logit(p) + b)
+    lr = LogisticRegression(C=1e6, max_iter=1000).fit(z[:, None], y)
+    a, b = float(lr.coef_[0, 0]), float(lr.intercept_[0])
+    if not a > 0:
+        raise ValueError(f"calibration: platt slope {a:.3g} <= 0 (the scores rank nothing)")
+    x = np.unique(np.concatenate([[0.0, 1.0], np.quantile(p, np.linspace(0, 1, PLATT_KNOTS))]))
+    xz = np.log(np.clip(x, _EPS, 1 - _EPS) / (1 - np.clip(x, _EPS, 1 - _EPS)))
+    v = 1.0 / (1.0 + np.exp(-(a * xz + b)))
+    return {"method": "platt", "x": x.tolist(), "y": np.maximum.accumulate(v).tolist()}
+
+
+def ece(p: np.ndarray, y: np.ndarray, bins: int = 10) -> float:
+    """Expected calibration error over equal-count bins of the score: the row-weighted mean
+    of |mean predicted - observed frequency|."""
+    parts = np.array_split(np.argsort(p, kind="stable"), bins)
+    return float(
+        sum(len(b) / len(p) * abs(float(p[b].mean()) - float(y[b].mean())) for b in parts if len(b))
+    )
+
+
+def reliability_deciles(p: np.ndarray, y: np.ndarray) -> list[dict]:
+    """Predicted vs observed frequency per decile of the score (equal row counts)."""
+    out = []
+    for i, b in enumerate(np.array_split(np.argsort(p, kind="stable"), 10)):
+        out.append(
+            {
+                "decile": i + 1,
+                "mean_predicted": round(float(p[b].mean()), 4),
+                "observed": round(float(y[b].mean()), 4),
+            }
+        )
+    return out
 
 
 def calibrate(p_raw: np.ndarray, cal: dict) -> np.ndarray:

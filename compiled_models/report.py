@@ -25,6 +25,21 @@ def fold_line(row: dict) -> str:
     return " | ".join(f"{k} PR-AUC {_ci(s[k]['pr_auc'])}" for k in SCORES)
 
 
+def calibration_line(choice: dict) -> str:
+    """The calibration choice in one line: each candidate's mean out-of-sample ECE and worst
+    PR-AUC loss over the folds, the chosen one first."""
+    cells = []
+    for r in choice["candidates"]:
+        name = r["method"] if r["method"] == "none" else f"{r['method']}/{r['window']}"
+        if "refused" in r:
+            cells.append(f"{name} refused")
+        else:
+            cells.append(
+                f"{name} ECE {r['mean_ece']:.4f} PR-AUC loss <= {r['max_pr_auc_loss']:.3f}"
+            )
+    return f"chosen {choice['method']} on {choice['window']}; " + ", ".join(cells)
+
+
 def _gain_verdict(m: Manifest) -> str:
     gains = [r["scores"]["model"]["pr_auc_gain_vs_rv_60s"] for r in m.metrics["walk_forward"]]
     wins = [g[1] is not None and g[1] > 0 for g in gains]
@@ -97,8 +112,10 @@ def table(m: Manifest) -> str:
     lines += [
         f"  verdict: {_gain_verdict(m)}; {_beaten_by(m)}",
         f"  against simple rivals: {_rival_verdict(m)}",
-        f"  Brier on the last fold: trees {c['test_brier_trees']}, calibrated "
-        f"{c['test_brier_calibrated']}, base rate {c['test_brier_base_rate']}",
+        f"  calibration (out of sample): {calibration_line(_choice(c))}",
+        f"  last fold: Brier trees {c['test_brier_trees']}, calibrated "
+        f"{c['test_brier_calibrated']}, base rate {c['test_brier_base_rate']}; ECE trees "
+        f"{c['test_ece_trees']}, calibrated {c['test_ece_calibrated']}",
     ]
     for r in m.metrics["walk_forward"]:
         if "flagged_share" in r:
@@ -141,9 +158,9 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   training quantile) on the same folds: see "Label choice" under xgb-v2, where its share
   of positives follows the trading session and persistence of the level answers it.
 - **Evaluation**: usable rows are cut into 5 time-ordered blocks with a 60 s embargo at
-  each boundary. Fold k trains on blocks < k-1, fits the isotonic calibration and the
-  decision threshold on block k-1 and tests on block k (folds 2, 3, 4; fold 4 is the
-  served artifact). Intervals: 95 % percentile intervals from 200 block-bootstrap
+  each boundary. Fold k trains on blocks < k-1, fits the calibration and the decision
+  threshold on block k-1 and tests on block k (folds 2, 3, 4; fold 4 is the served
+  artifact). Intervals: 95 % percentile intervals from 200 block-bootstrap
   resamples of 5-minute blocks of event time; the gain over `rv_60s` is paired.
   Baselines: `rv_60s` (the raw 60 s realised volatility as a score), `rv_60s_rel` (its
   relative twin, the trailing version of the label) and persistence (the trailing 60 s
@@ -152,15 +169,25 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   block, never on the test block) and a logistic model on the same features (standardised,
   missing values at the training median, fitted on the training block); the model's gain
   over each is paired like the gain over `rv_60s`.
-- **Output**: a calibrated probability (isotonic map fitted on the validation block,
-  applied by both servers after the compiled trees). The decision threshold is the lowest
-  calibrated value that flags at most 5 % of validation rows, or the top calibrated step
-  when that step alone holds more (isotonic output has few distinct values: see the alert
-  rates below).
+- **Output**: a calibrated probability, applied by both servers after the compiled trees
+  as a table of knots (linear between them). The calibration is chosen per artifact out
+  of sample: none, Platt (a logistic curve on the logit of the trees' probability,
+  strictly increasing, so the ranking and PR-AUC are kept) or isotonic (a step function:
+  rows in one step tie), each fitted on the whole validation block or its most recent
+  half, judged on the test blocks by ECE (10 equal-count bins), Brier skill against the
+  validation base rate, PR-AUC lost and the alert rate on test; the lowest mean ECE among
+  those losing at most 0.005 PR-AUC on any fold is served, refitted on the final fold's
+  window. The decision threshold is the lowest calibrated value that flags at most 5 %
+  of validation rows (or the top calibrated step when that step alone holds more); the
+  alert rates on test show how well that holds out of sample.
 - **Episodes**: positive ticks of a symbol no more than 60 s apart; warned = a flag in
   the 60 s before the episode's first tick (or at it); false-alarm minute = a minute with
   a flag, no positive tick and no episode starting within the next 60 s.
 """
+
+
+def _choice(c: dict) -> dict:
+    return {"method": c["method"], "window": c["window"], "candidates": c["candidates"]}
 
 
 def section(m: Manifest) -> str:
@@ -170,7 +197,7 @@ def section(m: Manifest) -> str:
         f"- Data: {m.data_period['source']}; final fold train {m.data_period['train'][0]} .. "
         f"{m.data_period['train'][1]}, test {m.data_period['test'][0]} .. "
         f"{m.data_period['test'][1]}.",
-        f"- Output: {'calibrated probability (isotonic)' if m.calibration else 'uncalibrated'};"
+        f"- Output: {_output(m)};"
         f" decision threshold {m.decision_threshold:.4f} (alert rate: validation "
         f"{m.metrics['alert_rate']['validation']:.3f}, "
         f"test {m.metrics['alert_rate']['test']:.3f}).",
@@ -239,7 +266,9 @@ def section(m: Manifest) -> str:
         f"{' (no subsampling: the seed changes nothing)' if len(set(sd)) == 1 < len(sd) else ''}. "
         f"Brier on the final test block: trees {c['test_brier_trees']}, calibrated "
         f"{c['test_brier_calibrated']}, a constant at the validation base rate "
-        f"{c['test_brier_base_rate']}.",
+        f"{c['test_brier_base_rate']}; ECE trees {c['test_ece_trees']}, calibrated "
+        f"{c['test_ece_calibrated']}.",
+        *_calibration_table(c),
         "",
         "| predicted | rows | trees: mean predicted -> observed | | calibrated: rows "
         "| mean predicted -> observed |",
@@ -256,6 +285,41 @@ def section(m: Manifest) -> str:
             f"{_rel(b)} |"
         )
     return "\n".join(out) + "\n"
+
+
+def _output(m: Manifest) -> str:
+    c = m.metrics["calibration"]
+    if not m.calibration:
+        return "the trees' probability (no calibration beat it out of sample)"
+    return f"calibrated probability ({c['method']}, fitted on the {c['fitted_on']})"
+
+
+def _calibration_table(c: dict) -> list[str]:
+    out = [
+        "",
+        f"Calibration, chosen out of sample ({c['chosen_by']}): each candidate fitted on each "
+        "fold's validation block (or its most recent half) and judged on that fold's test "
+        "block; folds 2, 3, 4 left to right.",
+        "",
+        "| candidate | ECE | Brier skill | PR-AUC lost | alert rate on test |",
+        "|---|---|---|---|---|",
+    ]
+    for r in c["candidates"]:
+        name = r["method"] if r["method"] == "none" else f"{r['method']} / {r['window']}"
+        if (r["method"], r["window"]) == (c["method"], c["window"]):
+            name = f"**{name}** (served)"
+        if "refused" in r:
+            out.append(f"| {name} | refused: {r['refused']} | | | |")
+            continue
+        col = {
+            k: ", ".join("-" if f[k] is None else f"{f[k]:.3f}" for f in r["folds"])
+            for k in ("ece", "brier_skill", "pr_auc_loss", "alert_rate_test")
+        }
+        out.append(
+            f"| {name} | {col['ece']} | {col['brier_skill']} | {col['pr_auc_loss']} | "
+            f"{col['alert_rate_test']} |"
+        )
+    return out
 
 
 def render(root: Path) -> str:

@@ -29,8 +29,9 @@ INVALID = [
     ({**ISO, "x": [0, "1"], "y": [0, 1]}, "x must be a list of numbers"),
     ({**ISO, "x": [0, 1]}, "exactly the keys method, x, y"),
     ({**ISO, "x": [0, 1], "y": [0, 1], "extra": True}, "exactly the keys method, x, y"),
-    ({"method": "platt", "a": 1, "b": 0}, "method must be 'isotonic'"),
-    ({"x": [0, 1], "y": [0, 1]}, "method must be 'isotonic'"),
+    ({"method": "platt", "a": 1, "b": 0}, "exactly the keys method, x, y"),
+    ({"method": "logistic", "x": [0, 1], "y": [0, 1]}, "method must be 'isotonic' or 'platt'"),
+    ({"x": [0, 1], "y": [0, 1]}, "method must be 'isotonic' or 'platt'"),
     ([0, 1], "calibration must be an object"),
     (None, "calibration must be an object"),
 ]
@@ -106,7 +107,8 @@ def test_a_one_class_validation_block_refuses_to_calibrate():
     from compiled_models import evaluate
 
     p = np.random.default_rng(0).random(500).astype(np.float32)
-    with pytest.raises(ValueError, match="validation block has only label 0"):
-        evaluate.fit_calibration(p, np.zeros(500, np.int8))
+    for method in ("isotonic", "platt"):
+        with pytest.raises(ValueError, match="fitting rows have only label 0"):
+            evaluate.fit_calibration(p, np.zeros(500, np.int8), method)
     with pytest.raises(ValueError, match="NaN"):
         evaluate.threshold_for_rate(np.array([0.1, np.nan]), 0.05)

@@ -34,8 +34,10 @@ func parseCalibration(raw json.RawMessage) (*Calibration, error) {
 		return nil, nil
 	}
 	var method string
-	if err := json.Unmarshal(doc["method"], &method); err != nil || method != "isotonic" {
-		return nil, errors.New("calibration method must be 'isotonic'")
+	// the method names how the knots were fitted (compiled_models/calibration.py); both
+	// are applied alike
+	if err := json.Unmarshal(doc["method"], &method); err != nil || (method != "isotonic" && method != "platt") {
+		return nil, errors.New("calibration method must be 'isotonic' or 'platt'")
 	}
 	_, hasX := doc["x"]
 	_, hasY := doc["y"]
