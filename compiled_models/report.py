@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compiled_models import scope
 from compiled_models.manifest import Manifest
 from compiled_models.train import SPECS
 
@@ -331,7 +332,9 @@ def render(root: Path) -> str:
 
 
 def write(root: Path, doc: Path = DOC) -> None:
+    """docs/model.md, and the README's table of what each artifact rests on."""
     doc.write_text(render(root))
+    scope.write_readme(root)
 
 
 def _rel(b: dict | None) -> str:
