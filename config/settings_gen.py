@@ -322,7 +322,7 @@ SPECS: tuple[Spec, ...] = (
         "retry-max-backoff-s",
         ("consumer",),
         "Cap of the exponential backoff between retries of UNAVAILABLE/DEADLINE_EXCEEDED, in seconds.",
-        0.0,
+        0.01,
         3600.0,
     ),
     Spec(

@@ -120,6 +120,15 @@ def test_precedence_flag_over_variable_over_file_over_default(tmp_path):
          'VOLSPIKE_MAX_CONNECTION_AGE_SECONDS="0" is out of range: it must be from 1.0 to 86400.0'),
         (("--port", "70000"), {}, "", '--port="70000" is out of range: it must be from 1 to 65535'),
         ((), {}, "max_rows = 0\n", 'max_rows="0" is out of range: it must be from 1 to 10000000'),
+        # past int64 / float64 (Go's strconv says ErrRange; Python's numbers do not end)
+        ((), {"VOLSPIKE_MAX_ROWS": "1" + "0" * 20}, "",
+         f'VOLSPIKE_MAX_ROWS="1{"0" * 20}" is out of range: it must be from 1 to 10000000'),
+        (("--grace-seconds", "1e400"), {}, "",
+         '--grace-seconds="1e400" is out of range: it must be from 0.0 to 3600.0'),
+        # a file's float spelled as Python's repr by both (Go's 'g' wrote 1e+06 and 5)
+        ((), {}, "max_connection_age_seconds = 1e6\n",
+         'max_connection_age_seconds="1000000.0" is out of range: it must be from 1.0 to 86400.0'),
+        ((), {}, "port = 5.0\n", "port = 5.0 is not an integer"),
     ],
 )  # fmt: skip
 @pytest.mark.parametrize("impl", ["python", native])

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -72,9 +73,10 @@ func parseSetting(spec settingSpec, raw, source string) (any, error) {
 			return nil, bad
 		}
 		v, err := strconv.Atoi(raw)
-		if err != nil {
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return nil, bad
 		}
+		// past int64 Atoi gives its end: the range names it, as Python's big ints do
 		if err := inRange(spec, float64(v), raw, source); err != nil {
 			return nil, err
 		}
@@ -84,9 +86,10 @@ func parseSetting(spec settingSpec, raw, source string) (any, error) {
 			return nil, bad
 		}
 		v, err := strconv.ParseFloat(raw, 64)
-		if err != nil {
+		if err != nil && !errors.Is(err, strconv.ErrRange) {
 			return nil, bad
 		}
+		// 1e400 is +Inf (as Python's float()), then out of range
 		if err := inRange(spec, v, raw, source); err != nil {
 			return nil, err
 		}
@@ -115,7 +118,34 @@ func parseSetting(spec settingSpec, raw, source string) (any, error) {
 // servers are compared).
 func jsonQuote(s string) string { return jsonValue(s) }
 
+// pyFloat spells v as Python's json.dumps does (repr: "4000.0", "1000000.0", "1e+16",
+// "1e-05"; "Infinity", "NaN"), so a settings file's float reads the same in both servers'
+// messages.
+func pyFloat(v float64) string {
+	switch {
+	case math.IsNaN(v):
+		return "NaN"
+	case math.IsInf(v, 1):
+		return "Infinity"
+	case math.IsInf(v, -1):
+		return "-Infinity"
+	}
+	e := strconv.FormatFloat(v, 'e', -1, 64)
+	exp, _ := strconv.Atoi(e[strings.IndexByte(e, 'e')+1:])
+	if exp < -4 || exp >= 16 {
+		return e
+	}
+	f := strconv.FormatFloat(v, 'f', -1, 64)
+	if !strings.Contains(f, ".") {
+		f += ".0"
+	}
+	return f
+}
+
 func jsonValue(v any) string {
+	if f, ok := v.(float64); ok {
+		return pyFloat(f)
+	}
 	var b strings.Builder
 	enc := json.NewEncoder(&b)
 	enc.SetEscapeHTML(false)
@@ -226,7 +256,7 @@ func fileValue(kind string, value any) (string, bool) {
 	case int64:
 		return strconv.FormatInt(v, 10), kind == "int" || kind == "float" || kind == "seconds"
 	case float64:
-		return strconv.FormatFloat(v, 'g', -1, 64), kind == "float" || kind == "seconds"
+		return pyFloat(v), kind == "float" || kind == "seconds"
 	case bool:
 		return strconv.FormatBool(v), kind == "bool"
 	}
