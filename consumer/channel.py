@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import ipaddress
 import json
+import re
 from collections.abc import Sequence
 
 import grpc
@@ -45,6 +46,14 @@ def _literal(host: str) -> int:
         ) from None
 
 
+def host_port(address: str, what: str) -> tuple[str, int]:
+    """(host, port) of ``host:port`` ([v6]:port); ServerAddressError naming ``what``."""
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not re.fullmatch(r"[0-9]{1,5}", port) or not 0 < int(port) < 65536:
+        raise ServerAddressError(f"server address {what!r} is not host:port")
+    return host, int(port)
+
+
 def target(server: str) -> tuple[str, bool]:
     """(grpc target, balanced) for a ``--server`` value; ServerAddressError names what is
     wrong with a malformed one."""
@@ -52,15 +61,19 @@ def target(server: str) -> tuple[str, bool]:
     if not server:
         raise ServerAddressError("server address is empty")
     if server.startswith("dns:"):
+        # dns:host:port, dns:///host:port or dns://authority/host:port (grpc's forms)
+        name = server[4:]
+        if name.startswith("//"):
+            name = name[2:].partition("/")[2]
+        host_port(name, server)
         return server, True
     parts = [p.strip() for p in server.split(",")]
     if len(parts) == 1:
+        host_port(parts[0], parts[0])
         return parts[0], False
     versions = set()
     for p in parts:
-        host, sep, port = p.rpartition(":")
-        if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-            raise ServerAddressError(f"server address {p!r} is not host:port")
+        host, _ = host_port(p, p)
         versions.add(_literal(host))
     if len(versions) > 1:
         raise ServerAddressError(f"server addresses mix IPv4 and IPv6: {server!r}")

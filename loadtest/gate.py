@@ -5,7 +5,11 @@ Go front end, or ``python``) for the run and stops it afterwards. ``--host`` als
 replicas as the consumer's ``--server`` does (``127.0.0.1:50051,127.0.0.1:50052`` or
 ``dns:///name:port``): every call goes to the next ready replica (grpc ``round_robin`` with
 health checking, consumer/channel.py), and a replica in the list that does not answer is
-started for the run. Reports (CSV, HTML) go to ``reports/``.
+started for the run (on this machine only: 127.0.0.1, localhost, [::1]), each with its own
+log (.run/loadtest-server-<port>.log). Reports (CSV, HTML) go to ``reports/``.
+
+Exit codes: 0 every SLO met, 1 an SLO missed, 2 a malformed argument, 3 a listed replica
+that could not be started (the end of its log is printed).
 """
 
 from __future__ import annotations
@@ -26,17 +30,29 @@ SERVICE = "volatility.v1.Predictor"
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def start_server(host: str, metrics_port: int, impl: str, workers: int) -> subprocess.Popen:
-    _, port = host.rsplit(":", 1)
-    args = ["--port", port, "--metrics-port", str(metrics_port)]
+LOCAL = ("127.0.0.1", "localhost", "[::1]")
+COULD_NOT_START = 3
+"""Exit code when a listed replica cannot be started (1 is a missed SLO, 2 a usage error)."""
+
+
+def start_server(address: str, metrics_port: int, impl: str, workers: int) -> subprocess.Popen:
+    """A server for ``address`` (a local one), its own log and metrics port."""
+    host, port = channel.host_port(address, address)
+    bare = host[1:-1] if host.startswith("[") else host
+    log = ROOT / ".run" / f"loadtest-server-{port}.log"
+    args = ["--host", bare, "--port", str(port), "--metrics-port", str(metrics_port)]
     if impl == "python":
         args += ["--workers", str(workers)]
-    proc = procs.start_server(impl, *args, log=ROOT / ".run" / "loadtest-server.log")
+    print(f"loadtest: starting a server on {address} (metrics :{metrics_port}, log {log})")
+    proc = procs.start_server(impl, *args, log=log)
     try:
-        procs.wait_serving(host, proc)
+        procs.wait_serving(address, proc)
     except (RuntimeError, TimeoutError) as exc:
         proc.kill()
-        sys.exit(f"loadtest: could not start a server on {host}: {exc}")
+        tail = log.read_text(errors="replace").strip().splitlines()[-3:] if log.exists() else []
+        print(f"loadtest: could not start a server on {address}: {exc}", file=sys.stderr)
+        print("\n".join(f"  {line}" for line in tail), file=sys.stderr)
+        sys.exit(COULD_NOT_START)
     return proc
 
 
@@ -119,15 +135,18 @@ def main() -> None:
         p.error(f"--host: {exc}")  # exit 2: a usage error, not a missed SLO (1)
     replicas = [] if tgt.startswith("dns:") else [a.strip() for a in args.host.split(",")]
     servers = []
+    down = [a for a in replicas if not procs.is_serving(a, SERVICE)]
+    for address in down:
+        if channel.host_port(address, address)[0] not in LOCAL:
+            p.error(f"--host: no server answers on {address}, and one can be started only on "
+                    f"this machine ({', '.join(LOCAL)})")  # fmt: skip
     try:
-        for i, address in enumerate(replicas):
-            if not procs.is_serving(address, SERVICE):
-                print(f"loadtest: no server answers on {address}; starting one for this run")
-                servers.append(
-                    start_server(
-                        address, args.metrics_port + i * args.workers, args.server, args.workers
-                    )
-                )
+        for address in down:
+            print(f"loadtest: no server answers on {address}; starting one for this run")
+            # one server keeps --metrics-port; replicas get free ones (8001 is the consumer's)
+            one = len(replicas) == 1
+            metrics = args.metrics_port if one else procs.free_port(span=args.workers)
+            servers.append(start_server(address, metrics, args.server, args.workers))
         result = run_locust(args, args.reports / "loadtest")
     finally:
         for server in servers:

@@ -4,6 +4,7 @@ balances over replicas (#22) riding out one that is killed."""
 
 from __future__ import annotations
 
+import socket
 import subprocess
 import sys
 import time
@@ -127,6 +128,12 @@ def test_gate_balances_calls_over_replicas_and_rides_out_a_killed_one(tmp_path):
         ("127.0.0.1:1,localhost:2", "is not an IP literal"),
         ("127.0.0.1:1,127.0.0.1:1", "listed twice"),
         ("127.0.0.1:1,127.0.0.1", "is not host:port"),
+        # from a hostile review: these crashed with a traceback or ran Locust at nothing
+        ("127.0.0.1", "is not host:port"),
+        ("127.0.0.1:1,127.0.0.1:\u00b2", "is not host:port"),  # isdigit() took a superscript 2
+        ("dns:", "is not host:port"),
+        ("dns:///volspike-server", "is not host:port"),
+        ("10.1.2.3:5", "can be started only on this machine"),
     ],
 )
 def test_gate_refuses_a_malformed_replica_list_naming_it(host, why, tmp_path):
@@ -135,3 +142,18 @@ def test_gate_refuses_a_malformed_replica_list_naming_it(host, why, tmp_path):
     )
     assert run.returncode == 2, run.stdout + run.stderr  # a usage error, not a missed SLO (1)
     assert "error: --host:" in run.stderr and why in run.stderr, run.stderr
+
+
+@pytest.mark.slow  # starts a server (that fails to bind)
+def test_a_replica_that_cannot_start_exits_3_with_the_end_of_its_log(tmp_path):
+    """Its port is taken by something that is no gRPC server: the gate says so (exit 3, not
+    1, a missed SLO), with the server's own reason from its log."""
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        host = f"127.0.0.1:{taken.getsockname()[1]}"
+        run = subprocess.run(gate_cmd(host, tmp_path), cwd=ROOT, capture_output=True, text=True,
+                             timeout=120)  # fmt: skip
+    assert run.returncode == 3, run.stdout + run.stderr
+    assert f"could not start a server on {host}" in run.stderr, run.stderr
+    assert "address already in use" in run.stderr.lower() or "bind" in run.stderr.lower()
