@@ -23,6 +23,9 @@ KAFKA_PORT ?= 9092
 KAFKA_BOOTSTRAP ?= $(shell i=0; while [ $$i -lt $(BROKERS) ]; do printf '%s127.0.0.1:%d' "$$sep" $$(($(KAFKA_PORT) + 2 * i)); sep=,; i=$$((i + 1)); done)
 KAFKA_CONTROLLER_PORT ?= 9093
 BROKERS ?= 1
+ifeq ($(shell echo '$(BROKERS) $(KAFKA_PORT)' | grep -Ex '[1-9][0-9]* [1-9][0-9]*'),)
+$(error BROKERS ($(BROKERS)) and KAFKA_PORT ($(KAFKA_PORT)) must be positive integers)
+endif
 KAFKA_DATA ?= $(if $(filter 1,$(BROKERS)),.kafka/broker,.kafka/cluster)
 DEMO_RATE ?= 2000
 SOURCE ?= synthetic

@@ -128,3 +128,15 @@ def test_ticks_kafka_never_acknowledged_fail_the_replay_naming_how_many():
     assert "replayed" not in run.stdout
     assert "replay: 50 of 50 ticks not delivered (50 failed, first error: " in run.stderr
     assert "timed out" in run.stderr.lower(), run.stderr
+
+
+def test_a_delivery_timeout_librdkafka_cannot_take_is_refused_naming_it():
+    """0 is 'never' to librdkafka, under linger.ms it refuses to start, nan/inf crashed
+    (found by a hostile review): argparse refuses them all with exit 2."""
+    for bad in ("0", "0.004", "nan", "-1"):
+        run = subprocess.run(
+            [sys.executable, "-m", "tools.replay", "--delivery-timeout", bad],
+            cwd=ROOT, capture_output=True, text=True, timeout=60,
+        )  # fmt: skip
+        assert run.returncode == 2, (bad, run.stderr)
+        assert f"--delivery-timeout: '{bad}' is out of range: from 0.01 to 2147483 s" in run.stderr

@@ -124,7 +124,7 @@ def main() -> None:
     )
     p.add_argument(
         "--delivery-timeout",
-        type=float,
+        type=delivery_timeout,
         default=DELIVERY_TIMEOUT_S,
         help="seconds a tick may wait for Kafka's acknowledgement; any tick refused or not "
         "acknowledged in time makes replay exit 1 naming how many",
@@ -157,11 +157,26 @@ class Deliveries:
 
     def check(self, sent: int, queued: int) -> None:
         if self.failed or queued:
-            raise NotDelivered(
-                f"{self.failed + queued:,} of {sent:,} ticks not delivered "
-                f"({self.failed:,} failed, first error: {self.first_error}; "
-                f"{queued:,} still unacknowledged after the final flush)"
+            why = (
+                [f"{self.failed:,} failed, first error: {self.first_error}"] if self.failed else []
             )
+            if queued:
+                why.append(f"{queued:,} still unacknowledged after the final flush")
+            raise NotDelivered(
+                f"{self.failed + queued:,} of {sent:,} ticks not delivered ({'; '.join(why)})"
+            )
+
+
+def delivery_timeout(text: str) -> float:
+    """--delivery-timeout: seconds, 0.01 (above linger.ms) to 2,147,483 (librdkafka's
+    message.timeout.ms maximum); 0 would mean 'never' to librdkafka, so it is refused too."""
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number of seconds") from None
+    if not 0.01 <= v <= 2_147_483:  # also refuses nan and inf
+        raise argparse.ArgumentTypeError(f"{text!r} is out of range: from 0.01 to 2147483 s")
+    return v
 
 
 def replay(a: argparse.Namespace) -> int:
