@@ -188,7 +188,8 @@ class SchemaCheck:
         if artifact not in self.unconfirmed:
             remember(self.unconfirmed, artifact, now)
         until = self.unconfirmed[artifact] + self.s.schema_wait_s
-        if now >= until or self.aborting():
+        self._unless_aborting(artifact)
+        if now >= until:
             return self._refuse_unconfirmed(b, artifact)
         b.schema = _Confirming(until, now + min(0.1, until - now), 0.2)
         return None
@@ -196,8 +197,7 @@ class SchemaCheck:
     def _confirm(self, artifact: str, c: _Confirming) -> pb.ModelInfoResponse | _Pending | None:
         """Its answer (None: failed for good), or PENDING while the batch may wait on."""
         if artifact not in self.infos.asking:
-            if self.aborting():
-                return None
+            self._unless_aborting(artifact)
             if time.monotonic() < c.next_ask:
                 return PENDING
             self.infos.ask(artifact)
@@ -205,11 +205,23 @@ class SchemaCheck:
         if info is not None:
             return info  # the answer, or PENDING
         now = time.monotonic()
-        if now >= c.until or self.aborting():
+        self._unless_aborting(artifact)
+        if now >= c.until:
             return None
         c.next_ask = now + min(c.delay, c.until - now)
         c.delay = min(c.delay * 2, 2.0)
         return PENDING
+
+    def _unless_aborting(self, artifact: str) -> None:
+        """A second stop signal while a batch waits for ModelInfo: stop without an answer and
+        without a dead letter, so its ticks stay uncommitted and are read again after the
+        restart (as an aborted Predict retry does). Dead-lettering them would drop ticks a
+        restarted consumer could score (found by a hostile review)."""
+        if self.aborting():
+            raise RuntimeError(
+                f"aborted while ModelInfo confirms artifact {artifact[:64]!r}: "
+                "its ticks stay uncommitted"
+            )
 
     def _refuse_unconfirmed(self, b: Batch, artifact: str) -> bool:
         b.schema = None

@@ -672,3 +672,55 @@ def test_a_hanging_model_info_holds_its_batch_not_the_loop(tmp_path):
         server.stop(0)
     assert not loop.is_alive()
     assert feed.committed[-1] == 3  # every offset answered, then committed
+
+
+def test_a_second_stop_while_model_info_hangs_leaves_the_ticks_uncommitted(tmp_path):
+    """ModelInfo hangs; stop, then stop again (a second SIGTERM: abort). The waiting batch is
+    neither answered nor dead-lettered and its offsets are not committed: the restarted
+    consumer reads those ticks again. (Found by a hostile review: the abort dead-lettered
+    them as schema_unconfirmed 'within 10 s' after 1 s and committed them; seen failing on
+    that code.)"""
+    import threading
+    from concurrent import futures
+
+    from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
+    from tests.conftest import free_port
+
+    slow = SlowInfo(hang_s=60.0)
+    server = grpc.server(futures.ThreadPoolExecutor(16))
+    pb_grpc.add_PredictorServicer_to_server(slow, server)  # type: ignore[arg-type]
+    port = free_port()
+    server.add_insecure_port(f"127.0.0.1:{port}")
+    server.start()
+    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
+    pl = pipeline(tmp_path, pb_grpc.PredictorStub(channel))  # type: ignore[arg-type]
+    del pl._sleep  # the real wait
+    pl.consumer = feed = Feed()
+    warm(pl, "A")
+    ended: list[BaseException | None] = []
+
+    def run() -> None:
+        try:
+            pl.run()
+            ended.append(None)
+        except RuntimeError as exc:
+            ended.append(exc)
+
+    loop = threading.Thread(target=run)
+    loop.start()
+    try:
+        feed.reads.put([Msg(0, tick("A", 311_000, 101.0))])
+        feed.reads.put([Msg(1, tick("A", 311_001, 101.0))])
+        time.sleep(0.3)
+        pl.stop()  # first signal: drain (waits up to schema_wait_s for ModelInfo)
+        time.sleep(1.0)
+        t0 = time.monotonic()
+        pl.stop()  # second signal: abort
+        loop.join(10)
+        assert not loop.is_alive() and time.monotonic() - t0 < 5
+    finally:
+        channel.close()
+        server.stop(0)
+    assert isinstance(ended[0], RuntimeError) and "stay uncommitted" in str(ended[0])
+    assert outputs(pl) == []  # no answer, no dead letter
+    assert not any(off >= 1 for off in feed.committed), feed.committed
