@@ -623,20 +623,15 @@ class Feed(Consumer):
     def close(self) -> None: ...
 
 
-def test_a_hanging_model_info_holds_its_batch_not_the_loop(tmp_path):
-    """ModelInfo hangs for 3 s (its 0.5 s deadline passes, again and again) while Predict
-    answers at once. The batch that needs it waits, and only it: the loop goes on reading,
-    sending the next batch to Predict and writing dead letters; once ModelInfo answers, every
-    tick is answered in order. Before, ModelInfo was asked on the loop inside the completion
-    of the batch (and asked again there with backoff, consumption paused): nothing else
-    moved until it answered (seen failing on that code: no output at all while it hung)."""
-    import threading
+def slow_info_pipeline(tmp_path, hang_s: float):
+    """A real gRPC server whose ModelInfo hangs ``hang_s`` (Predict answers at once) and a
+    pipeline on it with the real wait, its consumer a Feed, symbol A warm."""
     from concurrent import futures
 
     from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
     from tests.conftest import free_port
 
-    slow = SlowInfo(hang_s=3.0)
+    slow = SlowInfo(hang_s=hang_s)
     server = grpc.server(futures.ThreadPoolExecutor(16))
     pb_grpc.add_PredictorServicer_to_server(slow, server)  # type: ignore[arg-type]
     port = free_port()
@@ -647,6 +642,19 @@ def test_a_hanging_model_info_holds_its_batch_not_the_loop(tmp_path):
     del pl._sleep  # the real wait
     pl.consumer = feed = Feed()
     warm(pl, "A")
+    return slow, server, channel, pl, feed
+
+
+def test_a_hanging_model_info_holds_its_batch_not_the_loop(tmp_path):
+    """ModelInfo hangs for 3 s (its 0.5 s deadline passes, again and again) while Predict
+    answers at once. The batch that needs it waits, and only it: the loop goes on reading,
+    sending the next batch to Predict and writing dead letters; once ModelInfo answers, every
+    tick is answered in order. Before, ModelInfo was asked on the loop inside the completion
+    of the batch (and asked again there with backoff, consumption paused): nothing else
+    moved until it answered (seen failing on that code: no output at all while it hung)."""
+    import threading
+
+    slow, server, channel, pl, feed = slow_info_pipeline(tmp_path, hang_s=3.0)
     loop = threading.Thread(target=pl.run)
     loop.start()
     try:
@@ -681,22 +689,8 @@ def test_a_second_stop_while_model_info_hangs_leaves_the_ticks_uncommitted(tmp_p
     them as schema_unconfirmed 'within 10 s' after 1 s and committed them; seen failing on
     that code.)"""
     import threading
-    from concurrent import futures
 
-    from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
-    from tests.conftest import free_port
-
-    slow = SlowInfo(hang_s=60.0)
-    server = grpc.server(futures.ThreadPoolExecutor(16))
-    pb_grpc.add_PredictorServicer_to_server(slow, server)  # type: ignore[arg-type]
-    port = free_port()
-    server.add_insecure_port(f"127.0.0.1:{port}")
-    server.start()
-    channel = grpc.insecure_channel(f"127.0.0.1:{port}")
-    pl = pipeline(tmp_path, pb_grpc.PredictorStub(channel))  # type: ignore[arg-type]
-    del pl._sleep  # the real wait
-    pl.consumer = feed = Feed()
-    warm(pl, "A")
+    _slow, server, channel, pl, feed = slow_info_pipeline(tmp_path, hang_s=60.0)
     ended: list[BaseException | None] = []
 
     def run() -> None:
