@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import datetime as dt
+import json
 import logging
 import platform
 import shutil
@@ -262,6 +263,11 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
             "rounds": spec.rounds,
             "uses": list(spec.uses),
             "train_tail": spec.train_tail,
+            **(
+                {"logistic": json.loads(booster.attr("logistic") or "{}")}
+                if spec.kind == "logistic"
+                else {}
+            ),
         },
         drift=drift_bins,
         calibration=keep["cal"],

@@ -7,13 +7,11 @@ strongly dependent, so resampling rows would make intervals far too narrow).
 
 from __future__ import annotations
 
-import warnings
-
 import numpy as np
 from sklearn.isotonic import IsotonicRegression
 from sklearn.linear_model import LogisticRegression
 
-from compiled_models import calibration
+from compiled_models import calibration, linear
 
 BOOT_BLOCK_MS = 300_000
 BOOT_REPS = 200
@@ -122,17 +120,7 @@ def logistic_rival(train_x: np.ndarray, train_y: np.ndarray, test_x: np.ndarray)
     """A small logistic model on the same features (standardised, missing values at the
     training median, L2, fitted on the training block): the linear rival."""
 
-    x = train_x.astype(np.float64)
-    with warnings.catch_warnings():  # a feature missing on every row (no quotes): median 0
-        warnings.simplefilter("ignore", RuntimeWarning)
-        med = np.nan_to_num(np.nanmedian(x, axis=0))
-    xf = np.where(np.isnan(x), med, x)
-    mu, sd = xf.mean(axis=0), xf.std(axis=0)
-    sd = np.where(sd > 0, sd, 1.0)
-    model = LogisticRegression(C=1.0, max_iter=2000)
-    model.fit((xf - mu) / sd, train_y)
-    t = test_x.astype(np.float64)
-    return model.predict_proba((np.where(np.isnan(t), med, t) - mu) / sd)[:, 1]
+    return linear.fit(train_x, train_y).predict(test_x)
 
 
 def _ci(value: float, draws: np.ndarray) -> list[float]:

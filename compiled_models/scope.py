@@ -31,8 +31,15 @@ def _folds(m: Manifest, score: str) -> str:
     return " / ".join(f"{f['scores'][score]['pr_auc'][0]:.2f}" for f in m.metrics["walk_forward"])
 
 
+def is_logistic(m: Manifest) -> bool:
+    """The artifact is the logistic rival itself (compiled_models/linear.py)."""
+    return m.params.get("xgboost", {}).get("kind") == "logistic"
+
+
 def _verdict(m: Manifest, rival: str) -> str:
     """better / worse / no difference shown, in folds, from the paired gain's interval."""
+    if rival == "logistic" and is_logistic(m):
+        return "is the rival (same fit)"
     gains = [f["scores"]["model"][f"pr_auc_gain_vs_{rival}"] for f in m.metrics["walk_forward"]]
     won = sum(g[1] > 0 for g in gains)
     lost = sum(g[2] < 0 for g in gains)

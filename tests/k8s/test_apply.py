@@ -151,8 +151,9 @@ def test_reapply_is_a_no_op_and_rollback_is_one_configmap_apply(applied: Control
     assert stored(applied, cm)["metadata"]["resourceVersion"] == before
     rolled = copy.deepcopy(cm)
     toml = rolled["data"]["model.toml"]
-    assert 'artifact = "crypto-v1"' in toml
-    rolled["data"]["model.toml"] = toml.replace('artifact = "crypto-v1"', 'artifact = "xgb-v1"')
+    assert 'artifact = "crypto-logit-v1"' in toml
+    toml = toml.replace('artifact = "crypto-logit-v1"', 'artifact = "xgb-v1"')
+    rolled["data"]["model.toml"] = toml
     applied.kubectl(
         "apply", "--server-side", "--field-manager=volspike-deploy", "-f", "-",
         stdin=yaml.safe_dump(rolled),

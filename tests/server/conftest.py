@@ -29,10 +29,13 @@ def channel(server):
 
 @pytest.fixture(scope="module")
 def servers(tmp_path_factory):
-    """Both implementations side by side (xgb-v2 active, xgb-v1 servable), per module."""
+    """Both implementations side by side (xgb-v2 active; xgb-v1 and the uncalibrated
+    logistic crypto-logit-v1 servable), per module."""
     both = {
         impl: ServerProcess(
-            tmp_path_factory.mktemp(f"both-{impl}"), impl=impl, servable=("xgb-v1",)
+            tmp_path_factory.mktemp(f"both-{impl}"),
+            impl=impl,
+            servable=("xgb-v1", "crypto-logit-v1"),
         )
         for impl in SERVER_IMPLS
     }

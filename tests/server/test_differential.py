@@ -86,6 +86,9 @@ def corpus() -> list[tuple[str, str, object]]:
         # a client's model name is cut in the message: "nope" alone let an uncut name pass
         ("long unknown model", "Predict", pb.PredictRequest(model="m" * 5000, packed=packed(ref))),
         ("servable model", "Predict", pb.PredictRequest(model="xgb-v1", packed=packed(ref))),
+        # no calibration map: the logistic artifact's own probability (issue 23)
+        ("uncalibrated logistic", "Predict",
+         pb.PredictRequest(model="crypto-logit-v1", packed=packed(with_nan))),
         ("ModelInfo", "ModelInfo", pb.ModelInfoRequest()),
         ("ModelInfo servable", "ModelInfo", pb.ModelInfoRequest(model="xgb-v1")),
         ("ModelInfo unknown", "ModelInfo", pb.ModelInfoRequest(model="nope")),
