@@ -9,6 +9,7 @@ reference feature sample.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import datetime as dt
 import json
 import logging
@@ -23,7 +24,7 @@ import xgboost as xgb
 
 from compiled_models import calibration_choice as cchoice
 from compiled_models import compile as cc
-from compiled_models import dataset, report, train
+from compiled_models import dataset, report, scope, train
 from compiled_models import evaluate as ev
 from compiled_models.manifest import (
     LIBRARY_FILE,
@@ -273,6 +274,7 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
         calibration=keep["cal"],
         trained_on=TRAINED_ON[spec.data],
     )
+    manifest = dataclasses.replace(manifest, scope=scope.sentence(manifest))
     manifest.write(tmp)
     shutil.rmtree(folder, ignore_errors=True)
     tmp.rename(folder)

@@ -44,6 +44,9 @@ class Manifest:
     [...]}: compiled_models/calibration.py. decision_threshold is on the calibrated scale."""
     trained_on: str = ""
     """One sentence saying what the artifact was trained on."""
+    scope: str = ""
+    """What its evaluation rests on, one sentence (compiled_models/scope.py:sentence): the
+    README's table row and ModelInfo.scope."""
 
     def write(self, folder: Path) -> None:
         """Strict JSON: a metric that is undefined (NaN: e.g. PR-AUC on a block without

@@ -31,6 +31,7 @@ FIELDS: tuple[tuple[str, str, bool], ...] = (
     ("calibration", "calibration", False),
     ("drift", "drift", False),
     ("trained_on", "text", False),
+    ("scope", "text", False),
     ("description", "text", False),
     ("created", "text", False),
     ("versions", "object", False),

@@ -60,6 +60,28 @@ def _calibration(m: Manifest) -> str:
     return c.get("method", "isotonic") if m.calibration else "none"
 
 
+def _with_intervals(m: Manifest) -> str:
+    out = []
+    for f in m.metrics["walk_forward"]:
+        v, lo, hi = f["scores"]["model"]["pr_auc"]
+        out.append(f"{v:.2f} [{lo:.2f}, {hi:.2f}]")
+    return " / ".join(out)
+
+
+def sentence(m: Manifest) -> str:
+    """The row's facts as one sentence, with the intervals: the manifest's ``scope``, which
+    ModelInfo returns (build.py writes it when the artifact is built)."""
+    folds = " / ".join(str(f["test_block"]) for f in m.metrics["walk_forward"])
+    return (
+        f"Walk-forward test folds {folds}: spike episodes {_episodes(m)}; PR-AUC "
+        f"{_with_intervals(m)} (95 % block-bootstrap), raw rv_60s {_folds(m, 'rv_60s')}, "
+        f"logistic rival {_folds(m, 'logistic')}; "
+        + "; ".join(f"vs {what}: {_verdict(m, r)}" for r, what in RIVALS.items())
+        + " (folds counted by the paired gain's 95 % interval); "
+        f"calibration: {_calibration(m)}."
+    )
+
+
 def row(m: Manifest, spec_data: str, default: bool) -> str:
     name = f"`{m.name}`" + (" (default)" if default else "")
     cells = [name, DATA[spec_data], _episodes(m), _folds(m, "model"), _folds(m, "rv_60s"),

@@ -124,5 +124,6 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             manifest_json=model.manifest_json,
             calibrated=model.calibration is not None,
             trained_on=m.trained_on,
+            scope=m.scope,
             model_name=model_name,
         )

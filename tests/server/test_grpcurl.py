@@ -11,7 +11,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from compiled_models import runtime
+from compiled_models import runtime, scope
+from compiled_models.manifest import Manifest
 from market.features import FEATURE_NAMES
 from tests.conftest import artifact_dir
 
@@ -70,6 +71,9 @@ def test_model_info_and_bad_input_over_grpcurl(server):
     assert info["featureNames"] == list(FEATURE_NAMES)
     assert info["active"] is True and "xgb-v1" in info["availableArtifacts"]
     assert info["modelName"] == "volspike" and info["artifact"] == "xgb-v2"
+    # what the artifact rests on, the README table's row as a sentence (issue 23 item 6)
+    m = Manifest.read(artifact_dir("xgb-v2"))
+    assert info["scope"] == m.scope == scope.sentence(m) and "vs logistic rival" in m.scope
     bad = grpcurl(
         server,
         "volatility.v1.Predictor/Predict",

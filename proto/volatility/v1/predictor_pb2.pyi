@@ -63,7 +63,7 @@ class ModelInfoRequest(_message.Message):
     def __init__(self, model: _Optional[str] = ...) -> None: ...
 
 class ModelInfoResponse(_message.Message):
-    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json", "calibrated", "trained_on", "model_name")
+    __slots__ = ("artifact", "artifact_sha256", "feature_names", "decision_threshold", "description", "created", "loaded_at", "active", "available_artifacts", "manifest_json", "calibrated", "trained_on", "model_name", "scope")
     ARTIFACT_FIELD_NUMBER: _ClassVar[int]
     ARTIFACT_SHA256_FIELD_NUMBER: _ClassVar[int]
     FEATURE_NAMES_FIELD_NUMBER: _ClassVar[int]
@@ -77,6 +77,7 @@ class ModelInfoResponse(_message.Message):
     CALIBRATED_FIELD_NUMBER: _ClassVar[int]
     TRAINED_ON_FIELD_NUMBER: _ClassVar[int]
     MODEL_NAME_FIELD_NUMBER: _ClassVar[int]
+    SCOPE_FIELD_NUMBER: _ClassVar[int]
     artifact: str
     artifact_sha256: str
     feature_names: _containers.RepeatedScalarFieldContainer[str]
@@ -90,4 +91,5 @@ class ModelInfoResponse(_message.Message):
     calibrated: bool
     trained_on: str
     model_name: str
-    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ..., calibrated: _Optional[bool] = ..., trained_on: _Optional[str] = ..., model_name: _Optional[str] = ...) -> None: ...
+    scope: str
+    def __init__(self, artifact: _Optional[str] = ..., artifact_sha256: _Optional[str] = ..., feature_names: _Optional[_Iterable[str]] = ..., decision_threshold: _Optional[float] = ..., description: _Optional[str] = ..., created: _Optional[str] = ..., loaded_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., active: _Optional[bool] = ..., available_artifacts: _Optional[_Iterable[str]] = ..., manifest_json: _Optional[str] = ..., calibrated: _Optional[bool] = ..., trained_on: _Optional[str] = ..., model_name: _Optional[str] = ..., scope: _Optional[str] = ...) -> None: ...

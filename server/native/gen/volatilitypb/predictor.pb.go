@@ -341,7 +341,11 @@ type ModelInfoResponse struct {
 	TrainedOn string `protobuf:"bytes,12,opt,name=trained_on,json=trainedOn,proto3" json:"trained_on,omitempty"`
 	// The name the service answers under whatever artifact is active (config model_name):
 	// clients that call by it never notice a rollback. Artifacts are its versions.
-	ModelName     string `protobuf:"bytes,13,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	ModelName string `protobuf:"bytes,13,opt,name=model_name,json=modelName,proto3" json:"model_name,omitempty"`
+	// What the artifact's evaluation rests on, in one sentence generated from its manifest
+	// (compiled_models/scope.py, the README's table): spike episodes and PR-AUC per test fold,
+	// the verdict against the simple rivals, the calibration ("" if unset).
+	Scope         string `protobuf:"bytes,14,opt,name=scope,proto3" json:"scope,omitempty"`
 	unknownFields protoimpl.UnknownFields
 	sizeCache     protoimpl.SizeCache
 }
@@ -467,6 +471,13 @@ func (x *ModelInfoResponse) GetModelName() string {
 	return ""
 }
 
+func (x *ModelInfoResponse) GetScope() string {
+	if x != nil {
+		return x.Scope
+	}
+	return ""
+}
+
 var File_proto_volatility_v1_predictor_proto protoreflect.FileDescriptor
 
 const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
@@ -494,7 +505,7 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"\x12decision_threshold\x18\x05 \x01(\x02R\x11decisionThreshold\x124\n" +
 	"\x16server_compute_seconds\x18\x06 \x01(\x01R\x14serverComputeSeconds\"(\n" +
 	"\x10ModelInfoRequest\x12\x14\n" +
-	"\x05model\x18\x01 \x01(\tR\x05model\"\xed\x03\n" +
+	"\x05model\x18\x01 \x01(\tR\x05model\"\x83\x04\n" +
 	"\x11ModelInfoResponse\x12\x1a\n" +
 	"\bartifact\x18\x01 \x01(\tR\bartifact\x12'\n" +
 	"\x0fartifact_sha256\x18\x02 \x01(\tR\x0eartifactSha256\x12#\n" +
@@ -513,7 +524,8 @@ const file_proto_volatility_v1_predictor_proto_rawDesc = "" +
 	"\n" +
 	"trained_on\x18\f \x01(\tR\ttrainedOn\x12\x1d\n" +
 	"\n" +
-	"model_name\x18\r \x01(\tR\tmodelName2\xa5\x01\n" +
+	"model_name\x18\r \x01(\tR\tmodelName\x12\x14\n" +
+	"\x05scope\x18\x0e \x01(\tR\x05scope2\xa5\x01\n" +
 	"\tPredictor\x12H\n" +
 	"\aPredict\x12\x1d.volatility.v1.PredictRequest\x1a\x1e.volatility.v1.PredictResponse\x12N\n" +
 	"\tModelInfo\x12\x1f.volatility.v1.ModelInfoRequest\x1a .volatility.v1.ModelInfoResponseb\x06proto3"

@@ -257,6 +257,7 @@ var ManifestFields = []struct {
 	{"calibration", "calibration", false},
 	{"drift", "drift", false},
 	{"trained_on", "text", false},
+	{"scope", "text", false},
 	{"description", "text", false},
 	{"created", "text", false},
 	{"versions", "object", false},

@@ -305,6 +305,7 @@ func (s *Service) ModelInfo(_ context.Context, call *rpc.Call, req *pb.ModelInfo
 		ManifestJson:       model.Manifest.JSON,
 		Calibrated:         model.Calibration != nil,
 		TrainedOn:          m.TrainedOn,
+		Scope:              m.Scope,
 		ModelName:          s.registry.ModelName(),
 	}, nil
 }

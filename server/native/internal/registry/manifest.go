@@ -351,6 +351,7 @@ func manifestFromChecked(doc checkedManifest, raw []byte) (Manifest, error) {
 		Library:           str("library"),
 		LibrarySha256:     str("library_sha256"),
 		TrainedOn:         str("trained_on"),
+		Scope:             str("scope"),
 		JSON:              string(raw), // as `make models` wrote it, byte for byte (as the Python server)
 	}
 	if cal, present := doc["calibration"]; present {

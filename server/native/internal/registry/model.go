@@ -79,7 +79,9 @@ type Manifest struct {
 	CalibrationJSON json.RawMessage
 	// One sentence saying what the artifact was trained on.
 	TrainedOn string
-	JSON      string
+	// What its evaluation rests on (compiled_models/scope.py:sentence).
+	Scope string
+	JSON  string
 }
 
 // ArtifactError: the artifact on disk cannot be trusted or does not fit the schema.
