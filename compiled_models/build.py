@@ -24,7 +24,7 @@ import xgboost as xgb
 
 from compiled_models import calibration_choice as cchoice
 from compiled_models import compile as cc
-from compiled_models import dataset, report, scope, train
+from compiled_models import dataset, linear, report, scope, train
 from compiled_models import evaluate as ev
 from compiled_models.manifest import (
     LIBRARY_FILE,
@@ -266,7 +266,7 @@ def build_artifact(spec: train.ModelSpec, ds: dataset.Dataset, out_root: Path) -
             "train_tail": spec.train_tail,
             **(
                 {"logistic": json.loads(booster.attr("logistic") or "{}")}
-                if spec.kind == "logistic"
+                if spec.kind == linear.KIND
                 else {}
             ),
         },

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import json
 import warnings
-from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -34,6 +33,9 @@ TAIL_SHARE = 0.125
 TAIL_SPAN = 20.0
 """How far the extension reaches, in units of the feature's training range (0.05 %..99.95 %)."""
 EDGE_Q = 0.0005
+KIND = "logistic"
+"""The artifact kind (train.ModelSpec params["kind"], the manifest's params.xgboost.kind)."""
+_NO_PARENT = 2147483647  # XGBoost's parent of a root node
 
 
 @dataclass(frozen=True)
@@ -78,8 +80,8 @@ def fit(train_x: np.ndarray, train_y: np.ndarray, c: float = 1.0) -> Logistic:
 
 
 def thresholds(values: np.ndarray, depth: int = DEPTH) -> np.ndarray:
-    """Sorted unique float32 thresholds for one feature: training quantiles in the middle,
-    a geometric extension beyond the training range on both sides."""
+    """Sorted unique float32 thresholds for one feature: training quantiles and an even grid
+    over the training range, a geometric extension beyond it on both sides."""
     k = 2**depth - 1
     n_tail = int(k * TAIL_SHARE)
     lo, hi = np.quantile(values, [EDGE_Q, 1 - EDGE_Q])
@@ -97,13 +99,12 @@ def thresholds(values: np.ndarray, depth: int = DEPTH) -> np.ndarray:
     return np.unique(t)
 
 
-def _tree(
-    feature: int, t: np.ndarray, leaf: np.ndarray, default_left_of: Callable[[float], bool]
-) -> dict:
+def _tree(feature: int, t: np.ndarray, leaf: np.ndarray, missing_as: np.float32) -> dict:
     """A balanced binary tree over sorted thresholds t (x < t goes left), leaves[i] for
-    the interval between t[i-1] and t[i]; nodes numbered breadth-first."""
+    the interval between t[i-1] and t[i], a missing value going where ``missing_as`` goes;
+    nodes numbered breadth-first."""
     nodes: list[dict] = []
-    level = [(0, len(t), 2147483647)]
+    level = [(0, len(t), _NO_PARENT)]
     while level:
         nxt = []
         for lo, hi, parent in level:
@@ -154,7 +155,7 @@ def _tree(
             thr = float(t[nd["mid"]])
             out["split_conditions"][i] = thr
             out["split_indices"][i] = feature
-            out["default_left"][i] = int(default_left_of(thr))
+            out["default_left"][i] = int(missing_as < thr)
     return out
 
 
@@ -163,7 +164,7 @@ def tabulate(model: Logistic, train_x: np.ndarray, depth: int = DEPTH) -> xgb.Bo
     n_features = train_x.shape[1]
     x = train_x.astype(np.float64)
     xf = np.where(np.isnan(x), model.median, x)
-    trees = []
+    body: list[dict] = []
     for j in range(n_features):
         w = model.coef[j] / model.sd[j]
         if w == 0.0 or np.ptp(xf[:, j]) == 0:
@@ -172,18 +173,14 @@ def tabulate(model: Logistic, train_x: np.ndarray, depth: int = DEPTH) -> xgb.Bo
         t64 = t.astype(np.float64)
         mids = np.concatenate([[t64[0]], (t64[:-1] + t64[1:]) / 2, [t64[-1]]])
         leaf = w * (mids - model.mu[j])
-        med = np.float32(model.median[j])
-        trees.append((j, t, leaf, lambda thr, m=med: m < thr))
-    if not trees:
-        raise ValueError("the logistic model uses no feature")
-    body = []
-    for i, (j, t, leaf, dl) in enumerate(trees):
-        if i == 0:
-            leaf = leaf + model.intercept
-        tree = _tree(j, t, leaf.astype(np.float32), dl)
-        tree["id"] = i
+        if not body:
+            leaf = leaf + model.intercept  # the first tree carries it
+        tree = _tree(j, t, leaf.astype(np.float32), np.float32(model.median[j]))
+        tree["id"] = len(body)
         tree["tree_param"]["num_feature"] = str(n_features)
         body.append(tree)
+    if not body:
+        raise ValueError("the logistic model uses no feature")
     doc = {
         "learner": {
             "attributes": {},

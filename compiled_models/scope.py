@@ -12,6 +12,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from compiled_models import linear
 from compiled_models.manifest import Manifest
 from compiled_models.train import SPECS
 from config.model_config import active_artifact
@@ -33,7 +34,7 @@ def _folds(m: Manifest, score: str) -> str:
 
 def is_logistic(m: Manifest) -> bool:
     """The artifact is the logistic rival itself (compiled_models/linear.py)."""
-    return m.params.get("xgboost", {}).get("kind") == "logistic"
+    return m.params.get("xgboost", {}).get("kind") == linear.KIND
 
 
 def _verdict(m: Manifest, rival: str) -> str:

@@ -30,7 +30,11 @@ class ModelSpec:
     uses: tuple[str, ...]  # features the model may split on
     train_tail: float = 1.0  # fraction of the training period used (most recent part)
     compare_labels: bool = False  # also evaluate the rejected absolute label (the build)
-    kind: str = "trees"  # "trees": boosted by XGBoost; "logistic": linear.tabulate
+
+    @property
+    def kind(self) -> str:
+        """The kind, from params: "trees" (boosted by XGBoost) or linear.KIND (tabulated)."""
+        return self.params.get("kind", "trees")
 
 
 _ALL = FEATURE_NAMES
@@ -102,10 +106,9 @@ SPECS = (
         "on crypto-v1's own walk-forward folds it scores at least as well as the trees "
         "(docs/model.md), so it is the default.",
         "synthetic",
-        {"kind": "logistic", "C": 1.0, "depth": linear.DEPTH},
+        {"kind": linear.KIND, "C": 1.0, "depth": linear.DEPTH},
         rounds=1,
         uses=_ALL,
-        kind="logistic",
     ),
 )
 
@@ -120,7 +123,7 @@ def masked(X: np.ndarray, uses: tuple[str, ...]) -> np.ndarray:
 def train(spec: ModelSpec, split: Split, seed: int = SEED) -> xgb.Booster:
     n = len(split.y)
     start = int(n * (1.0 - spec.train_tail))
-    if spec.kind == "logistic":  # deterministic: the seed has nothing to vary
+    if spec.kind == linear.KIND:  # deterministic: the seed has nothing to vary
         x = masked(split.X[start:], spec.uses)
         model = linear.fit(x, split.y[start:], c=spec.params["C"])
         booster = linear.tabulate(model, x, depth=spec.params["depth"])
