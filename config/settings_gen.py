@@ -387,7 +387,7 @@ SPECS: tuple[Spec, ...] = (
         "consumer",
         "live_sample_window_s",
         "float",
-        1200.0,
+        3600.0,
         "VOLSPIKE_CONSUMER_LIVE_SAMPLE_WINDOW_S",
         "live-sample-window-s",
         ("consumer",),
@@ -574,7 +574,7 @@ class ConsumerSettings:
     "Where the latest scored feature rows are written for the drift report (make drift --live). [VOLSPIKE_CONSUMER_LIVE_SAMPLE_DIR]"
     live_sample_rows: int = 10000
     "Rows in the live sample: a uniform sample of those scored over the last live_sample_window_s. consumer/drift.py LiveSample: uniform over the window, each row with the artifact that scored it. [VOLSPIKE_CONSUMER_LIVE_SAMPLE_ROWS]"
-    live_sample_window_s: float = 1200.0
+    live_sample_window_s: float = 3600.0
     "The window the live sample covers, in seconds. [VOLSPIKE_CONSUMER_LIVE_SAMPLE_WINDOW_S]"
     live_sample_flush_s: float = 30.0
     "How often the live sample file is rewritten, in seconds. [VOLSPIKE_CONSUMER_LIVE_SAMPLE_FLUSH_S]"

@@ -205,7 +205,7 @@ class LiveSample:
         rows: int,
         every_s: float,
         name: str,
-        window_s: float = 1200.0,
+        window_s: float = 3600.0,
         strata: int = 20,
         clock=time.time,
         seed: int | None = None,
@@ -248,9 +248,16 @@ class LiveSample:
         if not live:
             return np.empty((0, width), np.float32), np.empty(0, np.float32), np.empty(0, str), 0
         target = min(self.rows, sum(sl.n for sl in live))
+        # each slice's share of the target, largest remainders first: exactly ``target``
+        # rows (rounding each share on its own wrote up to strata / 2 more than ``rows``)
+        quota = np.array([target * sl.seen / seen for sl in live])
+        held = np.array([sl.n for sl in live])
+        ks = np.minimum(held, np.floor(quota).astype(np.int64))
+        frac = np.where(ks < held, quota - np.floor(quota), -1.0)  # a full slice gets none
+        for i in np.argsort(-frac, kind="stable")[: max(0, target - int(ks.sum()))]:
+            ks[i] += frac[i] >= 0
         xs, ps, arts = [], [], []
-        for sl in live:
-            k = min(sl.n, round(target * sl.seen / seen))
+        for sl, k in zip(live, ks, strict=True):
             pick = self.rng.choice(sl.n, k, replace=False) if k < sl.n else np.arange(sl.n)
             xs.append(sl.x[pick])
             ps.append(sl.p[pick])

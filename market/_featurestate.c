@@ -19,29 +19,39 @@
 
 #define LONG_MS 300000
 #define WARMUP_MS LONG_MS
-#define N_FEATURES 9
+#define N_FEATURES 15
 
 typedef struct {
     int64_t t;
-    double p, r2, size, bps;
+    double p, r2, size, bps, bp; /* bp: |r| * |previous r| */
 } Tick;
+
+typedef struct { /* the 60 s maximum of |r|: a queue with |r| decreasing */
+    int64_t t;
+    double ar;
+} Peak;
 
 typedef struct {
     PyObject_HEAD
     Tick* buf;
     Py_ssize_t len, cap;
-    Py_ssize_t h1, h5, h30, h60, h300;
+    Py_ssize_t h1, h5, h10, h30, h60, h300;
+    Peak* mx;
+    Py_ssize_t mlen, mcap, mxh;
     double lo1, lo5, lo30, lo60;
-    double r2_30, r2_60, r2_300;
-    double size60, size300, s300;
-    int64_t nz30, nz60, nz300, n300;
-    double last_price;
+    double r2_5, r2_10, r2_30, r2_60, r2_300;
+    double size60, size300, s300, sp10, bp60;
+    int64_t nz5, nz10, nz30, nz60, nz300, nbp60, n300, q10;
+    double last_price, last_ar;
     int64_t last_t, start;
     char ready;
 } FeatureState;
 
-static double K1, K5, K30, K60, SQRT2;
+static double K1, K5, K30, K60, SQRT2, HALF_PI;
 static const double LONG_PER_60 = (double)LONG_MS / 60000.0;
+static const double LONG_PER_10 = (double)LONG_MS / 10000.0;
+static const double LONG_PER_5 = (double)LONG_MS / 5000.0;
+static const double LONG_S = (double)LONG_MS / 1000.0;
 
 /* Python's float division and math.log, errors included (the reference raises them). */
 static int py_div(double a, double b, double* out) {
@@ -78,16 +88,31 @@ static void fs_shrink(FeatureState* s) {
     }
 }
 
+static void mx_shrink(FeatureState* s) {
+    if (s->mcap > 4096 && s->mcap > 4 * s->mlen) {
+        Py_ssize_t cap = s->mlen * 2 > 64 ? s->mlen * 2 : 64;
+        Peak* smaller = s->mx;
+        PyMem_Resize(smaller, Peak, (size_t)cap);
+        if (smaller != NULL) {
+            s->mx = smaller;
+            s->mcap = cap;
+        }
+    }
+}
+
 static void fs_reset(FeatureState* s) {
     s->len = 0;
     fs_shrink(s);
-    s->h1 = s->h5 = s->h30 = s->h60 = s->h300 = 0;
+    s->mlen = s->mxh = 0;
+    mx_shrink(s);
+    s->h1 = s->h5 = s->h10 = s->h30 = s->h60 = s->h300 = 0;
     s->lo1 = s->lo5 = s->lo30 = s->lo60 = NAN;
-    s->r2_30 = s->r2_60 = s->r2_300 = 0.0;
-    s->size60 = s->size300 = s->s300 = 0.0;
-    s->nz30 = s->nz60 = s->nz300 = 0;
-    s->n300 = 0;
+    s->r2_5 = s->r2_10 = s->r2_30 = s->r2_60 = s->r2_300 = 0.0;
+    s->size60 = s->size300 = s->s300 = s->sp10 = s->bp60 = 0.0;
+    s->nz5 = s->nz10 = s->nz30 = s->nz60 = s->nz300 = s->nbp60 = 0;
+    s->n300 = s->q10 = 0;
     s->last_price = NAN;
+    s->last_ar = 0.0;
     s->start = 0;
 }
 
@@ -112,10 +137,13 @@ static int fs_init(FeatureState* s, PyObject* args, PyObject* kwds) {
 
 static void fs_dealloc(FeatureState* s) {
     PyMem_Free(s->buf);
+    PyMem_Free(s->mx);
     Py_TYPE(s)->tp_free((PyObject*)s);
 }
 
-static int fs_append(FeatureState* s, Tick tick) {
+/* Room for one more tick in both buffers, made before any state changes: running out of
+ * memory raises MemoryError and leaves the state as it was. */
+static int fs_reserve(FeatureState* s) {
     if (s->len == s->cap) {
         Py_ssize_t cap = s->cap ? 2 * s->cap : 64;
         Tick* grown = s->buf;
@@ -127,7 +155,17 @@ static int fs_append(FeatureState* s, Tick tick) {
         s->buf = grown;
         s->cap = cap;
     }
-    s->buf[s->len++] = tick;
+    if (s->mlen == s->mcap) {
+        Py_ssize_t cap = s->mcap ? 2 * s->mcap : 64;
+        Peak* grown = s->mx;
+        PyMem_Resize(grown, Peak, (size_t)cap);
+        if (grown == NULL) {
+            PyErr_NoMemory();
+            return -1;
+        }
+        s->mx = grown;
+        s->mcap = cap;
+    }
     return 0;
 }
 
@@ -164,9 +202,13 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     if (last == last && py_log_ratio(price, last, &r) < 0) return NULL;
     double r2 = r * r;
     int nz = r2 != 0.0;
+    double ar = fabs(r);
+    double bp = ar * s->last_ar;
     int has_bps = bps == bps;
-    if (fs_append(s, (Tick){t, price, r2, size, bps}) < 0) return NULL;
+    if (fs_reserve(s) < 0) return NULL;
+    s->buf[s->len++] = (Tick){t, price, r2, size, bps, bp};
     s->last_price = price;
+    s->last_ar = ar;
     s->last_t = t;
     Tick* buf = s->buf;
 
@@ -193,9 +235,9 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     s->h300 = h;
     Py_ssize_t count300 = s->len - h;
 
-    /* 60 s: sum of r^2, trade count, volume, lag price */
-    double s60 = s->r2_60 + r2, z60 = s->size60 + size, lo = s->lo60;
-    int64_t n60 = s->nz60 + nz;
+    /* 60 s: sum of r^2, trade count, volume, bipower sum, lag price, largest |r| */
+    double s60 = s->r2_60 + r2, z60 = s->size60 + size, b60 = s->bp60 + bp, lo = s->lo60;
+    int64_t n60 = s->nz60 + nz, m60 = s->nbp60 + (bp != 0.0);
     h = s->h60;
     edge = t - 60000;
     while (buf[h].t <= edge) {
@@ -203,13 +245,30 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         s60 -= buf[h].r2;
         z60 -= buf[h].size;
         n60 -= buf[h].r2 != 0.0;
+        b60 -= buf[h].bp;
+        m60 -= buf[h].bp != 0.0;
         h += 1;
     }
     if (n60 == 0 || s60 < 0.0) s60 = 0.0;
+    if (m60 == 0 || b60 < 0.0) b60 = 0.0;
     s->r2_60 = s60, s->size60 = z60, s->nz60 = n60, s->h60 = h, s->lo60 = lo;
+    s->bp60 = b60, s->nbp60 = m60;
     Py_ssize_t count60 = s->len - h;
     double ret60 = NAN, ret30 = NAN, ret5 = NAN, ret1 = NAN;
     if (lo == lo && py_log_ratio(price, lo, &ret60) < 0) return NULL;
+    Peak* mx = s->mx;
+    Py_ssize_t mxh = s->mxh;
+    while (s->mlen > mxh && mx[s->mlen - 1].ar <= ar) s->mlen -= 1;
+    mx[s->mlen++] = (Peak){t, ar}; /* fs_reserve made room */
+    while (mx[mxh].t <= edge) mxh += 1;
+    double amax = mx[mxh].ar;
+    if (mxh > 1024 && mxh * 2 > s->mlen) {
+        memmove(mx, mx + mxh, (size_t)(s->mlen - mxh) * sizeof(Peak));
+        s->mlen -= mxh;
+        mxh = 0;
+        mx_shrink(s);
+    }
+    s->mxh = mxh;
 
     /* 30 s: sum of r^2, lag price */
     double s30 = s->r2_30 + r2;
@@ -225,10 +284,36 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     s->r2_30 = s30, s->nz30 = n30, s->h30 = h, s->lo30 = lo;
     if (lo == lo && py_log_ratio(price, lo, &ret30) < 0) return NULL;
 
-    /* 5 s and 1 s: lag price only */
+    /* 10 s: sum of r^2, trade count, spread sum and count */
+    double s10 = s->r2_10 + r2, p10 = has_bps ? s->sp10 + bps : s->sp10;
+    int64_t n10 = s->nz10 + nz, q10 = s->q10 + has_bps;
+    h = s->h10, edge = t - 10000;
+    while (buf[h].t <= edge) {
+        s10 -= buf[h].r2;
+        n10 -= buf[h].r2 != 0.0;
+        if (buf[h].bps == buf[h].bps) {
+            p10 -= buf[h].bps;
+            q10 -= 1;
+        }
+        h += 1;
+    }
+    if (n10 == 0 || s10 < 0.0) s10 = 0.0;
+    if (q10 == 0) p10 = 0.0;
+    s->r2_10 = s10, s->nz10 = n10, s->sp10 = p10, s->q10 = q10, s->h10 = h;
+    Py_ssize_t count10 = s->len - h;
+
+    /* 5 s: sum of r^2, lag price; 1 s: lag price */
+    double s5 = s->r2_5 + r2;
+    int64_t n5 = s->nz5 + nz;
     h = s->h5, lo = s->lo5, edge = t - 5000;
-    while (buf[h].t <= edge) lo = buf[h++].p;
-    s->h5 = h, s->lo5 = lo;
+    while (buf[h].t <= edge) {
+        lo = buf[h].p;
+        s5 -= buf[h].r2;
+        n5 -= buf[h].r2 != 0.0;
+        h += 1;
+    }
+    if (n5 == 0 || s5 < 0.0) s5 = 0.0;
+    s->r2_5 = s5, s->nz5 = n5, s->h5 = h, s->lo5 = lo;
     if (lo == lo && py_log_ratio(price, lo, &ret5) < 0) return NULL;
     h = s->h1, lo = s->lo1, edge = t - 1000;
     while (buf[h].t <= edge) lo = buf[h++].p;
@@ -242,6 +327,7 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         s->h300 = 0;
         s->h60 -= h300;
         s->h30 -= h300;
+        s->h10 -= h300;
         s->h5 -= h300;
         s->h1 -= h300;
         fs_shrink(s);
@@ -256,13 +342,24 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         out[2] = ret30 * iv * K30;
         out[3] = ret60 * iv * K60;
         out[5] = sqrt(LONG_PER_60 * s60) * iv;
+        out[9] = sqrt(LONG_PER_5 * s5) * iv;
+        out[10] = sqrt(LONG_PER_10 * s10) * iv;
+        out[12] = amax / sqrt(v300 / LONG_S);
     } else {
-        out[0] = out[1] = out[2] = out[3] = out[5] = NAN;
+        out[0] = out[1] = out[2] = out[3] = out[5] = out[9] = out[10] = out[12] = NAN;
+    }
+    if (s60 > 0.0) {
+        double jump = 1.0 - HALF_PI * b60 / s60;
+        out[11] = jump < 0.0 ? 0.0 : jump > 1.0 ? 1.0 : jump;
+    } else {
+        out[11] = NAN;
     }
     out[4] = s60 > 0.0 ? SQRT2 * sqrt(s30 / s60) : NAN;
     out[6] = LONG_PER_60 * (double)count60 / (double)count300;
     out[7] = z300 > 0.0 ? LONG_PER_60 * z60 / z300 : NAN;
     out[8] = has_bps && s300 > 0.0 ? bps * (double)q300 / s300 : NAN;
+    out[13] = LONG_PER_10 * (double)count10 / (double)count300;
+    out[14] = q10 > 0 && s300 > 0.0 ? p10 / (double)q10 / (s300 / (double)q300) : NAN;
 
     PyObject* list = PyList_New(N_FEATURES);
     if (list == NULL) return NULL;
@@ -327,6 +424,7 @@ PyMODINIT_FUNC PyInit__featurestate(void) {
     K30 = 1.0 / sqrt(30000.0 / (double)LONG_MS);
     K60 = 1.0 / sqrt(60000.0 / (double)LONG_MS);
     SQRT2 = sqrt(2.0);
+    HALF_PI = M_PI / 2.0;
     if (PyType_Ready(&FeatureStateType) < 0) return NULL;
     PyObject* m = PyModule_Create(&module);
     if (m == NULL) return NULL;

@@ -10,7 +10,17 @@ market reads another without knowing its price, volume or volatility level:
 - ``rv_60s_rel``: realised volatility of the last 60 s against the last 5 minutes' level;
 - ``trades_rel_60s`` / ``volume_rel_60s``: trade count and volume per second over 60 s
   against their 5-minute averages;
-- ``spread_bps_rel``: the quoted spread in bps against its 5-minute mean (NaN without quotes).
+- ``spread_bps_rel``: the quoted spread in bps against its 5-minute mean (NaN without quotes);
+- ``rv_5s_rel`` / ``rv_10s_rel``: realised volatility of the last 5 s / 10 s against the
+  5-minute level, per unit time (HAR-style shorter horizons);
+- ``jump_share_60s``: the jump part of the last 60 s's realised variation,
+  ``1 - (pi/2) * bipower / RV`` clipped to [0, 1] (bipower: sum of ``|r_i| |r_(i-1)|``);
+- ``absret_max_60s_z``: the largest one-tick move of the last 60 s in units of the 5-minute
+  per-second volatility;
+- ``trades_rel_10s``: trade count per second over 10 s against its 5-minute average;
+- ``spread_10s_rel``: the mean quoted spread over 10 s against its 5-minute mean.
+
+The last six won their place on the walk-forward folds (docs/features.md, issue 23).
 
 A ratio whose denominator is zero (a flat 5 minutes) is NaN, XGBoost's "missing".
 
@@ -50,11 +60,21 @@ FEATURE_NAMES: tuple[str, ...] = (
     "trades_rel_60s",
     "volume_rel_60s",
     "spread_bps_rel",
+    "rv_5s_rel",
+    "rv_10s_rel",
+    "jump_share_60s",
+    "absret_max_60s_z",
+    "trades_rel_10s",
+    "spread_10s_rel",
 )
 N_FEATURES = len(FEATURE_NAMES)
 _NAN = float("nan")
 _SQRT2 = math.sqrt(2.0)
 _LONG_PER_60 = LONG_MS / 60_000  # 5: a 60 s quantity per second against a 300 s one
+_LONG_PER_10 = LONG_MS / 10_000  # 30
+_LONG_PER_5 = LONG_MS / 5_000  # 60
+_LONG_S = LONG_MS / 1_000  # 300: var_300s -> variance per second
+_HALF_PI = math.pi / 2
 _UNIT = {w: ms / LONG_MS for w, ms in RETURN_WINDOWS_MS.items()}  # var_300s -> var over W
 _K1, _K5, _K30, _K60 = (1.0 / math.sqrt(_UNIT[w]) for w in RETURN_WINDOWS_MS)
 
@@ -70,28 +90,40 @@ class PyFeatureState:
     """
 
     __slots__ = (
+        "_bp60",
         "_buf",
         "_h1",
         "_h5",
+        "_h10",
         "_h30",
         "_h60",
         "_h300",
+        "_last_ar",
         "_last_price",
         "_last_t",
         "_lo1",
         "_lo5",
         "_lo30",
         "_lo60",
+        "_mx",
+        "_mxh",
         "_n300",
+        "_nbp60",
+        "_nz5",
+        "_nz10",
         "_nz30",
         "_nz60",
         "_nz300",
+        "_q10",
+        "_r2_5",
+        "_r2_10",
         "_r2_30",
         "_r2_60",
         "_r2_300",
         "_s300",
         "_size60",
         "_size300",
+        "_sp10",
         "_start",
         "ready",
     )
@@ -112,14 +144,19 @@ class PyFeatureState:
         return len(self._buf) - self._h300
 
     def _reset(self) -> None:
-        self._buf: list[tuple[int, float, float, float, float]] = []  # (t, p, r^2, size, bps)
-        self._h1 = self._h5 = self._h30 = self._h60 = self._h300 = 0
+        # (t, p, r^2, size, bps, |r| * |previous r|)
+        self._buf: list[tuple[int, float, float, float, float, float]] = []
+        self._h1 = self._h5 = self._h10 = self._h30 = self._h60 = self._h300 = 0
         self._lo1 = self._lo5 = self._lo30 = self._lo60 = _NAN  # last trade <= t - W
-        self._r2_30 = self._r2_60 = self._r2_300 = 0.0
-        self._size60 = self._size300 = self._s300 = 0.0
-        self._nz30 = self._nz60 = self._nz300 = 0  # non-zero r^2 inside: flat reads exactly 0
-        self._n300 = 0  # ticks with a spread inside 300 s
+        self._r2_5 = self._r2_10 = self._r2_30 = self._r2_60 = self._r2_300 = 0.0
+        self._size60 = self._size300 = self._s300 = self._sp10 = self._bp60 = 0.0
+        # non-zero terms inside each sum: a flat window reads exactly 0
+        self._nz5 = self._nz10 = self._nz30 = self._nz60 = self._nz300 = self._nbp60 = 0
+        self._n300 = self._q10 = 0  # ticks with a spread inside 300 s / 10 s
+        self._mx: list[tuple[int, float]] = []  # (t, |r|), |r| decreasing: the 60 s max
+        self._mxh = 0
         self._last_price = _NAN
+        self._last_ar = 0.0
         self._start = 0
 
     def update(
@@ -139,10 +176,13 @@ class PyFeatureState:
         r = math.log(price / last) if last == last else 0.0
         r2 = r * r
         nz = r2 != 0.0
+        ar = abs(r)
+        bp = ar * self._last_ar
         has_bps = bps == bps
         buf = self._buf
-        buf.append((t, price, r2, size, bps))
+        buf.append((t, price, r2, size, bps, bp))
         self._last_price = price
+        self._last_ar = ar
         self._last_t = t
 
         # 300 s: sum of r^2, trade count, volume, spread sum and count
@@ -156,7 +196,7 @@ class PyFeatureState:
         )
         edge = t - LONG_MS
         while buf[h][0] <= edge:
-            _, _p, a, z, b = buf[h]
+            _, _p, a, z, b, _bp = buf[h]
             v300 -= a
             z300 -= z
             n300 -= a != 0.0
@@ -178,32 +218,50 @@ class PyFeatureState:
         )
         count300 = len(buf) - h
 
-        # 60 s: sum of r^2, trade count, volume, lag price
-        s60, z60, n60, h, lo = (
+        # 60 s: sum of r^2, trade count, volume, bipower sum, lag price, largest |r|
+        s60, z60, n60, b60, m60, h, lo = (
             self._r2_60 + r2,
             self._size60 + size,
             self._nz60 + nz,
+            self._bp60 + bp,
+            self._nbp60 + (bp != 0.0),
             self._h60,
             self._lo60,
         )
         edge = t - 60_000
         while buf[h][0] <= edge:
-            _, lo, a, z, _b = buf[h]
+            _, lo, a, z, _b, c = buf[h]
             s60 -= a
             z60 -= z
             n60 -= a != 0.0
+            b60 -= c
+            m60 -= c != 0.0
             h += 1
         if n60 == 0 or s60 < 0.0:
             s60 = 0.0
+        if m60 == 0 or b60 < 0.0:
+            b60 = 0.0
         self._r2_60, self._size60, self._nz60, self._h60, self._lo60 = s60, z60, n60, h, lo
+        self._bp60, self._nbp60 = b60, m60
         count60 = len(buf) - h
         ret60 = math.log(price / lo) if lo == lo else _NAN
+        mx, mxh = self._mx, self._mxh
+        while len(mx) > mxh and mx[-1][1] <= ar:
+            mx.pop()
+        mx.append((t, ar))
+        while mx[mxh][0] <= edge:
+            mxh += 1
+        amax = mx[mxh][1]
+        if mxh > 1024 and mxh * 2 > len(mx):
+            del mx[:mxh]
+            mxh = 0
+        self._mxh = mxh
 
         # 30 s: sum of r^2, lag price
         s30, n30, h, lo = self._r2_30 + r2, self._nz30 + nz, self._h30, self._lo30
         edge = t - 30_000
         while buf[h][0] <= edge:
-            _, lo, a, _z, _b = buf[h]
+            _, lo, a, _z, _b, _c = buf[h]
             s30 -= a
             n30 -= a != 0.0
             h += 1
@@ -212,12 +270,40 @@ class PyFeatureState:
         self._r2_30, self._nz30, self._h30, self._lo30 = s30, n30, h, lo
         ret30 = math.log(price / lo) if lo == lo else _NAN
 
-        # 5 s and 1 s: lag price only
-        h, lo, edge = self._h5, self._lo5, t - 5_000
+        # 10 s: sum of r^2, trade count, spread sum and count
+        s10, n10, p10, q10, h = (
+            self._r2_10 + r2,
+            self._nz10 + nz,
+            self._sp10 + bps if has_bps else self._sp10,
+            self._q10 + has_bps,
+            self._h10,
+        )
+        edge = t - 10_000
         while buf[h][0] <= edge:
-            lo = buf[h][1]
+            _, _p, a, _z, b, _c = buf[h]
+            s10 -= a
+            n10 -= a != 0.0
+            if b == b:
+                p10 -= b
+                q10 -= 1
             h += 1
-        self._h5, self._lo5 = h, lo
+        if n10 == 0 or s10 < 0.0:
+            s10 = 0.0
+        if q10 == 0:
+            p10 = 0.0
+        self._r2_10, self._nz10, self._sp10, self._q10, self._h10 = s10, n10, p10, q10, h
+        count10 = len(buf) - h
+
+        # 5 s: sum of r^2, lag price; 1 s: lag price
+        s5, n5, h, lo, edge = self._r2_5 + r2, self._nz5 + nz, self._h5, self._lo5, t - 5_000
+        while buf[h][0] <= edge:
+            lo, a = buf[h][1], buf[h][2]
+            s5 -= a
+            n5 -= a != 0.0
+            h += 1
+        if n5 == 0 or s5 < 0.0:
+            s5 = 0.0
+        self._r2_5, self._nz5, self._h5, self._lo5 = s5, n5, h, lo
         ret5 = math.log(price / lo) if lo == lo else _NAN
         h, lo, edge = self._h1, self._lo1, t - 1_000
         while buf[h][0] <= edge:
@@ -232,6 +318,7 @@ class PyFeatureState:
             self._h300 = 0
             self._h60 -= h300
             self._h30 -= h300
+            self._h10 -= h300
             self._h5 -= h300
             self._h1 -= h300
         self.ready = t - self._start >= WARMUP_MS
@@ -244,8 +331,16 @@ class PyFeatureState:
                 ret60 * iv * _K60,
             )
             rel60 = math.sqrt(_LONG_PER_60 * s60) * iv
+            rel5 = math.sqrt(_LONG_PER_5 * s5) * iv
+            rel10 = math.sqrt(_LONG_PER_10 * s10) * iv
+            maxz = amax / math.sqrt(v300 / _LONG_S)
         else:
-            x1 = x5 = x30 = x60 = rel60 = _NAN
+            x1 = x5 = x30 = x60 = rel60 = rel5 = rel10 = maxz = _NAN
+        if s60 > 0.0:
+            jump = 1.0 - _HALF_PI * b60 / s60
+            jump = 0.0 if jump < 0.0 else 1.0 if jump > 1.0 else jump
+        else:
+            jump = _NAN
         return [
             x1,
             x5,
@@ -256,6 +351,12 @@ class PyFeatureState:
             _LONG_PER_60 * count60 / count300,
             _LONG_PER_60 * z60 / z300 if z300 > 0.0 else _NAN,
             bps * q300 / s300 if has_bps and s300 > 0.0 else _NAN,
+            rel5,
+            rel10,
+            jump,
+            maxz,
+            _LONG_PER_10 * count10 / count300,
+            p10 / q10 / (s300 / q300) if q10 > 0 and s300 > 0.0 else _NAN,
         ]
 
 
@@ -328,6 +429,13 @@ def _segment_features(g: pd.DataFrame, t: np.ndarray) -> tuple[np.ndarray, np.nd
     ask = g["ask"].to_numpy(np.float64)
     bps = (ask - bid) / ((ask + bid) * 0.5) * 1e4
     bps_mean = _rolling(bps, idx, "300s", "mean")
+    s5 = np.clip(_rolling(r2, idx, "5s", "sum"), 0, None)
+    s10 = np.clip(_rolling(r2, idx, "10s", "sum"), 0, None)
+    ar = np.abs(r)
+    bp60 = np.clip(_rolling(ar * np.concatenate([[0.0], ar[:-1]]), idx, "60s", "sum"), 0, None)
+    amax = _rolling(ar, idx, "60s", "max")
+    count10 = _rolling(size, idx, "10s", "count")
+    bps_10 = _rolling(bps, idx, "10s", "mean")
     with np.errstate(divide="ignore", invalid="ignore"):
         cols = []
         for name, span in RETURN_WINDOWS_MS.items():
@@ -339,6 +447,12 @@ def _segment_features(g: pd.DataFrame, t: np.ndarray) -> tuple[np.ndarray, np.nd
         cols.append(_LONG_PER_60 * count60 / count300)
         cols.append(np.where(z300 > 0, _LONG_PER_60 * z60 / z300, np.nan))
         cols.append(np.where(bps_mean > 0, bps / bps_mean, np.nan))
+        cols.append(np.where(v300 > 0, np.sqrt(_LONG_PER_5 * s5 / v300), np.nan))
+        cols.append(np.where(v300 > 0, np.sqrt(_LONG_PER_10 * s10 / v300), np.nan))
+        cols.append(np.where(s60 > 0, np.clip(1.0 - _HALF_PI * bp60 / s60, 0.0, 1.0), np.nan))
+        cols.append(np.where(v300 > 0, amax / np.sqrt(v300 / _LONG_S), np.nan))
+        cols.append(_LONG_PER_10 * count10 / count300)
+        cols.append(np.where(bps_mean > 0, bps_10 / bps_mean, np.nan))
     ready = t - t[0] >= WARMUP_MS
     return np.column_stack(cols), ready
 

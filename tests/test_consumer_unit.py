@@ -278,7 +278,7 @@ def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, 
     assert pl.acks[0].advance() == 2  # answered either way: nothing is lost
     if reordered:
         _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
-        assert "lists features ['spread_bps_rel'" in dict(headers)["error"].decode()
+        assert f"lists features ['{names[0]}'" in dict(headers)["error"].decode()
 
 
 def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeypatch):

@@ -78,9 +78,11 @@ def test_synthetic_crypto_drifts_from_the_es_artifact_reference():
 
 def test_the_crypto_artifact_is_the_drift_mitigation_for_the_crypto_stream():
     """The runbook's mitigation for VolspikeFeatureDrift on the crypto stream (roll back to
-    crypto-v1): a fresh generated stream drifts on every feature from xgb-v2's reference
-    and on none from crypto-v1's (measured: all 9 above 0.2 vs none above 0.19)."""
-    ticks = SyntheticTicks(symbols=universe(4), seed=3, rate_per_s=80.0).frame(150_000)
+    crypto-v1): two hours of a fresh generated stream drift on every feature from xgb-v2's
+    reference and on none from crypto-v1's (measured: 14 of 15 above 0.2 vs none above 0.13;
+    half an hour of 4 symbols is a handful of regime cycles: seeds 5 and 7 put 4-8 of 15
+    above 0.2, docs/drift.md)."""
+    ticks = SyntheticTicks(symbols=universe(4), seed=3, rate_per_s=80.0).frame(600_000)
     x, ready = features.compute(ticks)
     x = x.to_numpy()[ready]
     shares = {}
@@ -89,7 +91,7 @@ def test_the_crypto_artifact_is_the_drift_mitigation_for_the_crypto_stream():
         bins = {n: db.Bins.from_json(b) for n, b in drift.items()}
         scores = db.psi_by_feature(bins, x, FEATURE_NAMES)
         shares[name] = sum(v > 0.2 for v in scores.values()) / len(scores)
-    assert shares == {"xgb-v2": 1.0, "crypto-v1": 0.0}
+    assert shares["crypto-v1"] == 0.0 and shares["xgb-v2"] >= 14 / 15, shares
 
 
 # --- the Evidently report (`make drift`) ---------------------------------------------
@@ -164,7 +166,9 @@ def test_the_live_sample_is_uniform_over_its_window_and_names_each_rows_artifact
     it, each row with the artifact that scored it. (Before: the last 10,000 consecutive
     rows, ~33 s at 300 ticks/s, and one artifact name for the whole file.)"""
     now = [0.0]
-    sample = LiveSample(tmp_path, rows=6_000, every_s=0, name="c", clock=lambda: now[0], seed=1)
+    sample = LiveSample(
+        tmp_path, rows=6_000, every_s=0, name="c", window_s=1200.0, clock=lambda: now[0], seed=1
+    )
     names = ("minute", "b")
     for minute in range(30):
         rate = (minute % 3 + 1) * 1_000
@@ -186,16 +190,16 @@ def test_the_live_sample_is_uniform_over_its_window_and_names_each_rows_artifact
         assert len(z["x"]) == len(z["artifacts"]) == 6_000 and float(z["window_s"]) == 1200.0
 
 
-def stream_sample(tmp_path, labels: tuple[str, str], window_s: float = 1200.0) -> tuple:
-    """A generated crypto stream at the rate crypto-v1 learned (4 symbols x 80 ticks/s, ~8
+def stream_sample(tmp_path, labels: tuple[str, str], window_s: float = 3600.0) -> tuple:
+    """A generated crypto stream at the rate crypto-v1 learned (4 symbols x 80 ticks/s, ~62
     minutes of event time) through the consumer's LiveSample in its own event time; the
     first half labelled labels[0], the second labels[1] (a rollback half-way)."""
-    ticks = SyntheticTicks(symbols=universe(4), seed=5, rate_per_s=80.0).frame(150_000)
+    ticks = SyntheticTicks(symbols=universe(4), seed=5, rate_per_s=80.0).frame(300_000)
     x, ready = features.compute(ticks)
     x = x.to_numpy(np.float32)[ready]
     t = ticks["event_time_ms"].to_numpy()[ready] / 1000.0
     now = [0.0]
-    strata = 20 if window_s > 60 else 1
+    strata = 20 if window_s > 60 else 2  # the last 15-31 s when the window is 31 s
     sample = LiveSample(
         tmp_path / "live", 10_000, 0, "c", window_s, strata, clock=lambda: now[0], seed=2
     )
@@ -219,11 +223,11 @@ def test_make_drift_passes_a_stationary_stream_and_flags_a_shifted_one(tmp_path)
     )
     stationary = run(stream_sample(tmp_path / "a", ("crypto-v1", "crypto-v1")))
     assert stationary.returncode == 0, stationary.stdout + stationary.stderr
-    # what the old sampler did, the last rows only (~31 s at this rate): a false alarm (measured:
-    # 9 of 9 features, PSI up to 8, against 3 of 9 over the whole window)
+    # what the old sampler did, the last rows only (15-31 s at this rate): a false alarm
+    # (measured: 14 of 15 features, PSI up to 7.6, against none over the hour)
     recent = run(stream_sample(tmp_path / "r", ("crypto-v1", "crypto-v1"), window_s=31.0))
     assert recent.returncode == 1, recent.stdout + recent.stderr
-    assert "10,000 of" in stationary.stdout and "over the last 1200 s" in stationary.stdout
+    assert "10,000 of" in stationary.stdout and "over the last 3600 s" in stationary.stdout
     shifted = run(stream_sample(tmp_path / "b", ("xgb-v2", "xgb-v2")))
     assert shifted.returncode == 1, shifted.stdout + shifted.stderr
     mixed = run(stream_sample(tmp_path / "c", ("xgb-v2", "crypto-v1")))

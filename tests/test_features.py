@@ -166,6 +166,67 @@ def test_hand_computed_window_values():
     assert quoted["spread_bps_rel"] == 1.0  # the only quote in the window is its own mean
 
 
+@pytest.mark.parametrize("state", [features.FeatureState, features.PyFeatureState])
+def test_the_jump_and_burst_features_by_hand(state):
+    """A steady symbol (1 tick/s, +/-0.01 % moves, a 2 bps spread) takes one 1 % jump: the
+    jump share and the largest-move feature light up for exactly 60 s (right-closed
+    windows), then read the steady values again; a trade burst and a wider spread show
+    in the 10 s features. Expected values come from plain sums over each window.
+    (Mutations seen failing: the 60 s maximum never expiring; the bipower term taking
+    |r|^2 instead of |r| |previous r|.)"""
+    st = state()
+    hist: list[tuple[int, float]] = []  # (t, r) of every tick
+    quotes: list[tuple[int, float]] = []  # (t, spread in bps)
+    price = 100.0
+
+    def tick(t: int, r: float, spread: float = 0.02) -> dict[str, float]:
+        nonlocal price
+        new = price * math.exp(r)
+        r = math.log(new / price) if hist else 0.0
+        price = new
+        hist.append((t, r))
+        quotes.append((t, spread / price * 1e4))
+        out = st.update(t, price, 1.0, price - spread / 2, price + spread / 2)
+        return dict(zip(features.FEATURE_NAMES, out, strict=True))
+
+    def inside(t: int, w: int) -> list[float]:
+        return [r for u, r in hist if t - w < u <= t]
+
+    for i in range(400):
+        tick(i * 1_000, 1e-4 if i % 2 else -1e-4)
+    at = tick(400_000, 0.01)
+    assert st.ready
+    v300 = sum(r * r for r in inside(400_000, 300_000))
+    rs = [r for _, r in hist]
+    bip = sum(abs(a) * abs(b) for a, b in zip(rs[-60:], rs[-61:-1], strict=True))
+    rv60 = sum(r * r for r in inside(400_000, 60_000))
+    assert at["jump_share_60s"] == pytest.approx(1 - math.pi / 2 * bip / rv60, rel=1e-9)
+    assert at["jump_share_60s"] > 0.9
+    assert at["absret_max_60s_z"] == pytest.approx(0.01 / math.sqrt(v300 / 300), rel=1e-9)
+    rv5 = sum(r * r for r in inside(400_000, 5_000))
+    assert at["rv_5s_rel"] == pytest.approx(math.sqrt(60 * rv5 / v300), rel=1e-9)
+    assert at["trades_rel_10s"] == pytest.approx(30 * 10 / 300)
+    for s in range(1, 61):  # steady again; the jump is inside (t - 60 s, t] until s = 60
+        out = tick(400_000 + s * 1_000, 1e-4 if s % 2 else -1e-4)
+        if s < 60:
+            assert out["absret_max_60s_z"] > 10 and out["jump_share_60s"] > 0.5, s
+    v300 = sum(r * r for r in inside(460_000, 300_000))
+    assert out["absret_max_60s_z"] == pytest.approx(1e-4 / math.sqrt(v300 / 300), rel=1e-6)
+    assert out["jump_share_60s"] == 0.0  # equal moves: bipower exceeds RV, clipped
+    # a burst of 20 trades inside one second, at a spread three times as wide
+    for k in range(20):
+        out = tick(461_000 + k * 10, 1e-4 if k % 2 else -1e-4, spread=0.06)
+    t = 461_190
+    count10 = len(inside(t, 10_000))
+    assert count10 == 29  # 9 steady ticks (452..460 s) and the 20
+    assert out["trades_rel_10s"] == pytest.approx(30 * count10 / len(inside(t, 300_000)))
+    bps10 = [b for u, b in quotes if t - 10_000 < u <= t]
+    bps300 = [b for u, b in quotes if t - 300_000 < u <= t]
+    want = (sum(bps10) / len(bps10)) / (sum(bps300) / len(bps300))
+    assert out["spread_10s_rel"] == pytest.approx(want, rel=1e-9)
+    assert out["spread_10s_rel"] > 2
+
+
 def test_flat_history_gives_missing_not_infinite():
     st = features.FeatureState()
     for i in range(400):

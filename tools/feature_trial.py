@@ -22,7 +22,7 @@ import xgboost as xgb
 from compiled_models import dataset, linear, train
 from compiled_models import evaluate as ev
 from market import realdata
-from market.features import _log_returns, _rolling, histories
+from market.features import FEATURE_NAMES, _log_returns, _rolling, histories
 
 CANDIDATES = (
     "rv_10s_rel",  # HAR-style: realised volatility at a shorter horizon, per unit time
@@ -76,7 +76,9 @@ def candidates(ticks: pd.DataFrame) -> np.ndarray:
 def trial(name: str, ticks: pd.DataFrame) -> None:
     ds = dataset.build(ticks)
     start = time.monotonic()
-    extra = candidates(ticks).astype(np.float32)
+    tried = [j for j, c in enumerate(CANDIDATES) if c not in FEATURE_NAMES]  # not yet served
+    extra = candidates(ticks)[:, tried].astype(np.float32)
+    names = [CANDIDATES[j] for j in tried]
     print(f"{name}: candidates computed in {time.monotonic() - start:.0f} s", flush=True)
     n = ds.X.shape[1]
     both = dataclasses.replace(ds, X=np.hstack([ds.X, extra]))
@@ -88,8 +90,8 @@ def trial(name: str, ticks: pd.DataFrame) -> None:
             return linear.fit(tr.X[:, cols], tr.y).predict(te.X[:, cols])
 
         served = list(range(n))
-        scores = {"served": logistic(served), "all": logistic(list(range(n + len(CANDIDATES))))}
-        for j, c in enumerate(CANDIDATES):
+        scores = {"served": logistic(served), "all": logistic(list(range(n + len(names))))}
+        for j, c in enumerate(names):
             scores[f"+{c}"] = logistic([*served, n + j])
         trees = xgb.train({**train._V2, "nthread": 2}, xgb.DMatrix(tr.X, tr.y), 300)
         scores["trees on all"] = trees.inplace_predict(te.X)
