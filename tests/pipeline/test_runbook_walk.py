@@ -540,7 +540,7 @@ def walk(ctx: Ctx, phase: str, budget: float = 40.0) -> list[str]:
 
 
 def bad_calls(srv: ServerProcess, seconds: float = 3.0) -> None:
-    """A caller with the wrong row width (8 features, the model has 9), named risk-desk-7,
+    """A caller with the wrong row width (8 features, the model has 15), named risk-desk-7,
     calling 10 times a second. (A burst inside one scrape interval would show as a series
     born at its total: rate() over it is 0, the blind spot of any counter a failure creates.)"""
     with grpc.insecure_channel(srv.address) as ch:
