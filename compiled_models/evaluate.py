@@ -18,6 +18,7 @@ BOOT_REPS = 200
 BOOT_SEED = 5
 EPISODE_MERGE_MS = 60_000  # positive ticks closer than this belong to one episode
 WARN_MS = 60_000  # a flag up to this long before an onset (or at it) warns of it
+FALSE_ALARM_BLOCK_MIN = 10  # false-alarm minutes are resampled in blocks this long
 
 
 class _Ranked:
@@ -135,9 +136,16 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
     """Episode = positive ticks of one symbol no more than ``EPISODE_MERGE_MS`` apart;
     onset = its first tick. Warned: a flag in ``[onset - WARN_MS, onset]`` (that tick's
     label is already about the next 60 s). False-alarm minute: a 1-minute bucket of one
-    symbol with a flag, no positive tick and no onset within the next ``WARN_MS``."""
-    n_ep = warned = detected = false_min = 0
-    minutes = 0
+    symbol with a flag, no positive tick and no onset within the next ``WARN_MS``.
+
+    Intervals (95 %): the warned and detected shares resample whole market episodes
+    (episodes of any symbol overlapping within ``EPISODE_MERGE_MS`` are one: symbols that
+    share a regime spike together, so they are not independent draws); false-alarm
+    minutes per symbol-day resample whole ``FALSE_ALARM_BLOCK_MIN``-minute blocks of every
+    symbol's minutes (longer than a calm/stressed cycle)."""
+    spans: list[tuple[int, int, bool, bool]] = []  # (onset, end, warned, detected)
+    block_false: dict[int, int] = {}
+    block_minutes: dict[int, int] = {}
     for s in np.unique(symbol):
         m = symbol == s
         ys, fs, ts = y[m].astype(bool), flag[m].astype(bool), t_ms[m]
@@ -147,13 +155,12 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
         ends = pos_t[np.concatenate([gap, [True]])] if len(pos_t) else pos_t
         flag_t = ts[fs]
         for a, b in zip(starts, ends, strict=True):
-            n_ep += 1
             first = np.searchsorted(flag_t, a - WARN_MS, side="left")
-            warned += np.searchsorted(flag_t, a, side="right") > first
-            detected += np.searchsorted(flag_t, b, side="right") > first
+            warned = bool(np.searchsorted(flag_t, a, side="right") > first)
+            detected = bool(np.searchsorted(flag_t, b, side="right") > first)
+            spans.append((int(a), int(b), warned, detected))
         minute = ts // 60_000
         uniq = np.unique(minute)
-        minutes += len(uniq)
         has_flag = np.zeros(len(uniq), bool)
         has_pos = np.zeros(len(uniq), bool)
         k = np.searchsorted(uniq, minute)
@@ -163,13 +170,69 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
         soon = np.searchsorted(starts, bucket_end + WARN_MS) > np.searchsorted(
             starts, uniq * 60_000
         )
-        false_min += int((has_flag & ~has_pos & ~soon).sum())
+        false = has_flag & ~has_pos & ~soon
+        blocks = uniq // FALSE_ALARM_BLOCK_MIN
+        for h in np.unique(blocks):
+            sel = blocks == h
+            block_false[int(h)] = block_false.get(int(h), 0) + int(false[sel].sum())
+            block_minutes[int(h)] = block_minutes.get(int(h), 0) + int(sel.sum())
+    return _episode_summary(spans, block_false, block_minutes)
+
+
+def _episode_summary(
+    spans: list[tuple[int, int, bool, bool]],
+    block_false: dict[int, int],
+    block_minutes: dict[int, int],
+) -> dict:
+    spans.sort()
+    cluster = np.zeros(len(spans), np.int64)  # the market episode of each episode
+    k, end = -1, 0
+    for i, (a, b, _w, _d) in enumerate(spans):
+        if k < 0 or a > end + EPISODE_MERGE_MS:
+            k, end = k + 1, b
+        else:
+            end = max(end, b)
+        cluster[i] = k
+    warned = np.array([w for _a, _b, w, _d in spans], np.float64)
+    detected = np.array([d for _a, _b, _w, d in spans], np.float64)
+    n_clusters = int(cluster[-1]) + 1 if len(spans) else 0
+    keys = sorted(block_minutes)
+    false_b = np.array([block_false[b] for b in keys], np.float64)
+    min_b = np.array([block_minutes[b] for b in keys], np.float64)
+    rng = np.random.default_rng(BOOT_SEED)
+    share_draws: dict[str, list[float]] = {"warned": [], "detected": []}
+    per_day_draws: list[float] = []
+    by_cluster = {
+        what: np.bincount(cluster, v, minlength=n_clusters)
+        for what, v in (("warned", warned), ("detected", detected))
+    }
+    size = np.bincount(cluster, minlength=n_clusters).astype(np.float64)
+    for _ in range(BOOT_REPS):
+        if n_clusters:
+            c = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
+            for what, draws in share_draws.items():
+                draws.append(float(c @ by_cluster[what] / (c @ size)))
+        if keys:
+            d = np.bincount(rng.integers(0, len(keys), len(keys)), minlength=len(keys))
+            per_day_draws.append(float(d @ false_b / max(float(d @ min_b), 1.0) * 1440))
+    n_ep = len(spans)
+    none: list[float | None] = [None, None, None]  # JSON has no NaN: the report says n/a
     return {
         "episodes": n_ep,
-        "warned_before_onset": int(warned),
-        "detected": int(detected),
-        "false_alarm_minutes": false_min,
-        "minutes": minutes,
+        "market_episodes": n_clusters,
+        "warned_before_onset": int(warned.sum()),
+        "detected": int(detected.sum()),
+        "false_alarm_minutes": int(false_b.sum()),
+        "minutes": int(min_b.sum()),
+        "warned_share": _ci(float(warned.mean()), np.array(share_draws["warned"]))
+        if n_ep
+        else none,
+        "detected_share": (
+            _ci(float(detected.mean()), np.array(share_draws["detected"])) if n_ep else none
+        ),
+        "false_alarm_minutes_per_day": _ci(
+            float(false_b.sum() / max(min_b.sum(), 1.0) * 1440), np.array(per_day_draws)
+        ),
     }
 
 

@@ -15,10 +15,10 @@ RIVALS = ("best_feature", "logistic")  # the simple scorers a model must beat (i
 GAINS = ("rv_60s", *RIVALS)
 
 
-def _ci(v: list[float | None]) -> str:
+def _ci(v: list[float | None], digits: int = 3) -> str:
     if any(x is None for x in v):  # undefined: e.g. a block without positives
         return "n/a"
-    return f"{v[0]:.3f} [{v[1]:.3f}, {v[2]:.3f}]"
+    return f"{v[0]:.{digits}f} [{v[1]:.{digits}f}, {v[2]:.{digits}f}]"
 
 
 def fold_line(row: dict) -> str:
@@ -198,7 +198,10 @@ do not edit by hand. Every number here is also in `manifest.json` of its artifac
   alert rates on test show how well that holds out of sample.
 - **Episodes**: positive ticks of a symbol no more than 60 s apart; warned = a flag in
   the 60 s before the episode's first tick (or at it); false-alarm minute = a minute with
-  a flag, no positive tick and no episode starting within the next 60 s.
+  a flag, no positive tick and no episode starting within the next 60 s. Intervals (95 %)
+  resample whole market-wide episodes (any symbol's episodes overlapping within 60 s are
+  one: symbols sharing a regime spike together) for the warned share, and whole hours for
+  the false-alarm minutes per symbol-day (in 10-minute blocks).
 """
 
 
@@ -238,16 +241,19 @@ def section(m: Manifest) -> str:
         )
     out += [
         "",
-        "| fold | episodes | warned (model / persistence) | detected | false-alarm minutes "
-        "(model / persistence) | minutes |",
-        "|---|---|---|---|---|---|",
+        "| fold | episodes (market-wide) | warned (model / persistence) | model warned share "
+        "| detected | false-alarm minutes (model / persistence) | model false-alarm minutes "
+        "per symbol-day | minutes |",
+        "|---|---|---|---|---|---|---|---|",
     ]
     for r in m.metrics["walk_forward"]:
         e, p = r["episodes"]["model"], r["episodes"]["persistence"]
         out.append(
-            f"| {r['test_block']} | {e['episodes']} | {e['warned_before_onset']} / "
-            f"{p['warned_before_onset']} | {e['detected']} / {p['detected']} | "
-            f"{e['false_alarm_minutes']} / {p['false_alarm_minutes']} | {e['minutes']} |"
+            f"| {r['test_block']} | {e['episodes']} ({e.get('market_episodes', '-')}) | "
+            f"{e['warned_before_onset']} / {p['warned_before_onset']} | "
+            f"{_ci(e.get('warned_share', [None]))} | {e['detected']} / {p['detected']} | "
+            f"{e['false_alarm_minutes']} / {p['false_alarm_minutes']} | "
+            f"{_ci(e.get('false_alarm_minutes_per_day', [None]), 0)} | {e['minutes']} |"
         )
     flagged = [r for r in m.metrics["walk_forward"] if "flagged_share" in r]
     if flagged:

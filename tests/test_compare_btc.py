@@ -34,3 +34,20 @@ def test_generated_one_minute_returns_are_near_real_btc(stats):
     assert gen["acf_abs_1"] == pytest.approx(real["acf_abs_1"], abs=0.08)
     assert gen["acf_abs_15"] == pytest.approx(real["acf_abs_15"], abs=0.06)
     assert 0.1 < gen["stressed_share"] < 0.35
+
+
+@pytest.mark.slow  # 40 seeds of 2,500 bars: ~30 s
+def test_each_half_of_the_real_bars_is_a_plausible_draw_from_unseen_seeds():
+    """Out of sample and across seeds (issue 23, item 5): the defaults were tuned on all the
+    bars with seed 7; here each half of the bars is set against 40 seeds the tuning never
+    saw (100-139), as many bars each. Every statistic of both halves lies inside the seeds'
+    range (measured ranks 2-92; the first half's kurtosis 5.1 is the edge, at the 2nd
+    percentile). A seed's own figure moves a lot on 2,500 bars (kurtosis 5.3-19.5 over the
+    middle 95 %), which is why one seed's comparison above can only be a band. A weak check:
+    it fails without the volatility factor (FAST_SD = SLOW_SD = 0: the second half's std
+    is above every seed's, seen), but passes without jumps (seen): 2,500 bars cannot tell."""
+    env = compare_btc.envelope(40, first_seed=100)
+    print(compare_btc.envelope_table(env))
+    for k, e in env.items():
+        for half, rank in enumerate(e["rank"]):
+            assert 0 < rank < 100, (k, half, e)
