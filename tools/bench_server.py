@@ -10,8 +10,11 @@ MLServer runs with ``parallel_workers: 0`` (inference in the server process): it
 separate inference-pool process crashes at start with this Python ("There is no current
 event loop in thread 'MainThread'" in mlserver/parallel/worker.py), and on one core the
 in-process mode is its fastest anyway.
-All servers are driven over KServe v2 ModelInfer (raw FP32 [N, 11] input); ours also over
-their own packed Predict.
+All servers are driven over KServe v2 ModelInfer (raw FP32 [N, 15] input); ours also over
+their own packed Predict (naming xgb-v2, as the others do).
+Anchors measured in the same run (issue 24): the native server's own health check at each
+one-row concurrency (the grpc-go floor: a call that does no work) and the compiled
+library's own rows/s on the 1,000-row batch, in process on core 1.
 """
 
 from __future__ import annotations
@@ -42,14 +45,50 @@ PROTOS = ("proto/volatility/v1/predictor.proto", "proto/inference/grpc_predict_v
 
 
 def protoset(out: Path) -> Path:
-    """Descriptors of our two contracts, for ghz."""
+    """Descriptors of our two contracts and of grpc.health.v1 (the floor), for ghz."""
+    from google.protobuf import descriptor_pb2
+    from grpc_health.v1 import health_pb2
+
     cmd = [sys.executable, "-m", "grpc_tools.protoc", "-I", str(ROOT)]
     subprocess.run([*cmd, "--include_imports", f"--descriptor_set_out={out}", *PROTOS], check=True)
+    fds = descriptor_pb2.FileDescriptorSet.FromString(out.read_bytes())
+    health_pb2.DESCRIPTOR.CopyToProto(fds.file.add())
+    out.write_bytes(fds.SerializeToString())
     return out
+
+
+KERNEL_SCRIPT = """
+import sys, time
+import numpy as np
+from compiled_models import runtime
+x = np.load(sys.argv[1])
+m = runtime.load(sys.argv[2])
+for _ in range(20):
+    m.predict(x)
+rates = []
+for _ in range(7):
+    n, start = 0, time.perf_counter()
+    while time.perf_counter() - start < 0.5:
+        m.predict(x)
+        n += 1
+    rates.append(n * len(x) / (time.perf_counter() - start))
+print(sorted(rates)[3])
+"""
+
+
+def kernel_rows_per_s(tmp: Path, rows: int, model: str, pin: str | None) -> float:
+    """The compiled library's own rows/s on the benchmark's ``rows``-row batch, through the
+    runtime the Python server uses, one thread pinned like the servers (median of 7)."""
+    x = tmp / f"rows-{rows}.npy"  # written by requests(): the rows the servers get
+    cmd = [sys.executable, "-c", KERNEL_SCRIPT, str(x), str(ROOT / "compiled_models" / model)]
+    if pin:
+        cmd = ["taskset", "-c", pin, *cmd]
+    return float(subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT).stdout)
 
 
 def requests(tmp: Path, rows: int, model: str) -> dict[str, Path]:
     x = np.ascontiguousarray(dataset.build().test.X[:rows])
+    np.save(tmp / f"rows-{rows}.npy", x)
     infer = v2.ModelInferRequest(
         model_name=model,
         inputs=[
@@ -59,10 +98,13 @@ def requests(tmp: Path, rows: int, model: str) -> dict[str, Path]:
         ],
         raw_input_contents=[x.astype("<f4").tobytes()],
     )
-    predict = pb.PredictRequest(
-        packed=pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=x.shape[1])
+    predict = pb.PredictRequest(  # by name: the model MLServer and ModelInfer serve
+        model=model,
+        packed=pb.PackedRows(float32_le=x.astype("<f4").tobytes(), num_features=x.shape[1]),
     )
-    out = {}
+    out = {"health": tmp / "health.json"}
+    out["health"].write_text("{}")  # HealthCheckRequest(service=""): the server as a whole
+    # (JSON: ghz divides by zero on an empty binary file, the empty message's encoding)
     for name, msg in (("infer", infer), ("predict", predict)):
         path = tmp / f"{name}-{rows}.bin"
         path.write_bytes(msg.SerializeToString())
@@ -103,7 +145,7 @@ def ghz(
         str(pset),
         "--call",
         call,
-        "--binary-file",
+        "--data-file" if data.suffix == ".json" else "--binary-file",
         str(data),
         "-c",
         str(conc),
@@ -233,6 +275,12 @@ def main() -> None:
         servers = [
             ("MLServer 1.7.1 (1 core)", "infer", lambda port: start_mlserver(tmp, port, "1"), "0"),
             (
+                "ours native, health check: the grpc-go floor (1 core)",
+                "health",
+                lambda port: start_ours("native", port, "1", tmp),
+                "0",
+            ),
+            (
                 "ours native, ModelInfer (1 core)",
                 "infer",
                 lambda port: start_ours("native", port, "1", tmp),
@@ -270,8 +318,11 @@ def main() -> None:
                     call = {
                         "infer": "inference.GRPCInferenceService.ModelInfer",
                         "predict": "volatility.v1.Predictor.Predict",
+                        "health": "grpc.health.v1.Health.Check",
                     }[kind]
                     for rows, conc in plan:
+                        if kind == "health" and rows > 1:
+                            continue
                         data = reqs[rows][kind]
                         address = f"127.0.0.1:{port}"
                         ghz(address, pset, call, data, conc, 1.0, ghz_pin)  # warm-up
@@ -287,6 +338,7 @@ def main() -> None:
                     stop(proc)
         for (label, rows, conc), rs in runs.items():  # the median round by calls/s
             results.append((label, rows, conc, sorted(rs, key=lambda r: r["rps"])[len(rs) // 2]))
+        kernel = kernel_rows_per_s(tmp, 1000, "xgb-v2", "1")
     print()
     head = "| server | rows/call | concurrency | calls/s | rows/s | p50 ms | p95 ms | p99 ms |"
     print(head + " errors |")
@@ -310,6 +362,32 @@ def main() -> None:
             f"[target {target:g}x{' + lower p95' if rows == 1 else ''}: "
             f"{'met' if met else 'NOT met'}]"
         )
+    anchors(results, kernel)
+
+
+def anchors(results: list[tuple], kernel: float) -> None:
+    """Issue 24's transport goals, each against its anchor measured in this run: one-row
+    Predict >= 90 % of the same server's health-check rate (the grpc-go floor) at the same
+    concurrency; 1,000-row calls >= 90 % of the compiled library's own rows/s on one core."""
+    print()
+    floor = {c: r for label, rows, c, r in results if "health check" in label}
+    for label, rows, conc, r in results:
+        if not label.startswith("ours native, Predict packed (1 core)"):
+            continue
+        if rows == 1 and conc in floor:
+            share = r["rps"] / floor[conc]["rps"]
+            print(
+                f"{label}, rows 1, c {conc}: {r['rps']:,.0f} calls/s = {share:.0%} of the health "
+                f"check's {floor[conc]['rps']:,.0f} [target 90 %: "
+                f"{'met' if share >= 0.9 else 'NOT met'}]"
+            )
+        elif rows > 1:
+            share = r["rps"] * rows / kernel
+            print(
+                f"{label}, rows {rows}, c {conc}: {r['rps'] * rows:,.0f} rows/s = {share:.0%} "
+                f"of the library's own {kernel:,.0f} rows/s on one core [target 90 %: "
+                f"{'met' if share >= 0.9 else 'NOT met'}]"
+            )
 
 
 def with_binaries(servers: list[tuple], binaries: list[str], tmp: Path) -> list[tuple]:
