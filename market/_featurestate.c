@@ -266,9 +266,9 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         memmove(mx, mx + mxh, (size_t)(s->mlen - mxh) * sizeof(Peak));
         s->mlen -= mxh;
         mxh = 0;
-        mx_shrink(s);
     }
     s->mxh = mxh;
+    mx_shrink(s); /* also when a large move popped a burst's falling |r| off the tail */
 
     /* 30 s: sum of r^2, lag price */
     double s30 = s->r2_30 + r2;

@@ -106,6 +106,33 @@ def test_the_c_buffer_gives_memory_back_after_a_burst():
     assert peak > 10_000_000 and after < peak / 10, (peak, after)
 
 
+def test_the_c_max_queue_gives_memory_back_when_a_large_move_empties_it():
+    """A burst of falling one-tick moves fills the 60 s maximum's queue; one larger move pops
+    it back to a single entry. The queue's memory must follow (found by review: it stayed
+    allocated, 4 MB per symbol here, until the next gap; mutation: drop the mx_shrink call
+    after the push and this fails)."""
+    import tracemalloc
+
+    tracemalloc.start()
+    try:
+        st = features.FeatureState()
+        base = tracemalloc.get_traced_memory()[0]
+        p = 1.0
+        st.update(0, p, 1.0)
+        for i in range(150_000):
+            p *= math.exp(1e-3 / (i + 1))
+            st.update(1 + i // 1_000, p, 1.0)
+        st.update(2_000, p * 1.5, 1.0)
+        t = 2_000
+        for k in range(400):
+            t += 1_000
+            st.update(t, p * (1.5 if k % 2 else 1.5000001), 1.0)
+        held = tracemalloc.get_traced_memory()[0] - base
+    finally:
+        tracemalloc.stop()
+    assert held < 1_000_000, held  # the tick buffer of 300 s at 1/s, not the burst's queue
+
+
 def test_incremental_equals_vectorised_on_all_real_ticks():
     ticks = realdata.load()
     assert len(ticks) == 500_000
