@@ -40,6 +40,28 @@ def load_baseline(commit: str):
     return mod
 
 
+def load_baseline_c(commit: str):
+    """The baseline's C port, built from git into a temporary folder (None: it had none)."""
+    import sysconfig
+
+    show = subprocess.run(
+        ["git", "show", f"{commit}:market/_featurestate.c"], cwd=ROOT, capture_output=True
+    )
+    if show.returncode != 0:
+        return None
+    tmp = Path(tempfile.mkdtemp())
+    (tmp / "_featurestate.c").write_bytes(show.stdout)
+    out = tmp / ("_featurestate" + sysconfig.get_config_var("EXT_SUFFIX"))
+    include = sysconfig.get_paths()["include"]
+    cmd = ["gcc", "-O2", "-ffp-contract=off", "-shared", "-fPIC", f"-I{include}"]
+    subprocess.run([*cmd, str(tmp / "_featurestate.c"), "-lm", "-o", str(out)], check=True)
+    spec = importlib.util.spec_from_file_location("_featurestate", out)
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod.FeatureState
+
+
 def per_tick_us(state, cols: list[list]) -> float:
     states: dict = {}
     t0 = time.perf_counter()
@@ -70,22 +92,24 @@ def main() -> None:
     else:
         ticks, what = realdata.load().iloc[: a.ticks], "real ticks"
     cols = [ticks[c].tolist() for c in ("symbol", "event_time_ms", "price", "size", "bid", "ask")]
-    arms = {
-        "baseline": old.FeatureState,
-        "reference": features.PyFeatureState,
-        "current": features.FeatureState,
-    }
+    # the baseline's own Python state (its module imports today's C port, if built)
+    arms = {"baseline Python": getattr(old, "PyFeatureState", old.FeatureState)}
+    old_c = load_baseline_c(a.baseline)
+    if old_c is not None:
+        arms["baseline C"] = old_c
+    arms |= {"Python reference": features.PyFeatureState, "C": features.FeatureState}
     runs: dict[str, list[float]] = {k: [] for k in arms}
     for _ in range(a.repeats):
         for k, state in arms.items():
             runs[k].append(per_tick_us(state, cols))
-    b, r, c = (statistics.median(runs[k]) for k in arms)
+    med = {k: statistics.median(v) for k, v in runs.items()}
+    n_old, n_new = len(old.FEATURE_NAMES), features.N_FEATURES
     print(
-        f"FeatureState.update on {a.ticks:,} {what}, median of {a.repeats}: "
-        f"baseline ({a.baseline}, {len(old.FEATURE_NAMES)} features, Python) {b:.2f} us/tick, "
-        f"Python reference ({features.N_FEATURES} features) {r:.2f} us/tick, "
-        f"C ({features.FeatureState.__module__}) {c:.2f} us/tick; "
-        f"C vs baseline {c / b:.2f}x, C vs reference {c / r:.2f}x"
+        f"FeatureState.update on {a.ticks:,} {what}, median of {a.repeats} "
+        f"(baseline {a.baseline}, {n_old} features; current {n_new} features): "
+        + ", ".join(f"{k} {v:.2f} us/tick" for k, v in med.items())
+        + f"; Python {med['Python reference'] / med['baseline Python']:.2f}x the baseline's"
+        + (f", C {med['C'] / med['baseline C']:.2f}x the baseline's" if old_c else "")
     )
 
 
