@@ -144,8 +144,8 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
     minutes per symbol-day resample whole ``FALSE_ALARM_BLOCK_MIN``-minute blocks of every
     symbol's minutes (longer than a calm/stressed cycle)."""
     spans: list[tuple[int, int, bool, bool]] = []  # (onset, end, warned, detected)
-    block_false: dict[int, int] = {}
-    block_minutes: dict[int, int] = {}
+    blocks: list[np.ndarray] = []  # per symbol-minute: its block, and whether a false alarm
+    falses: list[np.ndarray] = []
     for s in np.unique(symbol):
         m = symbol == s
         ys, fs, ts = y[m].astype(bool), flag[m].astype(bool), t_ms[m]
@@ -170,20 +170,17 @@ def episodes(y: np.ndarray, flag: np.ndarray, t_ms: np.ndarray, symbol: np.ndarr
         soon = np.searchsorted(starts, bucket_end + WARN_MS) > np.searchsorted(
             starts, uniq * 60_000
         )
-        false = has_flag & ~has_pos & ~soon
-        blocks = uniq // FALSE_ALARM_BLOCK_MIN
-        for h in np.unique(blocks):
-            sel = blocks == h
-            block_false[int(h)] = block_false.get(int(h), 0) + int(false[sel].sum())
-            block_minutes[int(h)] = block_minutes.get(int(h), 0) + int(sel.sum())
-    return _episode_summary(spans, block_false, block_minutes)
+        falses.append(has_flag & ~has_pos & ~soon)
+        blocks.append(uniq // FALSE_ALARM_BLOCK_MIN)
+    _, block = np.unique(np.concatenate([np.empty(0, np.int64), *blocks]), return_inverse=True)
+    false_b = np.bincount(block, np.concatenate([np.empty(0), *falses])).astype(np.float64)
+    return _episode_summary(spans, false_b, np.bincount(block).astype(np.float64))
 
 
 def _episode_summary(
-    spans: list[tuple[int, int, bool, bool]],
-    block_false: dict[int, int],
-    block_minutes: dict[int, int],
+    spans: list[tuple[int, int, bool, bool]], false_b: np.ndarray, min_b: np.ndarray
 ) -> dict:
+    """``false_b`` / ``min_b``: false-alarm minutes / symbol-minutes per block."""
     spans.sort()
     cluster = np.zeros(len(spans), np.int64)  # the market episode of each episode
     k, end = -1, 0
@@ -196,9 +193,6 @@ def _episode_summary(
     warned = np.array([w for _a, _b, w, _d in spans], np.float64)
     detected = np.array([d for _a, _b, _w, d in spans], np.float64)
     n_clusters = int(cluster[-1]) + 1 if len(spans) else 0
-    keys = sorted(block_minutes)
-    false_b = np.array([block_false[b] for b in keys], np.float64)
-    min_b = np.array([block_minutes[b] for b in keys], np.float64)
     rng = np.random.default_rng(BOOT_SEED)
     share_draws: dict[str, list[float]] = {"warned": [], "detected": []}
     per_day_draws: list[float] = []
@@ -212,8 +206,8 @@ def _episode_summary(
             c = np.bincount(rng.integers(0, n_clusters, n_clusters), minlength=n_clusters)
             for what, draws in share_draws.items():
                 draws.append(float(c @ by_cluster[what] / (c @ size)))
-        if keys:
-            d = np.bincount(rng.integers(0, len(keys), len(keys)), minlength=len(keys))
+        if len(min_b):
+            d = np.bincount(rng.integers(0, len(min_b), len(min_b)), minlength=len(min_b))
             per_day_draws.append(float(d @ false_b / max(float(d @ min_b), 1.0) * 1440))
     n_ep = len(spans)
     none: list[float | None] = [None, None, None]  # JSON has no NaN: the report says n/a
@@ -230,8 +224,10 @@ def _episode_summary(
         "detected_share": (
             _ci(float(detected.mean()), np.array(share_draws["detected"])) if n_ep else none
         ),
-        "false_alarm_minutes_per_day": _ci(
-            float(false_b.sum() / max(min_b.sum(), 1.0) * 1440), np.array(per_day_draws)
+        "false_alarm_minutes_per_day": (
+            _ci(float(false_b.sum() / min_b.sum() * 1440), np.array(per_day_draws))
+            if len(min_b)
+            else none
         ),
     }
 

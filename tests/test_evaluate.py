@@ -57,3 +57,11 @@ def test_no_episodes_gives_no_share_but_counts_false_alarms():
     e = ev.episodes(y, flag, t, sym)
     assert e["episodes"] == 0 and e["warned_share"] == [None, None, None]  # JSON has no NaN
     assert e["false_alarm_minutes"] == 2
+
+
+def test_nothing_to_judge_gives_no_figures_not_nan():
+    """JSON has no NaN: an empty test block reads n/a, not a NaN interval (seen before)."""
+    e = np.empty(0)
+    out = ev.episodes(e.astype(np.int8), e.astype(bool), e.astype(np.int64), e.astype(np.int32))
+    assert out["episodes"] == out["minutes"] == 0
+    assert out["false_alarm_minutes_per_day"] == out["warned_share"] == [None, None, None]

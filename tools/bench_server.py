@@ -58,21 +58,13 @@ def protoset(out: Path) -> Path:
 
 
 KERNEL_SCRIPT = """
-import sys, time
+import sys
 import numpy as np
 from compiled_models import runtime
+from compiled_models.bench import time_call
 x = np.load(sys.argv[1])
 m = runtime.load(sys.argv[2])
-for _ in range(20):
-    m.predict(x)
-rates = []
-for _ in range(7):
-    n, start = 0, time.perf_counter()
-    while time.perf_counter() - start < 0.5:
-        m.predict(x)
-        n += 1
-    rates.append(n * len(x) / (time.perf_counter() - start))
-print(sorted(rates)[3])
+print(len(x) / time_call(lambda: m.predict(x), 0.5, 7))
 """
 
 
