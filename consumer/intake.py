@@ -15,7 +15,7 @@ from confluent_kafka import KafkaError, Message
 
 from consumer.batcher import Row
 from consumer.config import ConsumerSettings
-from consumer.messages import BACKFILL_HEADER, BadTick, decode_tick
+from consumer.messages import BACKFILL_HEADER, BadTick, decode_tick, decode_tick_py, fast_decode
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import Offsets
 from consumer.outputs import Outputs
@@ -61,6 +61,7 @@ class Intake:
         old = now - int(self.s.backfill_min_age_s * 1000)  # only older ticks may be backfill
         state_of, flood = self.states.get, self.states.max_window_ticks  # hot loop: locals
         warm_until, all_acks = self.offsets.warm_until, self.offsets.acks
+        max_future = self.s.max_future_ms
         for m in msgs:
             err = m.error()
             if err is not None:
@@ -80,11 +81,14 @@ class Intake:
             if acks is None:  # partition no longer ours (revoked during this batch)
                 continue
             acks.track(off)
-            try:
-                tick = decode_tick(m.value(), now, self.s.max_future_ms)
-            except BadTick as exc:
-                self.outputs.dead_letter(m, str(exc), exc.kind)
-                continue
+            raw = m.value()
+            tick = fast_decode(raw, now, max_future)  # C: a plain valid tick, else None
+            if tick is None:
+                try:
+                    tick = decode_tick_py(raw, now, max_future)
+                except BadTick as exc:
+                    self.outputs.dead_letter(m, str(exc), exc.kind)
+                    continue
             st = state_of(p, tick.symbol)
             if st.held >= flood:  # states.flooded, inline: the hot loop
                 reason = self.states.flood_reason(st)

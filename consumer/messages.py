@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Callable
 
 import orjson
 
@@ -66,8 +67,31 @@ def _number(obj: dict, name: str, optional: bool = False) -> float:
     return float(v)
 
 
+def _no_fast_path(raw: bytes | None, now_ms: int, max_future_ms: int) -> Tick | None:
+    return None
+
+
+fast_decode: Callable[[bytes | None, int, int], Tick | None] = _no_fast_path
+try:  # the C fast path; `make models` builds it (compiled_models/build_fastcall.py)
+    from consumer._decode import configure, decode
+except ImportError:  # not built yet: every message takes the Python path
+    pass
+else:
+    configure(Tick, MIN_TIME_MS, MAX_MESSAGE_BYTES, MIN_PRICE, MAX_PRICE, MAX_SIZE)
+    fast_decode = decode
+"""``fast_decode(raw, now_ms, max_future_ms)``: the tick of a plain valid message (C,
+consumer/_decode.c), or None when ``decode_tick_py`` must judge it (any message that is
+not plain, and every bad one). Never a different tick than ``decode_tick_py`` gives."""
+
+
 def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> Tick:
     """Parse and validate one tick message; raises ``BadTick`` with the reason."""
+    tick = fast_decode(raw, now_ms, max_future_ms)
+    return decode_tick_py(raw, now_ms, max_future_ms) if tick is None else tick
+
+
+def decode_tick_py(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> Tick:
+    """``decode_tick`` in Python: the reference, and the words of every dead letter."""
     if raw is None:
         raise BadTick("empty message (null value)", names.REASON_NULL)
     if len(raw) > MAX_MESSAGE_BYTES:

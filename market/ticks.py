@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from typing import NamedTuple
 
 TICK_COLUMNS = ("symbol", "event_time_ms", "price", "size", "bid", "ask")
 
 
-@dataclass(frozen=True, slots=True)
-class Tick:
-    """One trade. ``bid``/``ask`` are NaN when the source carries no quote."""
+class Tick(NamedTuple):
+    """One trade. ``bid``/``ask`` are NaN when the source carries no quote. A NamedTuple:
+    immutable, and built in C by the consumer's decoder (consumer/_decode.c)."""
 
     symbol: str
     event_time_ms: int  # milliseconds since the Unix epoch, UTC
