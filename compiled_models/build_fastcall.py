@@ -1,7 +1,7 @@
 """Build the C extensions for the running interpreter: ``compiled_models/_fastcall`` (see
 _fastcall.c) and ``market/_featurestate`` (the streaming features, see _featurestate.c;
 -ffp-contract=off keeps its arithmetic bit-identical to the Python reference) and
-``consumer/_decode`` (the tick decoder's fast path, see _decode.c)."""
+``consumer/_wire`` (the fast paths of the tick decoder and the answer encoder, see _wire.c)."""
 
 from __future__ import annotations
 
@@ -24,7 +24,7 @@ def build(source: Path, *flags: str, libs: tuple[str, ...] = ()) -> None:
 def main() -> None:
     build(HERE / "_fastcall.c")
     build(HERE.parent / "market" / "_featurestate.c", "-ffp-contract=off", libs=("-lm",))
-    build(HERE.parent / "consumer" / "_decode.c", libs=("-lm",))
+    build(HERE.parent / "consumer" / "_wire.c", libs=("-lm",))
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ from consumer.metrics import ConsumerMetrics
 from consumer.offsets import Offsets
 from consumer.outputs import Outputs
 from consumer.states import SymbolStates
-from market.features import FEATURE_NAMES
+from market.features import FEATURE_NAMES, N_FEATURES
 from telemetry import names_gen as contract
 
 logger = logging.getLogger("consumer.pipeline")  # one name for the consumer's log lines
@@ -53,7 +53,7 @@ class Intake:
 
     def read(self, msgs: list[Message]) -> Rows:
         now = self.clock()
-        rows: list[list[float]] = []
+        x = np.empty((len(msgs), N_FEATURES), dtype=np.float32)  # scored rows, in order
         meta: list[Row] = []
         warming: list[Row] = []
         order = bytearray()
@@ -94,11 +94,11 @@ class Intake:
                 reason = self.states.flood_reason(st)
                 self.outputs.dead_letter_tick(p, off, tick, reason, contract.REASON_SYMBOL_FLOOD)
                 continue
-            row = st.update(tick.event_time_ms, tick.price, tick.size, tick.bid, tick.ask)
+            # features into the next free row: kept if the symbol is ready, else overwritten
+            st.update_into(x, len(meta), *tick[1:])  # (event_time_ms, price, size, bid, ask)
             if tick.event_time_ms < old and BACKFILL_HEADER in (m.headers() or ()):
                 backfill.add((p, off))  # headers are read for old ticks only: the hot loop
             if st.ready:
-                rows.append(row)
                 meta.append((p, off, tick))
                 order.append(1)
             else:
@@ -106,8 +106,8 @@ class Intake:
                 order.append(0)
         self.metrics.consumed.inc(len(msgs))
         self.metrics.warming_up.inc(len(warming))
-        x = np.array(rows, dtype=np.float32)
-        if rows and np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
+        x = x[: len(meta)]
+        if len(x) and np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
             x, meta, order = self._drop_infinite(x, meta, order)
         return Rows(x, meta, warming, bytes(order), backfill)
 

@@ -73,14 +73,14 @@ def _no_fast_path(raw: bytes | None, now_ms: int, max_future_ms: int) -> Tick | 
 
 fast_decode: Callable[[bytes | None, int, int], Tick | None] = _no_fast_path
 try:  # the C fast path; `make models` builds it (compiled_models/build_fastcall.py)
-    from consumer._decode import configure, decode
+    from consumer._wire import configure, decode
 except ImportError:  # not built yet: every message takes the Python path
     pass
 else:
     configure(Tick, MIN_TIME_MS, MAX_MESSAGE_BYTES, MIN_PRICE, MAX_PRICE, MAX_SIZE)
     fast_decode = decode
 """``fast_decode(raw, now_ms, max_future_ms)``: the tick of a plain valid message (C,
-consumer/_decode.c), or None when ``decode_tick_py`` must judge it (any message that is
+consumer/_wire.c), or None when ``decode_tick_py`` must judge it (any message that is
 not plain, and every bad one). Never a different tick than ``decode_tick_py`` gives."""
 
 

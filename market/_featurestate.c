@@ -169,29 +169,13 @@ static int fs_reserve(FeatureState* s) {
     return 0;
 }
 
-static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t nargs,
-                           PyObject* kwnames) {
-    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
-        PyErr_SetString(PyExc_TypeError, "update() takes positional arguments only");
-        return NULL;
-    }
-    if (nargs < 3 || nargs > 5) {
-        PyErr_SetString(PyExc_TypeError, "update(t_ms, price, size, bid=nan, ask=nan)");
-        return NULL;
-    }
-    long long t_ms = PyLong_AsLongLong(args[0]);
-    if (t_ms == -1 && PyErr_Occurred()) return NULL;
-    double price = PyFloat_AsDouble(args[1]);
-    if (price == -1.0 && PyErr_Occurred()) return NULL;
-    double size = PyFloat_AsDouble(args[2]);
-    if (size == -1.0 && PyErr_Occurred()) return NULL;
-    double bid = NAN, ask = NAN;
-    if (nargs > 3 && ((bid = PyFloat_AsDouble(args[3])) == -1.0 && PyErr_Occurred())) return NULL;
-    if (nargs > 4 && ((ask = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred())) return NULL;
-
+/* One tick into the state; its features into out (FEATURE_NAMES order). -1 with a Python
+   exception set if a division or log raises, as in the reference. */
+static int fs_step(FeatureState* s, long long t_ms, double price, double size, double bid,
+                   double ask, double out[N_FEATURES]) {
     int64_t t = t_ms > s->last_t ? t_ms : s->last_t;
     double mid, bps; /* before any state changes, as in the reference */
-    if (py_div(ask - bid, (ask + bid) * 0.5, &mid) < 0) return NULL;
+    if (py_div(ask - bid, (ask + bid) * 0.5, &mid) < 0) return -1;
     bps = mid * 1e4;
     /* t >= last_t: an unsigned difference cannot overflow (Python's ints do not) */
     if ((uint64_t)t - (uint64_t)s->last_t > WARMUP_MS) { /* first tick, or a gap: restart */
@@ -199,13 +183,13 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
         s->start = t;
     }
     double last = s->last_price, r = 0.0;
-    if (last == last && py_log_ratio(price, last, &r) < 0) return NULL;
+    if (last == last && py_log_ratio(price, last, &r) < 0) return -1;
     double r2 = r * r;
     int nz = r2 != 0.0;
     double ar = fabs(r);
     double bp = ar * s->last_ar;
     int has_bps = bps == bps;
-    if (fs_reserve(s) < 0) return NULL;
+    if (fs_reserve(s) < 0) return -1;
     s->buf[s->len++] = (Tick){t, price, r2, size, bps, bp};
     s->last_price = price;
     s->last_ar = ar;
@@ -255,7 +239,7 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     s->bp60 = b60, s->nbp60 = m60;
     Py_ssize_t count60 = s->len - h;
     double ret60 = NAN, ret30 = NAN, ret5 = NAN, ret1 = NAN;
-    if (lo == lo && py_log_ratio(price, lo, &ret60) < 0) return NULL;
+    if (lo == lo && py_log_ratio(price, lo, &ret60) < 0) return -1;
     Peak* mx = s->mx;
     Py_ssize_t mxh = s->mxh;
     while (s->mlen > mxh && mx[s->mlen - 1].ar <= ar) s->mlen -= 1;
@@ -282,7 +266,7 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     }
     if (n30 == 0 || s30 < 0.0) s30 = 0.0;
     s->r2_30 = s30, s->nz30 = n30, s->h30 = h, s->lo30 = lo;
-    if (lo == lo && py_log_ratio(price, lo, &ret30) < 0) return NULL;
+    if (lo == lo && py_log_ratio(price, lo, &ret30) < 0) return -1;
 
     /* 10 s: sum of r^2, trade count, spread sum and count */
     double s10 = s->r2_10 + r2, p10 = has_bps ? s->sp10 + bps : s->sp10;
@@ -314,11 +298,11 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     }
     if (n5 == 0 || s5 < 0.0) s5 = 0.0;
     s->r2_5 = s5, s->nz5 = n5, s->h5 = h, s->lo5 = lo;
-    if (lo == lo && py_log_ratio(price, lo, &ret5) < 0) return NULL;
+    if (lo == lo && py_log_ratio(price, lo, &ret5) < 0) return -1;
     h = s->h1, lo = s->lo1, edge = t - 1000;
     while (buf[h].t <= edge) lo = buf[h++].p;
     s->h1 = h, s->lo1 = lo;
-    if (lo == lo && py_log_ratio(price, lo, &ret1) < 0) return NULL;
+    if (lo == lo && py_log_ratio(price, lo, &ret1) < 0) return -1;
 
     Py_ssize_t h300 = s->h300;
     if (h300 > 1024 && h300 * 2 > s->len) { /* drop ticks every window has left */
@@ -334,7 +318,6 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     }
     s->ready = t >= s->start && (uint64_t)t - (uint64_t)s->start >= WARMUP_MS;
 
-    double out[N_FEATURES];
     if (v300 > 0.0) {
         double iv = 1.0 / sqrt(v300);
         out[0] = ret1 * iv * K1;
@@ -361,6 +344,38 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     out[13] = LONG_PER_10 * (double)count10 / (double)count300;
     out[14] = q10 > 0 && s300 > 0.0 ? p10 / (double)q10 / (s300 / (double)q300) : NAN;
 
+    return 0;
+}
+
+/* update()'s arguments: (t_ms, price, size[, bid, ask]) from args[0..nargs). */
+static int fs_args(PyObject* const* args, Py_ssize_t nargs, long long* t_ms, double* price,
+                   double* size, double* bid, double* ask) {
+    if (nargs < 3 || nargs > 5) {
+        PyErr_SetString(PyExc_TypeError, "update(t_ms, price, size, bid=nan, ask=nan)");
+        return -1;
+    }
+    *t_ms = PyLong_AsLongLong(args[0]);
+    if (*t_ms == -1 && PyErr_Occurred()) return -1;
+    *price = PyFloat_AsDouble(args[1]);
+    if (*price == -1.0 && PyErr_Occurred()) return -1;
+    *size = PyFloat_AsDouble(args[2]);
+    if (*size == -1.0 && PyErr_Occurred()) return -1;
+    *bid = *ask = NAN;
+    if (nargs > 3 && ((*bid = PyFloat_AsDouble(args[3])) == -1.0 && PyErr_Occurred())) return -1;
+    if (nargs > 4 && ((*ask = PyFloat_AsDouble(args[4])) == -1.0 && PyErr_Occurred())) return -1;
+    return 0;
+}
+
+static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t nargs,
+                           PyObject* kwnames) {
+    if (kwnames != NULL && PyTuple_GET_SIZE(kwnames) > 0) {
+        PyErr_SetString(PyExc_TypeError, "update() takes positional arguments only");
+        return NULL;
+    }
+    long long t_ms;
+    double price, size, bid, ask, out[N_FEATURES];
+    if (fs_args(args, nargs, &t_ms, &price, &size, &bid, &ask) < 0) return NULL;
+    if (fs_step(s, t_ms, price, size, bid, ask, out) < 0) return NULL;
     PyObject* list = PyList_New(N_FEATURES);
     if (list == NULL) return NULL;
     for (int i = 0; i < N_FEATURES; i++) {
@@ -374,11 +389,47 @@ static PyObject* fs_update(FeatureState* s, PyObject* const* args, Py_ssize_t na
     return list;
 }
 
+/* update_into(x, i, t_ms, price, size[, bid, ask]): update() with the features written
+   as float32 into row i of x (a writable C-contiguous float32 buffer of rows of
+   N_FEATURES), the cast numpy makes of update()'s list; returns None. */
+static PyObject* fs_update_into(FeatureState* s, PyObject* const* args, Py_ssize_t nargs) {
+    if (nargs < 5) {
+        PyErr_SetString(PyExc_TypeError, "update_into(x, i, t_ms, price, size, bid=nan, ask=nan)");
+        return NULL;
+    }
+    Py_ssize_t i = PyLong_AsSsize_t(args[1]);
+    if (i == -1 && PyErr_Occurred()) return NULL;
+    long long t_ms;
+    double price, size, bid, ask, out[N_FEATURES];
+    if (fs_args(args + 2, nargs - 2, &t_ms, &price, &size, &bid, &ask) < 0) return NULL;
+    Py_buffer view;
+    if (PyObject_GetBuffer(args[0], &view, PyBUF_WRITABLE | PyBUF_C_CONTIGUOUS | PyBUF_FORMAT) < 0)
+        return NULL;
+    int ok = view.itemsize == 4 && view.format != NULL && strcmp(view.format, "f") == 0 &&
+             i >= 0 && (i + 1) * N_FEATURES * 4 <= view.len;
+    if (!ok) {
+        PyBuffer_Release(&view);
+        PyErr_SetString(PyExc_ValueError, "update_into: x must be float32 rows of the features, i a row of it");
+        return NULL;
+    }
+    if (fs_step(s, t_ms, price, size, bid, ask, out) < 0) {
+        PyBuffer_Release(&view);
+        return NULL;
+    }
+    float* row = (float*)view.buf + i * N_FEATURES;
+    for (int k = 0; k < N_FEATURES; k++) row[k] = (float)out[k];
+    PyBuffer_Release(&view);
+    Py_RETURN_NONE;
+}
+
 static PyMethodDef fs_methods[] = {
     {"update", (PyCFunction)(void (*)(void))fs_update, METH_FASTCALL | METH_KEYWORDS,
      "update(t_ms, price, size[, bid, ask]) -> the tick's features in FEATURE_NAMES order "
      "(positional arguments; bid and ask default to NaN); a tick older than the last one "
      "counts as arriving at the last time."},
+    {"update_into", (PyCFunction)(void (*)(void))fs_update_into, METH_FASTCALL,
+     "update_into(x, i, t_ms, price, size[, bid, ask]): update(), the features written as "
+     "float32 into row i of x (rows of the features); returns None."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -159,6 +159,22 @@ class PyFeatureState:
         self._last_ar = 0.0
         self._start = 0
 
+    def update_into(
+        self,
+        x: np.ndarray,
+        i: int,
+        t_ms: int,
+        price: float,
+        size: float,
+        bid: float = _NAN,
+        ask: float = _NAN,
+    ) -> None:
+        """``update``, its features written into row ``i`` of ``x`` (float32 rows of the
+        features; the C port fills the row without building a list)."""
+        if x.dtype != np.float32 or x.ndim != 2 or x.shape[1] != N_FEATURES or not 0 <= i < len(x):
+            raise ValueError("update_into: x must be float32 rows of the features, i a row of it")
+        x[i] = self.update(t_ms, price, size, bid, ask)
+
     def update(
         self, t_ms: int, price: float, size: float, bid: float = _NAN, ask: float = _NAN
     ) -> list[float]:

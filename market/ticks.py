@@ -9,7 +9,7 @@ TICK_COLUMNS = ("symbol", "event_time_ms", "price", "size", "bid", "ask")
 
 class Tick(NamedTuple):
     """One trade. ``bid``/``ask`` are NaN when the source carries no quote. A NamedTuple:
-    immutable, and built in C by the consumer's decoder (consumer/_decode.c)."""
+    immutable, and built in C by the consumer's decoder (consumer/_wire.c)."""
 
     symbol: str
     event_time_ms: int  # milliseconds since the Unix epoch, UTC

@@ -1,4 +1,4 @@
-"""The C fast path of the tick decoder (consumer/_decode.c) against the Python reference:
+"""The C fast path of the tick decoder (consumer/_wire.c) against the Python reference:
 for every message, ``decode_tick`` (C, falling back to Python) gives the same tick or the
 same dead-letter reason as ``decode_tick_py``; and the plain ticks the consumer reads do
 take the C path (else the speed-up is gone without a failure)."""
@@ -17,7 +17,7 @@ from consumer.messages import BadTick, decode_tick, decode_tick_py, encode_row, 
 
 NOW = 1_764_000_000_000
 pytestmark = pytest.mark.skipif(
-    fast_decode is messages._no_fast_path, reason="consumer/_decode not built (make models)"
+    fast_decode is messages._no_fast_path, reason="consumer/_wire not built (make models)"
 )
 
 
@@ -151,3 +151,18 @@ def test_decimal_texts_parse_to_the_same_double(x, digits, exp):
     same(raw)
     if math.isfinite(float(text)) and 1e-12 <= float(text) <= 1e9:
         assert fast_decode(raw, NOW, 5_000) is not None
+
+
+@settings(max_examples=3000, deadline=None)
+@given(st.integers(0, 2**53 + 2), st.integers(-26, 12), st.sampled_from(["e", "E", "f"]))
+def test_the_exact_fast_path_rounds_like_python(m, k, form):
+    """An integer of up to 16 digits times 10^k (the C decoder's shortcut: one exact
+    multiply or divide) reads as the same double as Python's parser, as a size (<= 1e12)."""
+    k = min(k, 12 - len(str(m)))  # keep it a valid size, so the C path is taken
+    if form == "f":
+        text = f"{m}.{'0' * 3}" if k >= 0 else f"{m // 10**-k}.{m % 10**-k:0{-k}d}"
+    else:
+        text = f"{m}.0{form}{k:+d}"
+    raw = b'{"symbol":"A","event_time_ms":1764000000000,"price":1,"size":' + text.encode() + b"}"
+    same(raw)
+    assert fast_decode(raw, NOW, 5_000) is not None, raw

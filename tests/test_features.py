@@ -69,6 +69,33 @@ def test_the_c_port_raises_as_the_reference_does():
             assert c.ready == ref.ready, t
 
 
+@pytest.mark.parametrize("state", [features.FeatureState, features.PyFeatureState])
+def test_update_into_writes_the_float32_cast_of_update(state):
+    """The consumer's path (``update_into``, a float32 row per tick) gives the bytes numpy
+    makes of ``update``'s list, NaN included, on real ticks with quotes and without; a bad
+    buffer or row is refused before the state changes."""
+    ticks = realdata.load().head(20_000)
+    cols = [ticks[c].tolist() for c in ("event_time_ms", "price", "size", "bid", "ask")]
+    a, b = state(), state()
+    x = np.full((len(ticks), features.N_FEATURES), 7.0, dtype=np.float32)
+    rows = []
+    for i, (t, p, z, bid, ask) in enumerate(zip(*cols, strict=True)):
+        rows.append(a.update(t, p, z, bid, ask) if i % 3 else a.update(t, p, z))
+        b.update_into(x, i, t, p, z, bid, ask) if i % 3 else b.update_into(x, i, t, p, z)
+    want = np.array(rows, dtype=np.float32)
+    assert np.isnan(want).any() and np.isfinite(want).any()
+    assert x.tobytes() == want.tobytes()
+    held = b.held
+    for bad, i in (
+        (np.zeros((2, features.N_FEATURES), np.float64), 0),
+        (np.zeros((2, features.N_FEATURES), np.float32), 2),
+        (np.zeros((2, features.N_FEATURES), np.float32), -1),
+    ):
+        with pytest.raises(ValueError, match="update_into"):
+            b.update_into(bad, i, 10**13, 100.0, 1.0)
+    assert b.held == held
+
+
 def test_a_raising_tick_changes_nothing_in_either():
     """The spread is computed before a gap resets the history: a tick that raises there
     leaves the state as it was (the C port used to report ready=True on the next tick)."""

@@ -9,12 +9,19 @@ history (not measured) takes every symbol past its 300 s warm-up, so measured ti
 scored. Lag = the consumer's produce time minus event time, from every answer to a measured
 tick (its ``latency_ms``). Throughput = those answers / (last - first answer's Kafka
 timestamp).
+
+"drain" is the backlog case: the history and ``--max-count`` ticks are in the topic before
+the consumer starts, so it drains them with the whole machine but the broker and server to
+itself. For every rate the consumer's CPU time per answered tick is printed too (main
+thread and whole process, from /proc): a figure a busy machine changes less than ticks/s.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import subprocess
 import tempfile
 import time
 from pathlib import Path
@@ -42,7 +49,16 @@ def _replay_args(kafka: str, topic: str, count: int, symbols: int) -> list[str]:
             str(count), "--symbols", str(symbols), "--quiet"]  # fmt: skip
 
 
-def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_max: int) -> dict:
+def _cpu_s(pid: int, thread: int | None = None) -> float:
+    """CPU seconds (user + system) of a process, or of one of its threads."""
+    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
+    fields = Path(path).read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
+def one_rate(
+    kafka: str, server: str, rate: float | None, seconds: float, count_max: int, drain: bool
+) -> dict:
     topics = Topics.fresh(kafka)
     env = {
         "VOLSPIKE_CONSUMER_TICKS_TOPIC": topics.ticks,
@@ -50,18 +66,23 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
         "VOLSPIKE_CONSUMER_DLQ_TOPIC": topics.dlq,
         "VOLSPIKE_CONSUMER_GROUP_ID": topics.group,
     }
-    consumer = procs.start(
-        "consumer",
-        "--bootstrap",
-        kafka,
-        "--server",
-        server,
-        "--metrics-port",
-        str(free_port()),
-        log=RUN / "bench-consumer.log",
-        env=env,
-    )
-    time.sleep(3)  # joined the group
+
+    def start_consumer() -> subprocess.Popen:
+        return procs.start(
+            "consumer",
+            "--bootstrap",
+            kafka,
+            "--server",
+            server,
+            "--metrics-port",
+            str(free_port()),
+            log=RUN / "bench-consumer.log",
+            env=env,
+        )
+
+    consumer = None if drain else start_consumer()
+    if consumer:
+        time.sleep(3)  # joined the group
     count = int(rate * seconds) if rate else count_max
     symbols = int((rate or 20_000) / 20)
     # Warm-up, not measured: 320 s of sparse back-dated history for the same symbols, so
@@ -69,7 +90,10 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
     warm = [*_replay_args(kafka, topics.ticks, WARM_COUNT, symbols), "--seed", "1"]
     warm += ["--rate", str(WARM_RATE), "--history-seconds", str(WARM_SECONDS)]
     procs.start("tools.replay", *warm, log=RUN / "bench-replay-warm.log").wait()
-    read_topic(kafka, topics.predictions, WARM_COUNT, timeout=120)
+    cpu0 = (0.0, 0.0)
+    if consumer:
+        read_topic(kafka, topics.predictions, WARM_COUNT, timeout=120)
+        cpu0 = (_cpu_s(consumer.pid, consumer.pid), _cpu_s(consumer.pid))
     start_ms = time.time() * 1000
     args = [
         "--bootstrap",
@@ -90,8 +114,12 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
     replay = procs.start("tools.replay", *args, log=RUN / "bench-replay.log")
     replay.wait()
     replay_s = time.monotonic() - t0
-    msgs = read_topic(kafka, topics.predictions, WARM_COUNT + count, timeout=120)
+    if consumer is None:  # drain: the backlog is in; the history is answered first
+        consumer = start_consumer()
+    msgs = read_topic(kafka, topics.predictions, WARM_COUNT + count, timeout=180)
+    cpu = (_cpu_s(consumer.pid, consumer.pid) - cpu0[0], _cpu_s(consumer.pid) - cpu0[1])
     procs.stop(consumer)
+    cpu_ticks = count + (WARM_COUNT if drain else 0)  # the CPU spent on the history too
     msgs = [m for m in msgs if _answer(m)["event_time_ms"] >= start_ms]
     warming = sum(_answer(m)["warming_up"] for m in msgs)
     lat = np.array([_answer(m)["latency_ms"] for m in msgs], dtype=float)
@@ -109,12 +137,14 @@ def one_rate(kafka: str, server: str, rate: float | None, seconds: float, count_
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
+        "main_us": cpu[0] / cpu_ticks * 1e6,
+        "process_us": cpu[1] / cpu_ticks * 1e6,
     }
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rates", default="2000,5000,10000,20000,max")
+    p.add_argument("--rates", default="2000,5000,10000,20000,max,drain")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-count", type=int, default=400_000)
     p.add_argument("--server", default="native", choices=procs.SERVER_IMPLS)
@@ -136,13 +166,18 @@ def main() -> None:
         try:
             procs.wait_serving(f"127.0.0.1:{gport}", server)
             for r in args.rates.split(","):
-                rate = None if r == "max" else float(r)
-                res = one_rate(kafka, f"127.0.0.1:{gport}", rate, args.seconds, args.max_count)
+                rate = None if r in ("max", "drain") else float(r)
+                res = one_rate(
+                    kafka, f"127.0.0.1:{gport}", rate, args.seconds, args.max_count, r == "drain"
+                )
+                res["label"] = r
                 results.append(res)
                 print(
                     f"rate {r:>6}: sent {res['sent']:,} at {res['replay_rate']:,.0f}/s, "
                     f"answered {res['answered']:,}, {res['throughput']:,.0f} predictions/s, "
-                    f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms",
+                    f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms, "
+                    f"consumer CPU {res['main_us']:.1f} us/tick main thread, "
+                    f"{res['process_us']:.1f} process",
                     flush=True,
                 )
         finally:
@@ -151,15 +186,18 @@ def main() -> None:
     print()
     print(
         "| input rate (ticks/s) | ticks sent | replay achieved/s | answered | warming up "
-        "| predictions/s | lag p50 ms | lag p95 ms | lag p99 ms |"
+        "| predictions/s | lag p50 ms | lag p95 ms | lag p99 ms | consumer CPU us/tick: main "
+        "thread | process |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        label = "as fast as possible" if r["rate"] is None else f"{r['rate']:,.0f}"
+        label = {"max": "as fast as possible", "drain": "backlog (drain)"}.get(
+            r["label"], f"{r['rate']:,.0f}"
+        )
         print(
             f"| {label} | {r['sent']:,} | {r['replay_rate']:,.0f} | {r['answered']:,} | "
             f"{r['warming']:,} | {r['throughput']:,.0f} | {r['p50']:,.0f} | {r['p95']:,.0f} | "
-            f"{r['p99']:,.0f} |"
+            f"{r['p99']:,.0f} | {r['main_us']:.1f} | {r['process_us']:.1f} |"
         )
 
 

@@ -1,4 +1,6 @@
-/* The consumer's fast path for one tick message (consumer/messages.py decode_tick).
+/* The consumer's fast path for its wire format in (consumer/messages.py decode_tick).
+   (Writing predictions in C was tried: snprintf and repr's float formatting made it
+   slower than orjson, 1.09 vs 0.94 us a record.)
 
    decode(raw, now_ms, max_future_ms) returns the Tick when the message is a plain, valid
    tick, and None for anything else: then decode_tick's Python path parses it again and
@@ -56,6 +58,55 @@ static int read_string(cur *c, const char **s, Py_ssize_t *n) {
 
 enum { NUM_NONE = 0, NUM_INT = 1, NUM_FLOAT = 2 };
 
+static const double pow10[23] = {1e0,  1e1,  1e2,  1e3,  1e4,  1e5,  1e6,  1e7,
+                                 1e8,  1e9,  1e10, 1e11, 1e12, 1e13, 1e14, 1e15,
+                                 1e16, 1e17, 1e18, 1e19, 1e20, 1e21, 1e22};
+
+/* Clinger's fast path for a grammatical JSON number in [s, e): when its digits make an
+   integer m <= 2^53 and its decimal exponent k is within +-22, m and 10^|k| are exact
+   doubles and one IEEE multiply or divide rounds correctly, as strtod does. 0 otherwise. */
+static int fast_double(const char *s, const char *e, double *out) {
+    int neg = *s == '-';
+    const char *q = s + neg;
+    unsigned long long m = 0;
+    int digits = 0, k = 0;
+    for (; q < e && ((*q >= '0' && *q <= '9') || *q == '.'); q++) {
+        if (*q == '.') {
+            for (q++; q < e && *q >= '0' && *q <= '9'; q++, k--) {
+                if (m == 0 && *q == '0')
+                    continue; /* leading zeros of the fraction carry no digit */
+                if (++digits > 16)
+                    return 0;
+                m = m * 10 + (unsigned long long)(*q - '0');
+            }
+            break;
+        }
+        if (m == 0 && *q == '0')
+            continue;
+        if (++digits > 16)
+            return 0;
+        m = m * 10 + (unsigned long long)(*q - '0');
+    }
+    if (q < e) { /* the exponent */
+        q++;
+        int eneg = 0, ex = 0, edigits = 0;
+        if (*q == '+' || *q == '-')
+            eneg = *q++ == '-';
+        for (; q < e; q++) {
+            if (++edigits > 4)
+                return 0;
+            ex = ex * 10 + (*q - '0');
+        }
+        k += eneg ? -ex : ex;
+    }
+    if (m > (1ULL << 53) || k < -22 || k > 22)
+        return 0;
+    double v = (double)m;
+    v = k < 0 ? v / pow10[-k] : v * pow10[k];
+    *out = neg ? -v : v;
+    return 1;
+}
+
 /* A JSON number: NUM_INT (*i) for an integer literal of at most 18 digits, NUM_FLOAT (*d,
    finite, no range error) for one with a fraction or exponent, NUM_NONE otherwise. */
 static int read_number(cur *c, long long *i, double *d) {
@@ -96,6 +147,8 @@ static int read_number(cur *c, long long *i, double *d) {
             return NUM_NONE;
     }
     c->p = q;
+    if (is_float && fast_double(start, q, d))
+        return NUM_FLOAT;
     if (!is_float) {
         if (ndigits > 18)
             return NUM_NONE;
@@ -329,6 +382,7 @@ static PyObject *configure(PyObject *self, PyObject *args) {
 }
 
 static PyMethodDef methods[] = {
+
     {"decode", (PyCFunction)(void (*)(void))decode, METH_FASTCALL,
      "decode(raw, now_ms, max_future_ms) -> Tick | None: the tick of a plain valid message, "
      "None for anything decode_tick's Python path must judge"},
@@ -337,6 +391,6 @@ static PyMethodDef methods[] = {
     {NULL, NULL, 0, NULL},
 };
 
-static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_decode", NULL, -1, methods};
+static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__decode(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__wire(void) { return PyModule_Create(&module); }
