@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import gc
 import logging
 import signal
 import sys
@@ -89,10 +90,21 @@ def main() -> None:
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
     signal.signal(signal.SIGINT, lambda *_: pipeline.stop())
     logger.info("consuming %s from %s, Predict at %s", s.ticks_topic, s.bootstrap, s.server)
+    tune_gc()
     pipeline.run()
     channel.close()
     provider.shutdown()
     logger.info("stopped cleanly")
+
+
+def tune_gc() -> None:
+    """Once set up: the imported modules' objects leave the collector's generations
+    (``gc.freeze``) and a young collection waits for 20,000 net new containers instead of
+    700. Each tick allocates a few short-lived containers; with the defaults, collections
+    took 21 % of the consumer's CPU while draining (1.37 of 6.40 s; 0.02 s of 4.86 s with
+    this). Cyclic garbage is still collected, a little later (docs/benchmarks.md)."""
+    gc.freeze()
+    gc.set_threshold(20_000, 20, 20)
 
 
 if __name__ == "__main__":

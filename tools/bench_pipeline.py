@@ -12,8 +12,9 @@ timestamp).
 
 "drain" is the backlog case: the history and ``--max-count`` ticks are in the topic before
 the consumer starts, so it drains them with the whole machine but the broker and server to
-itself. For every rate the consumer's CPU time per answered tick is printed too (main
-thread and whole process, from /proc): a figure a busy machine changes less than ticks/s.
+itself. For every rate the CPU time per tick is printed too (from /proc): the consumer's
+(main thread and whole process), the broker's, the server's and the replay's, a budget a
+busy machine changes less than ticks/s, and the sum says what 2 cores can carry.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import tempfile
 import time
@@ -57,7 +59,13 @@ def _cpu_s(pid: int, thread: int | None = None) -> float:
 
 
 def one_rate(
-    kafka: str, server: str, rate: float | None, seconds: float, count_max: int, drain: bool
+    kafka: str,
+    server: str,
+    rate: float | None,
+    seconds: float,
+    count_max: int,
+    drain: bool,
+    pids: dict[str, int],
 ) -> dict:
     topics = Topics.fresh(kafka)
     env = {
@@ -111,13 +119,18 @@ def one_rate(
     if rate:
         args += ["--rate", str(rate)]
     t0 = time.monotonic()
+    others0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     replay = procs.start("tools.replay", *args, log=RUN / "bench-replay.log")
     replay.wait()
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    replay_cpu = children.ru_utime + children.ru_stime - children0.ru_utime - children0.ru_stime
     replay_s = time.monotonic() - t0
     if consumer is None:  # drain: the backlog is in; the history is answered first
         consumer = start_consumer()
     msgs = read_topic(kafka, topics.predictions, WARM_COUNT + count, timeout=180)
     cpu = (_cpu_s(consumer.pid, consumer.pid) - cpu0[0], _cpu_s(consumer.pid) - cpu0[1])
+    others = {name: _cpu_s(pid) - others0[name] for name, pid in pids.items()}
     procs.stop(consumer)
     cpu_ticks = count + (WARM_COUNT if drain else 0)  # the CPU spent on the history too
     msgs = [m for m in msgs if _answer(m)["event_time_ms"] >= start_ms]
@@ -139,6 +152,10 @@ def one_rate(
         "p99": float(np.percentile(lat, 99)),
         "main_us": cpu[0] / cpu_ticks * 1e6,
         "process_us": cpu[1] / cpu_ticks * 1e6,
+        # the rest of the machine's CPU per measured tick (the broker also stores the
+        # predictions; the replay only sends the measured ticks)
+        **{f"{name}_us": c / count * 1e6 for name, c in others.items()},
+        "replay_us": replay_cpu / count * 1e6,
     }
 
 
@@ -151,7 +168,7 @@ def main() -> None:
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         kport = free_port()
-        kafka_broker.up(kport, free_port(), Path(tmp) / "kafka", {})
+        broker_pid = kafka_broker.up(kport, free_port(), Path(tmp) / "kafka", {})
         kafka = f"127.0.0.1:{kport}"
         gport = free_port()
         server = procs.start_server(
@@ -167,8 +184,15 @@ def main() -> None:
             procs.wait_serving(f"127.0.0.1:{gport}", server)
             for r in args.rates.split(","):
                 rate = None if r in ("max", "drain") else float(r)
+                pids = {"broker": broker_pid, "server": server.pid}
                 res = one_rate(
-                    kafka, f"127.0.0.1:{gport}", rate, args.seconds, args.max_count, r == "drain"
+                    kafka,
+                    f"127.0.0.1:{gport}",
+                    rate,
+                    args.seconds,
+                    args.max_count,
+                    r == "drain",
+                    pids,
                 )
                 res["label"] = r
                 results.append(res)
@@ -177,7 +201,8 @@ def main() -> None:
                     f"answered {res['answered']:,}, {res['throughput']:,.0f} predictions/s, "
                     f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms, "
                     f"consumer CPU {res['main_us']:.1f} us/tick main thread, "
-                    f"{res['process_us']:.1f} process",
+                    f"{res['process_us']:.1f} process; broker {res['broker_us']:.1f}, "
+                    f"server {res['server_us']:.1f}, replay {res['replay_us']:.1f} us/tick",
                     flush=True,
                 )
         finally:
@@ -186,18 +211,18 @@ def main() -> None:
     print()
     print(
         "| input rate (ticks/s) | ticks sent | replay achieved/s | answered | warming up "
-        "| predictions/s | lag p50 ms | lag p95 ms | lag p99 ms | consumer CPU us/tick: main "
-        "thread | process |"
+        "| predictions/s | lag p50 ms | lag p95 ms | lag p99 ms | CPU us/tick: consumer main "
+        "thread | consumer | broker | server | replay |"
     )
-    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in results:
-        label = {"max": "as fast as possible", "drain": "backlog (drain)"}.get(
-            r["label"], f"{r['rate']:,.0f}"
-        )
+        named = {"max": "as fast as possible", "drain": "backlog (drain)"}
+        label = named[r["label"]] if r["rate"] is None else f"{r['rate']:,.0f}"
         print(
             f"| {label} | {r['sent']:,} | {r['replay_rate']:,.0f} | {r['answered']:,} | "
             f"{r['warming']:,} | {r['throughput']:,.0f} | {r['p50']:,.0f} | {r['p95']:,.0f} | "
-            f"{r['p99']:,.0f} | {r['main_us']:.1f} | {r['process_us']:.1f} |"
+            f"{r['p99']:,.0f} | {r['main_us']:.1f} | {r['process_us']:.1f} | "
+            f"{r['broker_us']:.1f} | {r['server_us']:.1f} | {r['replay_us']:.1f} |"
         )
 
 
