@@ -103,8 +103,11 @@ def test_hostile_messages_get_pythons_answer(raw):
 
 def test_odd_clock_arguments_fall_back_or_match():
     raw = encode_row("A", NOW, 2.0, 1.0, float("nan"), float("nan"))
-    for now, future in ((NOW, 0), (NOW - 1, 0), (NOW, 2**50), (-1, 5_000), (2**61, 5_000)):
-        same(raw, now, future)
+    odd = [(NOW, 0), (NOW - 1, 0), (NOW, 2**50), (-1, 5_000), (2**61, 5_000), (2**63, 0)]
+    odd += [(NOW, -(2**64)), (float(NOW), 5_000), (NOW, 5_000.0), (2**70, 0)]
+    for now, future in odd:
+        for msg in (raw, b"u", b"{}", b"x" * 20_000):
+            same(msg, now, future)
 
 
 numbers = st.one_of(
