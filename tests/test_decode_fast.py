@@ -16,9 +16,13 @@ from consumer import messages
 from consumer.messages import BadTick, decode_tick, decode_tick_py, encode_row, fast_decode
 
 NOW = 1_764_000_000_000
-pytestmark = pytest.mark.skipif(
-    fast_decode is messages._no_fast_path, reason="consumer/_wire not built (make models)"
-)
+
+
+def test_the_consumer_gets_the_c_decoder():
+    """`make models` builds consumer/_wire (make test and make test-fast both run it): the
+    Python-only fallback is for a fresh clone before the build, never for the suite."""
+    assert fast_decode is not messages._no_fast_path
+    assert fast_decode.__module__ == "consumer._wire"
 
 
 def outcome(f, raw, now=NOW, future=5_000):
