@@ -18,19 +18,33 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 ROOT = Path(__file__).resolve().parent.parent
 
 
+_HANDED_OUT: set[int] = set()
+
+
 def free_port(span: int = 1) -> int:
     """A free loopback port; with ``span`` > 1 the first of that many consecutive free
-    ports (a server with N workers serves metrics on port .. port + N - 1)."""
+    ports (a server with N workers serves metrics on port .. port + N - 1).
+
+    A port is free only until someone binds it, and the kernel readily hands the same
+    ephemeral port to two probes in a row, so two calls made before either port is
+    bound (a server's gRPC and metrics ports) could get the same answer: ports this
+    process has handed out are never handed out again."""
+    if len(_HANDED_OUT) > 8_000:  # a long-lived process: forget the oldest run's ports
+        _HANDED_OUT.clear()
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             base = s.getsockname()[1]
+        wanted = range(base, base + span)
+        if any(p in _HANDED_OUT for p in wanted):
+            continue
         socks = []
         try:
-            for p in range(base, base + span):
+            for p in wanted:
                 sock = socket.socket()
                 socks.append(sock)
                 sock.bind(("127.0.0.1", p))
+            _HANDED_OUT.update(wanted)
             return base
         except OSError:
             continue
