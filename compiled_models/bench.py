@@ -1,7 +1,9 @@
 """``make bench-model``: one-row latency and rows/s of four ways to run the same trees.
 
 All in one process and one run, every engine on ONE thread, on real held-out rows:
-our runtime (TL2cgen C + batch entry point), TL2cgen's own ``Predictor``, Treelite
+our runtime (TL2cgen C + batch entry point, and the AVX-512 layout of
+``forest_simd.c`` for batches where the trees fit it), the same library's TL2cgen code
+alone, TL2cgen's own ``Predictor``, Treelite
 GTIL, and XGBoost ``inplace_predict``. Each figure is the median of ``--repeats``
 timed repeats; each repeat runs as many calls as fit in ``--budget`` seconds.
 """
@@ -55,10 +57,15 @@ def engines(name: str, tmp: Path) -> dict[str, Callable[[np.ndarray], object]]:
     return {
         "ours (runtime.predict)": ours.predict,
         "ours, trees only (predict_raw)": ours.predict_raw,
+        "ours, TL2cgen code only (portable)": lambda x: ours.predict_raw(x, portable=True),
         "TL2cgen Predictor": lambda x: predictor.predict(tl2cgen.DMatrix(x, dtype="float32")),
         "Treelite GTIL": lambda x: treelite.gtil.predict(tl_model, x, nthread=1),
         "XGBoost inplace_predict": booster.inplace_predict,
     }
+
+
+def table_simd(name: str) -> bool:
+    return runtime.load(ROOT / name).simd
 
 
 def main() -> None:
@@ -93,6 +100,10 @@ def main() -> None:
     ratio_10k = results["XGBoost inplace_predict", 10_000] / ours_10k
     print(f"one row: ours is {xgb_one / ours_one:,.0f}x faster than XGBoost inplace_predict")
     print(f"batch 10,000 rows/s: ours / XGBoost = {ratio_10k:,.2f}x")
+    portable_10k = results["ours, TL2cgen code only (portable)", 10_000]
+    layout = "AVX-512 layout" if table_simd(args.model) else "no AVX-512 layout (TL2cgen only)"
+    ratio = portable_10k / ours_10k
+    print(f"batch 10,000 rows/s: ours / TL2cgen code only = {ratio:,.2f}x ({layout})")
 
 
 if __name__ == "__main__":

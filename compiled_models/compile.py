@@ -12,7 +12,13 @@ import tl2cgen
 import treelite
 import xgboost as xgb
 
+from compiled_models import simd_layout
+
 BATCH_C = Path(__file__).with_name("batch.c")
+SIMD_C = Path(__file__).with_name("forest_simd.c")
+# The SIMD layout is a few loops over tables, not thousands of branchy trees: -O3 unrolls
+# its per-level loops (measured: 1.79 M rows/s vs 1.37 M at -O1 on xgb-v2).
+SIMD_OPT = "-O3"
 CC = os.environ.get("CC", "gcc")
 CFLAGS = ("-fPIC", "-std=c99", "-fno-semantic-interposition")
 CORES = len(os.sched_getaffinity(0))  # the cores this process may run on
@@ -44,7 +50,9 @@ def compile_library(
     options: dict = DEFAULT_OPTIONS,
     annotate_rows=None,
 ) -> None:
-    """Generate C for ``model`` and build ``out_path`` (a .so with ``vs_predict_batch``).
+    """Generate C for ``model`` and build ``out_path`` (a .so with ``vs_predict_batch``):
+    TL2cgen's code, the batch entry point and, when the ensemble fits it, the AVX-512
+    layout (``forest_simd.c``, tables from ``simd_layout``).
 
     ``annotate_rows`` (float32 array) feeds TL2cgen's branch annotation when
     ``options["annotate"]`` is set, so gcc lays out the likely branch first.
@@ -61,13 +69,21 @@ def compile_library(
             params["annotate_in"] = str(ann)
         tl2cgen.generate_c_code(model, str(src), params=params)
         shutil.copy(BATCH_C, src / "batch.c")
+        shutil.copy(SIMD_C, src / "forest_simd.c")
+        tables = (
+            simd_layout.tables_header(model)
+            if not params["quantize"]  # TL2cgen compares quantised indices: not the layout's
+            else "#define VS_SIMD_TABLES 0 /* quantised thresholds */\n"
+        )
+        (src / "forest_tables.h").write_text(tables)
         objs = []
         procs = []
         for c_file in sorted(src.glob("*.c")):
             obj = c_file.with_suffix(".o")
             objs.append(obj.name)
             # relative names in the build folder: no temporary path reaches the library
-            cmd = [CC, options.get("opt", "-O3"), *CFLAGS, "-c", c_file.name, "-o", obj.name]
+            opt = SIMD_OPT if c_file.name == "forest_simd.c" else options.get("opt", "-O3")
+            cmd = [CC, opt, *CFLAGS, "-c", c_file.name, "-o", obj.name]
             procs.append(subprocess.Popen(cmd, cwd=src))
             if len(procs) >= (os.cpu_count() or 2):
                 _wait(procs)

@@ -93,6 +93,16 @@ class CompiledModel:
         fn = ctypes.cast(self._lib.vs_predict_batch, ctypes.c_void_p).value
         assert fn is not None  # a resolved symbol (ctypes raises AttributeError when missing)
         self._fn = fn
+        # Libraries built before the AVX-512 layout have neither symbol: one path only.
+        portable = getattr(self._lib, "vs_predict_batch_portable", None)
+        self._fn_portable: int = (
+            (ctypes.cast(portable, ctypes.c_void_p).value or fn) if portable else fn
+        )
+        # True when batches of 24+ rows run the AVX-512 layout (forest_simd.c)
+        active = getattr(self._lib, "vs_simd_active", None)
+        if active is not None:
+            active.restype, active.argtypes = ctypes.c_int32, []
+        self.simd = bool(active()) if active is not None else False
 
     def __del__(self) -> None:
         # Safe: a thread inside predict() holds a reference to self, so nothing can
@@ -111,15 +121,17 @@ class CompiledModel:
         out = self.predict_raw(x)
         return out if self.calibration is None else self.calibration.apply(out)
 
-    def predict_raw(self, x: np.ndarray) -> np.ndarray:
-        """The compiled trees' probabilities, before any calibration (as XGBoost's)."""
+    def predict_raw(self, x: np.ndarray, *, portable: bool = False) -> np.ndarray:
+        """The compiled trees' probabilities, before any calibration (as XGBoost's).
+        ``portable``: TL2cgen's code for every row, never the AVX-512 layout (benchmarks
+        and the test that both give the same bits)."""
         if type(x) is not np.ndarray or x.dtype != _F32 or x.ndim != 2:
             raise InvalidInput(self._describe_bad(x))
         rows, cols = x.shape
         if cols != self.n_features or rows == 0 or not x.flags.c_contiguous:
             raise InvalidInput(self._describe_bad(x))
         out = np.empty(rows, dtype=_F32)
-        bad = _call(self._fn, rows, x, out)  # GIL released inside
+        bad = _call(self._fn_portable if portable else self._fn, rows, x, out)  # GIL released
         if bad >= 0:
             raise InvalidInput(f"{self.name}: row {bad} contains an infinite value")
         return out
