@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import resource
 import subprocess
 import tempfile
@@ -33,7 +32,7 @@ from confluent_kafka import Message
 
 from tools import kafka_broker, procs
 from tools.kafka_io import Topics, read_topic
-from tools.procs import free_port
+from tools.procs import cpu_seconds, free_port
 
 RUN = Path(__file__).resolve().parent.parent / ".run"
 WARM_RATE, WARM_SECONDS = 150, 320
@@ -49,13 +48,6 @@ def _answer(m: Message) -> dict:
 def _replay_args(kafka: str, topic: str, count: int, symbols: int) -> list[str]:
     return ["--bootstrap", kafka, "--topic", topic, "--source", "synthetic", "--count",
             str(count), "--symbols", str(symbols), "--quiet"]  # fmt: skip
-
-
-def _cpu_s(pid: int, thread: int | None = None) -> float:
-    """CPU seconds (user + system) of a process, or of one of its threads."""
-    path = f"/proc/{pid}/task/{thread}/stat" if thread else f"/proc/{pid}/stat"
-    fields = Path(path).read_text().rsplit(")", 1)[1].split()
-    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 def one_rate(
@@ -101,7 +93,7 @@ def one_rate(
     cpu0 = (0.0, 0.0)
     if consumer:
         read_topic(kafka, topics.predictions, WARM_COUNT, timeout=120)
-        cpu0 = (_cpu_s(consumer.pid, consumer.pid), _cpu_s(consumer.pid))
+        cpu0 = (cpu_seconds(consumer.pid, consumer.pid), cpu_seconds(consumer.pid))
     start_ms = time.time() * 1000
     args = [
         "--bootstrap",
@@ -119,7 +111,7 @@ def one_rate(
     if rate:
         args += ["--rate", str(rate)]
     t0 = time.monotonic()
-    others0 = {name: _cpu_s(pid) for name, pid in pids.items()}
+    others0 = {name: cpu_seconds(pid) for name, pid in pids.items()}
     children0 = resource.getrusage(resource.RUSAGE_CHILDREN)
     replay = procs.start("tools.replay", *args, log=RUN / "bench-replay.log")
     replay.wait()
@@ -129,8 +121,8 @@ def one_rate(
     if consumer is None:  # drain: the backlog is in; the history is answered first
         consumer = start_consumer()
     msgs = read_topic(kafka, topics.predictions, WARM_COUNT + count, timeout=180)
-    cpu = (_cpu_s(consumer.pid, consumer.pid) - cpu0[0], _cpu_s(consumer.pid) - cpu0[1])
-    others = {name: _cpu_s(pid) - others0[name] for name, pid in pids.items()}
+    cpu = (cpu_seconds(consumer.pid, consumer.pid) - cpu0[0], cpu_seconds(consumer.pid) - cpu0[1])
+    others = {name: cpu_seconds(pid) - others0[name] for name, pid in pids.items()}
     procs.stop(consumer)
     cpu_ticks = count + (WARM_COUNT if drain else 0)  # the CPU spent on the history too
     msgs = [m for m in msgs if _answer(m)["event_time_ms"] >= start_ms]
