@@ -33,8 +33,15 @@ def _f32_text(v: float) -> str:
 
 
 def _leaf_double(v: float) -> float:
-    """The double TL2cgen's literal for a float32 leaf denotes: its shortest text."""
-    return float(str(np.float32(v)))
+    """The value TL2cgen's literal for a float32 leaf adds: it prints the shortest text of
+    the float32. With a decimal point or an exponent that is a double constant; a whole
+    number below 1e16 is printed bare (``-513782500``), an integer constant, which C
+    converts to the float32 itself (found by a hostile review: leaves >= 2^24 then summed
+    one ulp apart)."""
+    f = np.float32(v)
+    if float(f).is_integer() and abs(float(f)) < 1e16:
+        return float(f)
+    return float(str(f))
 
 
 def _tables(dump: dict) -> tuple[np.ndarray, np.ndarray, np.ndarray]:

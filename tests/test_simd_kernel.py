@@ -123,3 +123,35 @@ def test_an_infinite_value_is_reported_at_its_row(name, rows, bad, real_dataset)
     x[bad, 3] = -np.inf
     with pytest.raises(runtime.InvalidInput, match=f"row {bad} contains an infinite value"):
         model.predict_raw(x)
+
+
+def test_large_whole_number_leaves_add_like_tl2cgen(tmp_path):
+    """TL2cgen prints a whole-number leaf below 1e16 without a decimal point: an integer
+    constant, added as the float32 itself, not as the double its text denotes. A regressor
+    on targets in the 1e8s has such leaves (3,577 of 100,000 rows differed by one ulp
+    before the layout followed it). Built here, not shipped: also covers the identity
+    postprocessor."""
+    import ctypes
+
+    import xgboost as xgb
+
+    from compiled_models import compile as cc
+
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((5_000, 15)).astype(np.float32)
+    y = x[:, 0] * 3e8 + x[:, 1] * 1e8 + 5e8 + rng.standard_normal(5_000) * 1e7
+    params = {"objective": "reg:squarederror", "max_depth": 6, "nthread": 1}
+    booster = xgb.train(params, xgb.DMatrix(x, y), 50)
+    lib_path = tmp_path / "bigy.so"
+    cc.compile_library(cc.to_treelite(booster), lib_path)
+    lib = ctypes.CDLL(str(lib_path))
+    assert lib.vs_simd_active() == 1
+    rows = np.ascontiguousarray(rng.standard_normal((20_000, 15)).astype(np.float32))
+    outs = []
+    for name in ("vs_predict_batch", "vs_predict_batch_portable"):
+        fn = getattr(lib, name)
+        fn.argtypes, fn.restype = [ctypes.c_void_p, ctypes.c_int64, ctypes.c_void_p], ctypes.c_int64
+        out = np.empty(len(rows), np.float32)
+        assert fn(rows.ctypes.data, len(rows), out.ctypes.data) == -1
+        outs.append(out)
+    assert np.array_equal(outs[0].view(np.uint32), outs[1].view(np.uint32))
