@@ -124,12 +124,14 @@ VS_TARGET static void vs_block(const float* xt, float* acc) {
 }
 
 int32_t vs_simd_active(void) {
-  static int active = -1; /* racy but idempotent: every thread computes the same value */
-  if (active < 0) {
+  static int active = -1; /* -1: not asked yet; threads may race to ask, all get one answer */
+  int a = __atomic_load_n(&active, __ATOMIC_RELAXED);
+  if (a < 0) {
     __builtin_cpu_init();
-    active = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    a = __builtin_cpu_supports("avx512f") ? 1 : 0;
+    __atomic_store_n(&active, a, __ATOMIC_RELAXED);
   }
-  return active;
+  return a;
 }
 
 int64_t vs_simd_predict(const float* x, int64_t nrow, float* out, int64_t* done) {
