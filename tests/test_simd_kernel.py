@@ -49,6 +49,12 @@ def thresholds(name: str) -> dict[int, np.ndarray]:
 LAYOUT = [n for n in ARTIFACTS if max_depth(n) <= 6] if HAS_AVX512 else []
 
 
+def assert_same_bits(model: runtime.CompiledModel, x: np.ndarray) -> None:
+    """The layout (where the batch takes it) and TL2cgen's code answer ``x`` alike."""
+    fast, portable = model.predict_raw(x), model.predict_raw(x, portable=True)
+    assert np.array_equal(fast.view(np.uint32), portable.view(np.uint32))
+
+
 def test_the_layout_runs_exactly_where_it_fits():
     assert HAS_AVX512, "this machine has AVX-512F: the layout must be exercised here"
     for name in ARTIFACTS:
@@ -63,8 +69,7 @@ def test_every_held_out_row_gets_the_same_bits(name, real_dataset):
     model = runtime.load(artifact_dir(name))
     x = np.ascontiguousarray(real_dataset.test.X, dtype=np.float32)
     assert np.isnan(x).any()  # missing values included
-    fast, portable = model.predict_raw(x), model.predict_raw(x, portable=True)
-    assert np.array_equal(fast.view(np.uint32), portable.view(np.uint32))
+    assert_same_bits(model, x)
 
 
 @pytest.mark.parametrize("name", LAYOUT)
@@ -85,18 +90,17 @@ def test_values_on_and_beside_every_threshold(name):
     the largest finite values mixed in."""
     model = runtime.load(artifact_dir(name))
     rng = np.random.default_rng(5)
-    nf = model.n_features
+    splits = thresholds(name)
     pools = []
-    for f in range(nf):
-        t = thresholds(name).get(f, np.zeros(1, np.float32))
+    for f in range(model.n_features):
+        t = splits.get(f, np.zeros(1, np.float32))
         near = np.concatenate(
             [t, np.nextafter(t, np.float32(-np.inf)), np.nextafter(t, np.float32(np.inf))]
         )
         extra = np.array([np.nan, 0.0, -0.0, 3.4e38, -3.4e38], np.float32)
         pools.append(np.concatenate([near, extra]).astype(np.float32))
     x = np.stack([rng.choice(p, 20_000) for p in pools], axis=1).astype(np.float32)
-    fast, portable = model.predict_raw(x), model.predict_raw(x, portable=True)
-    assert np.array_equal(fast.view(np.uint32), portable.view(np.uint32))
+    assert_same_bits(model, x)
 
 
 @pytest.mark.parametrize("name", LAYOUT)
@@ -107,10 +111,8 @@ def test_missing_in_each_feature_follows_each_nodes_default(name, real_dataset):
     for f in range(model.n_features):
         x = base.copy()
         x[::2, f] = np.nan
-        fast, portable = model.predict_raw(x), model.predict_raw(x, portable=True)
-        assert np.array_equal(fast.view(np.uint32), portable.view(np.uint32)), f
-    x = np.full_like(base, np.nan)
-    assert np.array_equal(model.predict_raw(x), model.predict_raw(x, portable=True))
+        assert_same_bits(model, x)
+    assert_same_bits(model, np.full_like(base, np.nan))
 
 
 @pytest.mark.parametrize("name", LAYOUT)
