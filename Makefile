@@ -46,7 +46,7 @@ GO_PROTO_OPTS := --plugin=protoc-gen-go=$(PROTOC_GEN_GO) --go_opt=module=volspik
   --go_opt=Mproto/volatility/v1/predictor.proto=volspike/server/native/gen/volatilitypb \
   --go_opt=Mproto/inference/grpc_predict_v2.proto=volspike/server/native/gen/inferencepb
 
-.PHONY: venv data models native settings test test-fast lint proto proto-check go-tools observability rule-mutations dashboard-snapshot drift serve rollback demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
+.PHONY: venv data models native settings test test-fast lint proto proto-check go-tools observability rule-mutations dashboard-snapshot drift serve rollback refit-threshold demo bench-model bench-server bench-pipeline loadtest kafka-up kafka-down replay consume clean
 
 venv: $(VENV)/.installed
 # The package (pyproject.toml, editable) with runtime, dev and bench requirements, each pinned.
@@ -170,6 +170,15 @@ endif
 rollback: | $(VENV)/.installed
 	$(PY) -m server.rollback --artifact "$(ARTIFACT)" --model-config $(MODEL_CONFIG) --pid-file $(PID_FILE) \
 	  --address 127.0.0.1:$(GRPC_PORT) --metrics-port $(METRICS_PORT)
+
+# Refit the served artifact's decision threshold on its scores of the last REFIT_WINDOW_S
+# seconds of the predictions topic (flagging REFIT_RATE of them) into the live model config;
+# both servers apply it on reload. Run it on a schedule (docs/runbook.md).
+REFIT_WINDOW_S ?= 21600
+REFIT_RATE ?= 0.05
+refit-threshold: | $(VENV)/.installed
+	$(PY) -m server.refit_threshold --bootstrap 127.0.0.1:$(KAFKA_PORT) --model-config $(MODEL_CONFIG) \
+	  --window-s $(REFIT_WINDOW_S) --rate $(REFIT_RATE) --address 127.0.0.1:$(GRPC_PORT)
 
 PROMETHEUS_PORT ?= 9090
 DEMO_ARGS = --server $(SERVER) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \

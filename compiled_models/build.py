@@ -76,10 +76,13 @@ def _fold_scores(fold: dataset.Fold, trained: dict) -> cchoice.FoldScores:
     )
 
 
-def _fold_metrics(fold: dataset.Fold, trained: dict, choice: dict) -> tuple[dict, dict]:
+def _fold_metrics(
+    fold: dataset.Fold, trained: dict, choice: dict, gain_draws: dict
+) -> tuple[dict, dict]:
     """Calibrate (the chosen method, on its window of the validation block) and set the
     threshold on the validation block, score the test block against the baselines and
-    rivals. Returns (table row, what the artifact keeps)."""
+    rivals. Returns (table row, what the artifact keeps); ``gain_draws`` gets the paired
+    gains' bootstrap draws."""
     booster, raw_v, raw_t = trained["booster"], trained["raw_v"], trained["raw_t"]
     cal = cchoice.fit(_fold_scores(fold, trained), choice["method"], choice["window"])
     p_v, p_t = ev.calibrate(raw_v, cal), ev.calibrate(raw_t, cal)
@@ -97,6 +100,10 @@ def _fold_metrics(fold: dataset.Fold, trained: dict, choice: dict) -> tuple[dict
         "best_feature": ev.feature_score(te.X, col, sign),
         "logistic": ev.logistic_rival(fold.train.X, fold.train.y, te.X),
     }
+    # make refit-threshold replayed: hourly on the trailing 6 h of scores (the validation
+    # block, then the test rows as they arrive), starting from the validation threshold
+    history = (p_v, fold.valid.t_ms)
+    refit = p_t >= ev.rolling_threshold(p_t, te.t_ms, train.ALERT_RATE, thr, history=history)
     row = {
         "test_block": fold.test_block,
         "train_period": fold.train.period,
@@ -106,7 +113,11 @@ def _fold_metrics(fold: dataset.Fold, trained: dict, choice: dict) -> tuple[dict
         "test_positive_rate": round(float(te.y.mean()), 4),
         "label_threshold": round(fold.label_threshold, 4),
         "scores": ev.bootstrap(
-            te.y, scores, te.t_ms, reference=("rv_60s", "best_feature", "logistic")
+            te.y,
+            scores,
+            te.t_ms,
+            reference=("rv_60s", "best_feature", "logistic"),
+            gain_draws=gain_draws,
         ),
         "best_feature": feature,
         "episodes": {
@@ -114,6 +125,8 @@ def _fold_metrics(fold: dataset.Fold, trained: dict, choice: dict) -> tuple[dict
             "persistence": ev.episodes(te.y, persistence > 0, te.t_ms, te.symbol),
         },
         "alert_rate_test": round(float((p_t >= thr).mean()), 4),
+        "alert_rate_test_interval": ev.rate_interval(p_t >= thr, te.t_ms),
+        "alert_rate_test_refit": round(float(refit.mean()), 4),
     }
     if te.stressed is not None:
         flag = p_t >= thr
@@ -165,8 +178,10 @@ def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dic
     logger.info("%s calibration: %s", spec.name, report.calibration_line(choice))
     rows: list[dict] = []
     keep: dict = {}
+    draws: list[dict] = []
     for k, fold in folds.items():
-        row, keep = _fold_metrics(fold, trained[k], choice)
+        draws.append({})
+        row, keep = _fold_metrics(fold, trained[k], choice, draws[-1])
         rows.append(row)
         logger.info("%s fold %d: %s", spec.name, k, report.fold_line(row))
     final = ds.final  # the last fold is the artifact's own split
@@ -180,6 +195,11 @@ def evaluate_spec(spec: train.ModelSpec, ds: dataset.Dataset) -> tuple[dict, dic
             seeds.append(ev._Ranked(y_t, b.inplace_predict(final.test.X)).metrics()[0])
     metrics = {
         "walk_forward": rows,
+        # the paired gains over the rivals, averaged over the folds (each resampled alone)
+        "gain_over_folds": {
+            f"pr_auc_gain_vs_{r}": ev.mean_gain([d[("model", r)] for d in draws])
+            for r in ("rv_60s", "best_feature", "logistic")
+        },
         "seeds": {
             "test_pr_auc": [round(s, 4) for s in seeds],
             "note": "final fold trained with seeds SEED, SEED+1, SEED+2 (uncalibrated)",

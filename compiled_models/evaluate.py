@@ -60,10 +60,12 @@ def bootstrap(
     scores: dict[str, np.ndarray],
     t_ms: np.ndarray,
     reference: str | tuple[str, ...] | None = None,
+    gain_draws: dict[tuple[str, str], np.ndarray] | None = None,
 ) -> dict[str, dict]:
     """PR-AUC and ROC-AUC per score as ``[value, lo95, hi95]``; with ``reference`` (one
     score's name or several), also each score's PR-AUC gain over each, paired (the same
-    resampled blocks for both)."""
+    resampled blocks for both). ``gain_draws``: filled with each gain's value followed by
+    its resampled draws, keyed (score, reference), for ``mean_gain``."""
     refs = (reference,) if isinstance(reference, str) else tuple(reference or ())
     blocks = (t_ms - t_ms.min()) // BOOT_BLOCK_MS
     _, block = np.unique(blocks, return_inverse=True)
@@ -87,7 +89,34 @@ def bootstrap(
             ref = np.array(draws[reference])
             gain = pr - ranked[reference].metrics()[0]
             out[k]["pr_auc_gain_vs_" + reference] = _ci(gain, d[:, 0] - ref[:, 0])
+            if gain_draws is not None:
+                gain_draws[(k, reference)] = np.concatenate([[gain], d[:, 0] - ref[:, 0]])
     return out
+
+
+def mean_gain(per_fold: list[np.ndarray]) -> list[float]:
+    """The mean of several folds' paired gains, ``[value, lo95, hi95]``: each fold's blocks
+    resampled on their own (``bootstrap``'s ``gain_draws``, draw i of every fold averaged).
+    Folds are disjoint stretches of time, so the mean's interval is narrower than any one
+    fold's: the gain over the folds together."""
+    stacked = np.vstack(per_fold)
+    return _ci(float(stacked[:, 0].mean()), stacked[:, 1:].mean(axis=0))
+
+
+def rate_interval(flag: np.ndarray, t_ms: np.ndarray) -> list[float]:
+    """A share of flagged rows with its 95 % interval over resampled 5-minute blocks (how
+    far a few hours' alert rate moves by chance)."""
+    blocks = (t_ms - t_ms.min()) // BOOT_BLOCK_MS
+    _, block = np.unique(blocks, return_inverse=True)
+    n_blocks = int(block.max()) + 1
+    rows = np.bincount(block, minlength=n_blocks).astype(np.float64)
+    hits = np.bincount(block, weights=flag.astype(np.float64), minlength=n_blocks)
+    rng = np.random.default_rng(BOOT_SEED)
+    draws = np.empty(BOOT_REPS)
+    for i in range(BOOT_REPS):
+        counts = np.bincount(rng.integers(0, n_blocks, n_blocks), minlength=n_blocks)
+        draws[i] = (counts * hits).sum() / (counts * rows).sum()
+    return _ci(float(flag.mean()), draws)
 
 
 def best_single_feature(
@@ -332,6 +361,11 @@ def brier(p: np.ndarray, y: np.ndarray) -> float:
     return round(float(np.mean((p.astype(np.float64) - y) ** 2)), 5)
 
 
+REFIT_WINDOW_MS = 6 * 3_600_000  # make refit-threshold's defaults (server/refit_threshold.py)
+REFIT_EVERY_MS = 3_600_000  # the schedule docs/runbook.md suggests
+REFIT_MIN_ROWS = 50_000
+
+
 def threshold_for_rate(p: np.ndarray, rate: float) -> float:
     """The smallest score that flags at most ``rate`` of these rows; the highest score
     when even it flags more (a calibrated output has only a few distinct steps)."""
@@ -341,3 +375,33 @@ def threshold_for_rate(p: np.ndarray, rate: float) -> float:
     share = 1.0 - np.searchsorted(np.sort(p), cands, side="left") / len(p)
     ok = cands[share <= rate]
     return float(ok[0]) if len(ok) else float(cands[-1])
+
+
+def rolling_threshold(
+    p: np.ndarray,
+    t_ms: np.ndarray,
+    rate: float,
+    initial: float,
+    window_ms: int = REFIT_WINDOW_MS,
+    every_ms: int = REFIT_EVERY_MS,
+    history: tuple[np.ndarray, np.ndarray] | None = None,
+    min_rows: int = REFIT_MIN_ROWS,
+) -> np.ndarray:
+    """The threshold in force at each row of (``p``, ``t_ms``) when ``make refit-threshold``
+    runs every ``every_ms`` of event time on the scores of the trailing ``window_ms``
+    (``history``'s (scores, times) before these rows, then these rows as they arrive),
+    replayed: from ``initial``, each refit with at least ``min_rows`` scores in its window
+    replaces it (the tool refuses fewer)."""
+    hp, ht = history if history is not None else (p[:0], t_ms[:0])
+    all_p, all_t = np.concatenate([hp, p]), np.concatenate([ht, t_ms])
+    order = np.argsort(all_t, kind="stable")
+    all_p, all_t = all_p[order], all_t[order]
+    thr = np.full(len(p), float(initial))
+    current = float(initial)
+    start = int(t_ms.min())
+    for at in range(start, int(t_ms.max()) + 1, every_ms):
+        lo, hi = np.searchsorted(all_t, [at - window_ms, at], side="left")
+        if hi - lo >= min_rows:
+            current = threshold_for_rate(all_p[lo:hi], rate)
+        thr[(t_ms >= at) & (t_ms < at + every_ms)] = current
+    return thr

@@ -5,7 +5,8 @@ README.md carries it between its ``artifacts:begin`` / ``artifacts:end`` markers
 tests/test_artifacts.py fails when it is stale. Each row: the data, the walk-forward test
 folds' spike episodes and positives, the model's PR-AUC against raw ``rv_60s`` and the
 logistic rival, the paired verdict against both simple rivals (how many folds the gain's
-95 % interval is above zero, below it, or spans it), and the calibration served.
+95 % interval is above zero, below it, or spans it, and the mean gain over the folds with its
+interval), and the calibration served.
 """
 
 from __future__ import annotations
@@ -46,7 +47,13 @@ def _verdict(m: Manifest, rival: str) -> str:
     lost = sum(g[2] < 0 for g in gains)
     same = len(gains) - won - lost
     parts = [(won, "better"), (lost, "worse"), (same, "no difference")]
-    return ", ".join(f"{what} on {n}" for n, what in parts if n)
+    out = ", ".join(f"{what} on {n}" for n, what in parts if n)
+    over = m.metrics.get("gain_over_folds", {}).get(f"pr_auc_gain_vs_{rival}")
+    if over is None:
+        return out
+    v, lo, hi = over
+    together = "better" if lo > 0 else "worse" if hi < 0 else "no difference"
+    return f"{out}; all folds together: {together}, {v:+.3f} [{lo:+.3f}, {hi:+.3f}]"
 
 
 def _episodes(m: Manifest) -> str:

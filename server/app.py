@@ -64,7 +64,9 @@ class App:
             logger.exception("model config %s is unreadable", self.settings.model_config)
             return False
         try:
-            self.registry.configure(config.artifact, config.servable, config.model_name)
+            self.registry.configure(
+                config.artifact, config.servable, config.model_name, dict(config.decision_threshold)
+            )
         except Exception:
             logger.exception("model switch from %s failed", self.settings.model_config)
             return False

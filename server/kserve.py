@@ -81,17 +81,18 @@ class InferenceService(Service, v2_grpc.GRPCInferenceServiceServicer):
         did (the model name, or the artifact's) and the artifact in ``model_version``."""
         model_name = self.registry.model_name
         model = self.registry.resolve(request.model_name, request.model_version, model_name)
+        threshold = model.threshold  # read once: a config reload may change it mid-call
         call.artifact = model.name
         x, field = self._decode(request, model.n_features)
         call.rows = len(x)
         codec.reject_infinite(x, field)
         with self.child_span(call, "predict", {"volspike.rows": len(x)}):
             probs = score(model, x, context, self.metrics, call)
-        record_predictions(self.metrics, model, probs)
+        record_predictions(self.metrics, model, probs, threshold)
         wanted = [o.name for o in request.outputs] or list(OUTPUTS)
         raw = {
             contract.KSERVE_OUTPUT_PROBABILITY: probs.astype("<f4").tobytes(),
-            contract.KSERVE_OUTPUT_LABEL: (probs >= model.threshold).astype(np.uint8).tobytes(),
+            contract.KSERVE_OUTPUT_LABEL: (probs >= threshold).astype(np.uint8).tobytes(),
         }
         out_tensor = v2.ModelInferResponse.InferOutputTensor
         return v2.ModelInferResponse(

@@ -55,9 +55,11 @@ def _raise_if_ended(context, call: CallInfo, rows: int, cancelled: bool = True) 
         raise contract.cancelled_scoring(rows=rows)
 
 
-def record_predictions(metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray) -> None:
+def record_predictions(
+    metrics: ServerMetrics, model: CompiledModel, probs: np.ndarray, threshold: float
+) -> None:
     metrics.predictions.labels(model.name).inc(len(probs))
-    metrics.positives.labels(model.name).inc(int((probs >= model.threshold).sum()))
+    metrics.positives.labels(model.name).inc(int((probs >= threshold).sum()))
     metrics.probability.observe_batch(probs, model.name)
 
 
@@ -84,6 +86,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
     @rpc("/volatility.v1.Predictor/Predict")
     def Predict(self, request, context, call: CallInfo):
         model = self.registry.resolve(request.model)
+        threshold = model.threshold  # read once: a config reload may change it mid-call
         call.artifact = model.name
         t0 = time.perf_counter()
         with self.child_span(call, "decode"):
@@ -97,9 +100,9 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             probs = score(model, x, context, self.metrics, call)
         with self.child_span(call, "encode"):
             response = codec.encode_predict(
-                probs, model.threshold, model.name, model.sha256, time.perf_counter() - t0
+                probs, threshold, model.name, model.sha256, time.perf_counter() - t0
             )
-        record_predictions(self.metrics, model, probs)
+        record_predictions(self.metrics, model, probs, threshold)
         return response
 
     @rpc("/volatility.v1.Predictor/ModelInfo")
@@ -115,7 +118,7 @@ class PredictorService(Service, pb_grpc.PredictorServicer):
             artifact=model.name,
             artifact_sha256=model.sha256,
             feature_names=list(m.feature_names),
-            decision_threshold=m.decision_threshold,
+            decision_threshold=model.threshold,  # the config's, else the manifest's
             description=m.description,
             created=m.created,
             loaded_at=loaded,

@@ -42,6 +42,9 @@ class ModelRegistry:
         self.model_name = DEFAULT_MODEL_NAME
         """The served model's stable name (config ``model_name``): a call naming it (or no
         model) gets the active artifact, or the version (artifact) it pins."""
+        self.thresholds: dict[str, float] = {}
+        """Config ``decision_threshold``: per artifact, the threshold that replaces its
+        manifest's. A call reads ``model.threshold`` once and uses it for the whole answer."""
         self._lock = threading.Lock()
 
     def available(self) -> list[str]:
@@ -98,13 +101,20 @@ class ModelRegistry:
         )
 
     def configure(
-        self, artifact: str, servable: tuple[str, ...], model_name: str = DEFAULT_MODEL_NAME
+        self,
+        artifact: str,
+        servable: tuple[str, ...],
+        model_name: str = DEFAULT_MODEL_NAME,
+        thresholds: dict[str, float] | None = None,
     ) -> None:
         """Make ``artifact`` active (if it is not) and load the servable ones not loaded
         yet; drop those no longer listed. A failed activation leaves the old model
         active and raises after the servable set is settled. ``model_name``: the served
-        model's name from now on."""
+        model's name from now on; ``thresholds``: the config's decision thresholds (an
+        artifact not named keeps its manifest's), applied to a new model before it serves
+        and to loaded ones in place."""
         self.model_name = model_name
+        self.thresholds = dict(thresholds or {})
         error: Exception | None = None
         previous = active = self.active
         if active is None or active.name != artifact:
@@ -131,8 +141,22 @@ class ModelRegistry:
                 except Exception as exc:
                     failed[name] = str(exc)
             self._others, self._failed = keep, failed
+            for model in (*keep.values(), *([active] if active is not None else [])):
+                self._set_threshold(model)
         if error is not None:
             raise error
+
+    def _set_threshold(self, model: CompiledModel) -> None:
+        """The config's threshold for ``model``, else its manifest's."""
+        want = self.thresholds.get(model.name, model.manifest.decision_threshold)
+        if model.threshold != want:
+            logger.info(
+                "decision threshold of %s is now %s (manifest %s)",
+                model.name,
+                want,
+                model.manifest.decision_threshold,
+            )
+            model.threshold = want
 
     def activate(self, name: str) -> CompiledModel:
         """Verify, load and warm ``name``, then make it active. On any failure the old
@@ -162,6 +186,7 @@ class ModelRegistry:
             model = CompiledModel(folder)  # checks the manifest against its schema first
             self._check_schema(model)
             _warm_up(model, folder)
+            self._set_threshold(model)
         except Exception:
             self.metrics.model_load.labels(name, contract.RESULT_FAILED).observe(
                 time.perf_counter() - t0

@@ -18,6 +18,7 @@ from pathlib import Path
 import grpc
 
 from compiled_models.manifest import MANIFEST_FILE
+from config.model_config import replace_model_config
 from config.settings import model_config_of
 from proto.volatility.v1 import predictor_pb2 as pb
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -28,10 +29,10 @@ def set_artifact(model_config: Path, name: str) -> str:
     """Rewrite the ``artifact = ...`` line (keeping comments); returns the old name."""
     old = active_artifact(model_config)
     text = model_config.read_text()
-    new = re.sub(r"(?m)^artifact\s*=.*$", f'artifact = "{name}"', text)
-    tmp = model_config.with_suffix(".tmp")
-    tmp.write_text(new)
-    tmp.replace(model_config)  # atomic: the watcher never reads half a file
+    # the first match only: top-level keys come before any table, and [decision_threshold]
+    # may hold an entry for an artifact named "artifact"
+    new = re.sub(r"(?m)^artifact\s*=.*$", f'artifact = "{name}"', text, count=1)
+    replace_model_config(model_config, new, expect=text)
     return old
 
 

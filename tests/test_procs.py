@@ -21,3 +21,15 @@ def test_spans_do_not_overlap_single_ports() -> None:
         base = free_port(span=4)
         taken.extend(range(base, base + 4))
     assert len(set(taken)) == len(taken)
+
+
+def test_a_long_lived_process_forgets_only_its_oldest_ports(monkeypatch) -> None:
+    """The memory is bounded, and what it drops is the oldest ports: the ones handed out
+    just before stay taken (clearing all of them once full let a repeat through)."""
+    from tools import procs
+
+    monkeypatch.setattr(procs, "_REMEMBER", 50)
+    picked = [free_port() for _ in range(200)]
+    # trimmed to 50 before each pick, then the pick: exactly the 51 latest, all distinct
+    assert set(picked[-51:]) == procs._HANDED_OUT
+    assert len(set(picked[-51:])) == 51

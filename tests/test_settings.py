@@ -196,6 +196,7 @@ def test_the_model_config_reader_gives_what_the_native_one_gives(case):
         assert cfg.artifact == case["want"]["artifact"]
         assert list(cfg.servable) == case["want"]["servable"]
         assert cfg.model_name == case["want"]["model_name"]
+        assert dict(cfg.decision_threshold) == case["want"]["decision_threshold"]
         return
     with pytest.raises(ValueError) as err:
         parse_model_config(case["text"], "f.toml")

@@ -3,6 +3,7 @@ plain processes, read Prometheus metrics back."""
 
 from __future__ import annotations
 
+import collections
 import os
 import signal
 import socket
@@ -19,6 +20,8 @@ ROOT = Path(__file__).resolve().parent.parent
 
 
 _HANDED_OUT: set[int] = set()
+_HANDED_ORDER: collections.deque[int] = collections.deque()  # oldest first
+_REMEMBER = 8_000  # of ~28,000 ephemeral ports: a port is forgotten long after its test
 
 
 def free_port(span: int = 1) -> int:
@@ -29,8 +32,8 @@ def free_port(span: int = 1) -> int:
     ephemeral port to two probes in a row, so two calls made before either port is
     bound (a server's gRPC and metrics ports) could get the same answer: ports this
     process has handed out are never handed out again."""
-    if len(_HANDED_OUT) > 8_000:  # a long-lived process: forget the oldest run's ports
-        _HANDED_OUT.clear()
+    while len(_HANDED_ORDER) > _REMEMBER:  # a long-lived process: forget the oldest ports
+        _HANDED_OUT.discard(_HANDED_ORDER.popleft())
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
@@ -45,6 +48,7 @@ def free_port(span: int = 1) -> int:
                 socks.append(sock)
                 sock.bind(("127.0.0.1", p))
             _HANDED_OUT.update(wanted)
+            _HANDED_ORDER.extend(wanted)
             return base
         except OSError:
             continue

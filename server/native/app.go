@@ -132,7 +132,7 @@ func (a *App) LoadConfigured() {
 		return
 	}
 	a.registry.SetModelName(cfg.ModelName)
-	if err := a.registry.Configure(cfg.Artifact, cfg.Servable); err != nil {
+	if err := a.registry.Configure(cfg.Artifact, cfg.Servable, cfg.DecisionThreshold); err != nil {
 		slog.Error("model switch failed; the previous model keeps serving", "artifact", cfg.Artifact, "error", err)
 	}
 	if a.registry.Active() != nil {

@@ -10,6 +10,7 @@ import (
 	"flag"
 	"fmt"
 	"io"
+	"maps"
 	"math"
 	"os"
 	"path/filepath"
@@ -382,9 +383,13 @@ type ModelConfig struct {
 	Servable []string // further artifacts loaded and answerable by name
 	// The name the service answers under whatever artifact is active (default "volspike").
 	ModelName string
+	// Per artifact, the decision threshold that replaces its manifest's (a refit on recent
+	// live scores: make refit-threshold). An entry may name an artifact this config does not
+	// serve: it applies when a rollback serves that artifact again.
+	DecisionThreshold map[string]float64
 }
 
-var modelConfigKeys = []string{"artifact", "servable", "model_name"}
+var modelConfigKeys = []string{"artifact", "servable", "model_name", "decision_threshold"}
 
 // DefaultModelName is the served model name when the model config does not set model_name.
 const DefaultModelName = "volspike"
@@ -413,7 +418,7 @@ func parseModelConfig(text, where string) (ModelConfig, error) {
 	sort.Strings(keys)
 	for _, k := range keys {
 		if !slices.Contains(modelConfigKeys, k) {
-			return cfg, fmt.Errorf("%s: '%s' is not a model config key ['artifact', 'servable', 'model_name']", where, k)
+			return cfg, fmt.Errorf("%s: '%s' is not a model config key ['artifact', 'servable', 'model_name', 'decision_threshold']", where, k)
 		}
 	}
 	name, ok := data["artifact"].(string)
@@ -445,7 +450,46 @@ func parseModelConfig(text, where string) (ModelConfig, error) {
 	if modelName == name || slices.Contains(servable, modelName) {
 		return cfg, fmt.Errorf("%s: 'model_name' %s is an artifact of this config: a call by that name could not reach it", where, jsonQuote(modelName))
 	}
-	return ModelConfig{Artifact: name, Servable: servable, ModelName: modelName}, nil
+	thresholds, err := parseThresholds(data, where)
+	if err != nil {
+		return cfg, err
+	}
+	return ModelConfig{Artifact: name, Servable: servable, ModelName: modelName, DecisionThreshold: thresholds}, nil
+}
+
+// parseThresholds reads the decision_threshold table; entries are checked in sorted order,
+// as the Python reader does, so both report the same first error.
+func parseThresholds(data map[string]any, where string) (map[string]float64, error) {
+	out := map[string]float64{}
+	raw, present := data["decision_threshold"]
+	if !present {
+		return out, nil
+	}
+	table, ok := raw.(map[string]any)
+	if !ok {
+		return nil, fmt.Errorf("%s: 'decision_threshold' must be a table of artifact = probability", where)
+	}
+	for _, artifact := range slices.Sorted(maps.Keys(table)) {
+		if artifact == "" {
+			return nil, fmt.Errorf("%s: 'decision_threshold' has an entry with no artifact name", where)
+		}
+		var v float64
+		switch x := table[artifact].(type) {
+		case int64:
+			v = float64(x)
+		case float64:
+			v = x
+		default:
+			v = math.NaN()
+		}
+		// NaN fails too. Both servers compare in float32, where a value below ~7e-46 is 0:
+		// it would flag every row.
+		if !(v > 0 && v <= 1) || float32(v) == 0 {
+			return nil, fmt.Errorf("%s: 'decision_threshold' of %s must be a probability in (0, 1]", where, jsonQuote(artifact))
+		}
+		out[artifact] = v
+	}
+	return out, nil
 }
 
 // ActiveArtifact reads the artifact named by the model config file (TOML: artifact = "name").

@@ -4,6 +4,7 @@ import (
 	"encoding/json"
 	"errors"
 	"io"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -73,6 +74,7 @@ func TestModelConfigCases(t *testing.T) {
 				Artifact  string
 				ModelName string `json:"model_name"`
 				Servable  []string
+				Threshold map[string]float64 `json:"decision_threshold"`
 			}
 			Error       string
 			ErrorStarts string `json:"error_starts"`
@@ -86,7 +88,8 @@ func TestModelConfigCases(t *testing.T) {
 		switch {
 		case c.Want != nil:
 			if err != nil || cfg.Artifact != c.Want.Artifact || cfg.ModelName != c.Want.ModelName ||
-				!slices.Equal(cfg.Servable, c.Want.Servable) && len(cfg.Servable)+len(c.Want.Servable) > 0 {
+				!slices.Equal(cfg.Servable, c.Want.Servable) && len(cfg.Servable)+len(c.Want.Servable) > 0 ||
+				!maps.Equal(cfg.DecisionThreshold, c.Want.Threshold) {
 				t.Errorf("%q: %+v, %v; want %+v", c.Text, cfg, err, *c.Want)
 			}
 		case c.Error != "":

@@ -113,7 +113,8 @@ func (s *Service) ModelInfer(ctx context.Context, call *rpc.Call, req *v2.ModelI
 	if err != nil {
 		return nil, err
 	}
-	probs, err := s.scorer.Score(ctx, call, model, x, field)
+	threshold := model.Threshold() // read once: a config reload may change it mid-call
+	probs, err := s.scorer.Score(ctx, call, model, threshold, x, field)
 	if err != nil {
 		return nil, err
 	}
@@ -138,7 +139,7 @@ func (s *Service) ModelInfer(ctx context.Context, call *rpc.Call, req *v2.ModelI
 		} else {
 			raw = make([]byte, rows)
 			for i, p := range probs {
-				if p >= model.Threshold {
+				if p >= threshold {
 					raw[i] = 1
 				}
 			}

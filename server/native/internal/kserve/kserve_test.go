@@ -25,7 +25,7 @@ func servingService(t *testing.T) *Service {
 	t.Helper()
 	metrics := telemetry.NewMetrics(prometheus.NewRegistry())
 	r := registry.NewRegistry(filepath.Join("..", "..", "..", "..", "compiled_models"), metrics)
-	if err := r.Configure("xgb-v2", []string{"xgb-v1"}); err != nil {
+	if err := r.Configure("xgb-v2", []string{"xgb-v1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	scorer := predict.New(rpc.NewWrapper(metrics, noop.NewTracerProvider().Tracer("t")), metrics, r, 100)

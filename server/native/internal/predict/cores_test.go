@@ -42,7 +42,7 @@ func loadBuilt(t *testing.T, name string) *registry.Model {
 func servingRegistry(t *testing.T) *registry.Registry {
 	t.Helper()
 	r := registry.NewRegistry(compiledModels, telemetry.NewMetrics(prometheus.NewRegistry()))
-	if err := r.Configure("xgb-v2", []string{"xgb-v1"}); err != nil {
+	if err := r.Configure("xgb-v2", []string{"xgb-v1"}, nil); err != nil {
 		t.Fatal(err)
 	}
 	return r

@@ -52,21 +52,22 @@ func (s *Service) Predict(ctx context.Context, call *rpc.Call, req *pb.PredictRe
 	if err != nil {
 		return nil, err
 	}
-	probs, err := s.Score(ctx, call, model, x, s.packedField(req))
+	threshold := model.Threshold() // read once: a config reload may change it mid-call
+	probs, err := s.Score(ctx, call, model, threshold, x, s.packedField(req))
 	if err != nil {
 		return nil, err
 	}
 	end = s.w.ChildSpan(ctx, call, "encode")
 	labels := make([]bool, len(probs))
 	for i, p := range probs {
-		labels[i] = p >= model.Threshold
+		labels[i] = p >= threshold
 	}
 	resp := &pb.PredictResponse{
 		Probabilities:        probs,
 		Labels:               labels,
 		Artifact:             model.Name,
 		ArtifactSha256:       model.Sha256,
-		DecisionThreshold:    model.Threshold,
+		DecisionThreshold:    threshold,
 		ServerComputeSeconds: time.Since(t0).Seconds(),
 	}
 	end()
@@ -75,15 +76,16 @@ func (s *Service) Predict(ctx context.Context, call *rpc.Call, req *pb.PredictRe
 
 // Score scores a decoded batch (in a "predict" child span) and counts the answers;
 // Predict and ModelInfer both go through it. field names the request field the rows came
-// from (an infinity's message says where it was).
-func (s *Service) Score(ctx context.Context, call *rpc.Call, model *registry.Model, x []float32, field string) ([]float32, error) {
+// from (an infinity's message says where it was); threshold is the one the call read (it
+// counts the positives).
+func (s *Service) Score(ctx context.Context, call *rpc.Call, model *registry.Model, threshold float32, x []float32, field string) ([]float32, error) {
 	rows := len(x) / model.NFeatures
 	call.Rows = rows
 	end := s.w.ChildSpan(ctx, call, "predict", attribute.Int("volspike.rows", rows), attribute.String("volspike.artifact", model.Name))
 	probs, err := s.evaluate(ctx, call, model, x, rows, field)
 	end()
 	if err == nil {
-		s.metrics.RecordPredictions(model.Name, model.Threshold, probs)
+		s.metrics.RecordPredictions(model.Name, threshold, probs)
 	}
 	return probs, err
 }
@@ -296,7 +298,7 @@ func (s *Service) ModelInfo(_ context.Context, call *rpc.Call, req *pb.ModelInfo
 		Artifact:           model.Name,
 		ArtifactSha256:     model.Sha256,
 		FeatureNames:       m.FeatureNames,
-		DecisionThreshold:  float32(m.DecisionThreshold),
+		DecisionThreshold:  model.Threshold(), // the config's, else the manifest's
 		Description:        m.Description,
 		Created:            m.Created,
 		LoadedAt:           timestamppb.New(model.LoadedAt),

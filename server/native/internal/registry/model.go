@@ -49,10 +49,12 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"math"
 	"os"
 	"path/filepath"
 	"runtime"
 	"sync"
+	"sync/atomic"
 	"time"
 	"unsafe"
 
@@ -96,7 +98,7 @@ type Model struct {
 	Manifest  Manifest
 	Name      string
 	Sha256    string
-	Threshold float32 // on the calibrated scale
+	threshold atomic.Uint32 // float32 bits, on the calibrated scale: Threshold, SetThreshold
 	// Calibration maps the trees' output before it is returned; nil: identity.
 	Calibration *Calibration
 	NFeatures   int
@@ -143,14 +145,22 @@ func LoadModel(folder string) (*Model, error) {
 	if err := checkELF(data); err != nil {
 		return nil, artifactErr("artifact %s: %s is not a loadable library: %v", m.Name, m.Library, err)
 	}
-	model := &Model{Manifest: m, Name: m.Name, Sha256: digest, Threshold: float32(m.DecisionThreshold),
-		Calibration: cal}
+	model := &Model{Manifest: m, Name: m.Name, Sha256: digest, Calibration: cal}
+	model.SetThreshold(float32(m.DecisionThreshold))
 	if err := model.open(data); err != nil {
 		return nil, err
 	}
 	runtime.SetFinalizer(model, (*Model).Close)
 	return model, nil
 }
+
+// Threshold is the decision threshold in force: the model config's (decision_threshold),
+// else the manifest's. A call reads it once and uses that value for its whole answer.
+func (m *Model) Threshold() float32 { return math.Float32frombits(m.threshold.Load()) }
+
+// SetThreshold changes the threshold in force (a config reload); calls already running keep
+// the value they read.
+func (m *Model) SetThreshold(t float32) { m.threshold.Store(math.Float32bits(t)) }
 
 // readManifest reads a manifest file, at most one byte past the limit: a larger one is
 // refused by its size (checkManifest) without being read whole.

@@ -12,6 +12,7 @@ import (
 	"path/filepath"
 	"slices"
 	"sort"
+	"strconv"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -43,6 +44,9 @@ type Registry struct {
 	schemaFrom string   // the artifact it came from: the first one made active
 
 	modelName atomic.Pointer[string] // the name served whatever the active artifact (config model_name)
+	// config decision_threshold: per artifact, the threshold replacing its manifest's
+	// (guarded by mu; applied to a model before it serves and to loaded ones in place)
+	thresholds map[string]float64
 }
 
 func NewRegistry(dir string, metrics *telemetry.Metrics) *Registry {
@@ -140,8 +144,12 @@ func (r *Registry) ResolveServed(served, name, version string) (*Model, error) {
 
 // Configure makes artifact active (if it is not) and loads the servable ones not loaded
 // yet; those no longer listed are dropped. A failed activation leaves the old model
-// active; its error is returned after the servable set is settled.
-func (r *Registry) Configure(artifact string, servable []string) error {
+// active; its error is returned after the servable set is settled. thresholds: the
+// config's decision thresholds (an artifact not named keeps its manifest's).
+func (r *Registry) Configure(artifact string, servable []string, thresholds map[string]float64) error {
+	r.mu.Lock()
+	r.thresholds = maps.Clone(thresholds)
+	r.mu.Unlock()
 	var activateErr error
 	previous := r.active.Load()
 	if previous == nil || previous.Name != artifact {
@@ -182,7 +190,25 @@ func (r *Registry) Configure(artifact string, servable []string) error {
 	}
 	r.others.Store(&keep)
 	r.failed.Store(&failed)
+	for _, m := range keep {
+		r.setThreshold(m)
+	}
+	if active != nil {
+		r.setThreshold(active)
+	}
 	return activateErr
+}
+
+// setThreshold gives m the config's threshold, else its manifest's. Called with r.mu held.
+func (r *Registry) setThreshold(m *Model) {
+	want, ok := r.thresholds[m.Name]
+	if !ok {
+		want = m.Manifest.DecisionThreshold
+	}
+	if m.Threshold() != float32(want) {
+		m.SetThreshold(float32(want))
+		slog.Info("decision threshold of "+m.Name+" is now "+strconv.FormatFloat(want, 'g', -1, 64), "manifest", m.Manifest.DecisionThreshold)
+	}
 }
 
 // Activate verifies, loads and warms name, then makes it active. On failure the old
@@ -228,6 +254,7 @@ func (r *Registry) load(name string) (*Model, error) {
 			m.Close()
 			return nil, err
 		}
+		r.setThreshold(m)
 		return m, nil
 	}()
 	result := contract.ResultOk
