@@ -2,6 +2,7 @@ package predict
 
 import (
 	"context"
+	"fmt"
 	"math"
 	"os"
 	"path/filepath"
@@ -126,5 +127,40 @@ func TestACancelledCallStopsScoring(t *testing.T) {
 	}
 	if scored == 0 || scored > cap(cores)*contract.StopCheckRows {
 		t.Fatalf("%d of %d rows scored after cancellation; want at most one slice per core", scored, rows)
+	}
+}
+
+// Chunks start on 64-row blocks (the AVX-512 layout's unit), cover every row once, and
+// none is empty, whatever the batch and the number of free cores.
+func TestChunksStartOnBlocksAndCoverEveryRow(t *testing.T) {
+	for n := 1; n <= 64; n++ {
+		for rows := n * minChunkRows; rows <= n*minChunkRows+3*blockRows+5; rows++ {
+			chunk, used := chunkRows(rows, n)
+			if chunk%blockRows != 0 || used < 1 || used > n || (used-1)*chunk >= rows || used*chunk < rows {
+				t.Fatalf("rows %d, n %d: chunk %d, used %d", rows, n, chunk, used)
+			}
+		}
+	}
+}
+
+// go test -run X -bench PredictOnCores ./internal/predict/ (docs/benchmarks.md)
+func BenchmarkPredictOnCores(b *testing.B) {
+	folder := filepath.Join(compiledModels, "xgb-v2")
+	m, err := registry.LoadModel(folder)
+	if err != nil {
+		b.Fatal(err)
+	}
+	for _, rows := range []int{1044, 10_000} {
+		x := make([]float32, rows*m.NFeatures)
+		for i := range x {
+			x[i] = float32(math.Sin(float64(i))) * 3
+		}
+		out := make([]float32, rows)
+		b.Run(fmt.Sprintf("rows=%d", rows), func(b *testing.B) {
+			for b.Loop() {
+				predictOnCores(context.Background(), m, x, out)
+			}
+			b.ReportMetric(float64(rows)*float64(b.N)/b.Elapsed().Seconds(), "rows/s")
+		})
 	}
 }

@@ -123,7 +123,10 @@ extra:
 			break extra
 		}
 	}
-	chunk := (rows + n - 1) / n
+	chunk, used := chunkRows(rows, n)
+	for ; n > used; n-- { // rounding up left a core nothing to do
+		<-cores
+	}
 	bads, done := make([]int, n), make([]bool, n)
 	var wg sync.WaitGroup
 	for i := 1; i < n; i++ {
@@ -144,6 +147,19 @@ extra:
 		}
 	}
 	return -1, !slices.Contains(done, false)
+}
+
+// blockRows: the AVX-512 layout (compiled_models/forest_simd.c) scores whole blocks of
+// 64 rows and sends a tail of fewer than 24 to TL2cgen's slower per-row code, so chunks
+// start on block boundaries: only the batch's own tail can be short.
+const blockRows = 64
+
+// chunkRows splits rows over at most n cores: the chunk size, a multiple of blockRows, and
+// how many chunks (1..n) that takes, none of them empty.
+func chunkRows(rows, n int) (chunk, used int) {
+	chunk = (rows + n - 1) / n
+	chunk = (chunk + blockRows - 1) / blockRows * blockRows
+	return chunk, max(1, (rows+chunk-1)/chunk)
 }
 
 // predictRange scores rows [lo, hi) in slices of contract.StopCheckRows, stopping when ctx ends; it
