@@ -173,12 +173,14 @@ rollback: | $(VENV)/.installed
 
 # Refit the served artifact's decision threshold on its scores of the last REFIT_WINDOW_S
 # seconds of the predictions topic (flagging REFIT_RATE of them) into the live model config;
-# both servers apply it on reload. Run it on a schedule (docs/runbook.md).
-REFIT_WINDOW_S ?= 21600
-REFIT_RATE ?= 0.05
+# both servers apply it on reload. Run it on a schedule (docs/runbook.md). Unset, both are
+# the defaults the build replays (6 h, the alert rate of compiled_models/train.py).
+REFIT_WINDOW_S ?=
+REFIT_RATE ?=
 refit-threshold: | $(VENV)/.installed
 	$(PY) -m server.refit_threshold --bootstrap 127.0.0.1:$(KAFKA_PORT) --model-config $(MODEL_CONFIG) \
-	  --window-s $(REFIT_WINDOW_S) --rate $(REFIT_RATE) --address 127.0.0.1:$(GRPC_PORT)
+	  $(if $(REFIT_WINDOW_S),--window-s $(REFIT_WINDOW_S)) $(if $(REFIT_RATE),--rate $(REFIT_RATE)) \
+	  --address 127.0.0.1:$(GRPC_PORT)
 
 PROMETHEUS_PORT ?= 9090
 DEMO_ARGS = --server $(SERVER) --port $(GRPC_PORT) --metrics-port $(METRICS_PORT) \

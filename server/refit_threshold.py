@@ -26,8 +26,9 @@ import numpy as np
 import orjson
 from confluent_kafka import Consumer, KafkaException, TopicPartition
 
-from compiled_models.evaluate import threshold_for_rate
+from compiled_models.evaluate import REFIT_MIN_ROWS, REFIT_WINDOW_MS, threshold_for_rate
 from compiled_models.manifest import Manifest
+from compiled_models.train import ALERT_RATE
 from config.model_config import (
     ModelConfig,
     parse_model_config,
@@ -224,9 +225,10 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--model-config", type=Path, default=ROOT / "config" / "model.toml")
     p.add_argument("--models-dir", type=Path, default=ROOT / "compiled_models")
     p.add_argument("--artifact", help="default: the config's active artifact")
-    p.add_argument("--window-s", type=float, default=6 * 3600.0)
-    p.add_argument("--rate", type=float, default=0.05, help="share of rows to flag")
-    p.add_argument("--min-rows", type=int, default=50_000)
+    # the defaults are the ones the build replays on every test block (docs/model.md)
+    p.add_argument("--window-s", type=float, default=REFIT_WINDOW_MS / 1000)
+    p.add_argument("--rate", type=float, default=ALERT_RATE, help="share of rows to flag")
+    p.add_argument("--min-rows", type=int, default=REFIT_MIN_ROWS)
     p.add_argument("--address", help="wait until the server at this address serves it")
     p.add_argument("--timeout", type=float, default=30.0, help="seconds to wait for the server")
     p.add_argument("--read-timeout-s", type=float, default=600.0, help="to read the window")
