@@ -17,6 +17,7 @@ from config.settings import main_settings
 from consumer.channel import ServerAddressError, open_channel, target
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
+from consumer.outputs import DeliveryFailures, producer_config
 from consumer.pipeline import Pipeline
 from market.features import FeatureState, PyFeatureState
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -25,7 +26,7 @@ from telemetry.tracing import make_tracer_provider
 logger = logging.getLogger("consumer")
 
 
-def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
+def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer, DeliveryFailures]:
     consumer = Consumer(
         {
             "bootstrap.servers": s.bootstrap,
@@ -38,6 +39,7 @@ def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
             "queued.max.messages.kbytes": 65536,
         }
     )
+    failures = DeliveryFailures()
     producer = Producer(
         {
             "bootstrap.servers": s.bootstrap,
@@ -50,9 +52,10 @@ def kafka_clients(s: ConsumerSettings) -> tuple[Consumer, Producer]:
             "linger.ms": 5,
             "batch.num.messages": 10000,
             "queue.buffering.max.messages": 500000,
+            **producer_config(failures),  # failed deliveries only: no callback per record
         }
     )
-    return consumer, producer
+    return consumer, producer, failures
 
 
 def main() -> None:
@@ -73,7 +76,7 @@ def main() -> None:
     metrics = ConsumerMetrics(registry, Path(s.drift_report_metrics))
     start_http_server(s.metrics_port, s.metrics_host, registry=registry)
     provider = make_tracer_provider("volspike-consumer")
-    consumer, producer = kafka_clients(s)
+    consumer, producer, failures = kafka_clients(s)
     # ModelInfo carries a whole manifest: the receive limit fits the largest one the
     # manifest schema allows, with room for the rest of the answer.
     receive = 4 * MANIFEST_MAX_BYTES
@@ -86,6 +89,7 @@ def main() -> None:
         pb_grpc.PredictorStub(channel),
         metrics,
         provider.get_tracer("volspike.consumer"),
+        failures,
     )
     signal.signal(signal.SIGTERM, lambda *_: pipeline.stop())
     signal.signal(signal.SIGINT, lambda *_: pipeline.stop())

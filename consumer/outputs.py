@@ -1,7 +1,17 @@
 """Outputs: every record the consumer writes (predictions in read order, dead letters with
 their reason), delivered at-least-once: a delivery acknowledged by Kafka acknowledges its
 input offset (consumer/offsets.py); one that failed is produced again, and one Kafka refuses
-for good becomes a dead letter, so no offset is committed unanswered."""
+for good becomes a dead letter, so no offset is committed unanswered.
+
+Acknowledgements are settled per generation, not per record: the producer reports failed
+deliveries only (``delivery.report.only.error``), so a successful one costs no Python
+callback. When the producer's queue is empty (nothing waiting, in flight or unreported),
+every output produced since the last settle has been delivered except those reported
+failed, and their input offsets are acknowledged together. Under a load that never lets
+the queue empty, a settle waits for it (``producer.flush``) once a commit interval has
+passed without one, so commits keep their pace (``commit_interval_ms``).
+A failed output is produced again only after its generation settled, so a failure always
+names the attempt it belongs to."""
 
 from __future__ import annotations
 
@@ -12,6 +22,7 @@ import time
 from collections.abc import Callable
 
 import numpy as np
+import orjson
 from confluent_kafka import KafkaError, KafkaException, Message, Producer
 from opentelemetry.trace import Status, StatusCode
 
@@ -37,6 +48,25 @@ _TRANSIENT = {
     KafkaError.REQUEST_TIMED_OUT,
     KafkaError.NOT_ENOUGH_REPLICAS,
 }
+FLUSH_S = 1.0
+"""How long one settle waits for the queue to empty before the loop goes on."""
+
+Output = tuple  # (topic, key, value, headers, partition, offset, event_ms): one record
+
+
+class DeliveryFailures(list):
+    """The producer's delivery callback (``on_delivery`` in its config): with
+    ``delivery.report.only.error`` it is called for failed deliveries only. It keeps them
+    for ``Outputs.settle``; a record produced with a callback of its own (a dead letter)
+    reports there instead."""
+
+    def __call__(self, err: KafkaError, msg: Message) -> None:
+        self.append((err, msg))
+
+
+def producer_config(failures: DeliveryFailures) -> dict:
+    """What the consumer's producer needs for these outputs (merged into its config)."""
+    return {"delivery.report.only.error": True, "on_delivery": failures}
 
 
 class Outputs:
@@ -47,6 +77,7 @@ class Outputs:
         metrics: ConsumerMetrics,
         acks: dict[int, PartitionAcks],
         clock: Callable[[], int],
+        failures: DeliveryFailures,
     ) -> None:
         self.s, self.producer, self.metrics, self.acks, self.clock = (
             settings,
@@ -55,9 +86,17 @@ class Outputs:
             acks,
             clock,
         )
-        self.redeliver: list[tuple] = []
+        self.failures = failures  # the producer's failed deliveries, not yet handled
+        self.redeliver: list[Output] = []  # failed outputs, produced again after a settle
         self.answered = 0  # outputs acknowledged by Kafka (the throughput gauge)
         self._predicted = 0  # folded into the Prometheus counter once per loop
+        # this generation: what was produced since the last settle, and what of it failed
+        self._answers: list[list] = []  # groups of (partition, offset, tick)
+        self._others: list[tuple[int, int, int]] = []  # (partition, offset, event_ms)
+        self._failed: set[tuple[int, int]] = set()
+        self._n_predictions = self._failed_predictions = 0
+        self._settle_s = settings.commit_interval_ms / 1000  # at least this often
+        self._settle_by = time.monotonic() + self._settle_s
 
     # --- answers ----------------------------------------------------------------------
     def answer(self, b: Batch, resp: pb.PredictResponse) -> None:
@@ -66,12 +105,18 @@ class Outputs:
         topic = self.s.predictions_topic
         artifact = resp.artifact
         scored = zip(b.meta, resp.probabilities, resp.labels, strict=True)
+        produce = self.producer.produce  # the hot loop: one call per answer, no callback
+        self._answers.append(b.meta)
         if not b.warming:  # the usual case: every tick scored, in order
             for (p, off, tick), prob, label in scored:
                 value = encode_prediction(tick, p, off, prob, label, artifact, now)
-                self.produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+                try:
+                    produce(topic, value, tick.symbol)
+                except (BufferError, KafkaException):
+                    self._produce_slowly(topic, tick.symbol, value, p, off, tick.event_time_ms)
             answered = b.meta
         else:
+            self._answers.append(b.warming)
             warming = iter(b.warming)
             for o in b.order:
                 if o:
@@ -80,8 +125,12 @@ class Outputs:
                 else:
                     p, off, tick = next(warming)
                     value = encode_prediction(tick, p, off, None, None, None, now)
-                self.produce(topic, tick.symbol, value, None, p, off, tick.event_time_ms)
+                try:
+                    produce(topic, value, tick.symbol)
+                except (BufferError, KafkaException):
+                    self._produce_slowly(topic, tick.symbol, value, p, off, tick.event_time_ms)
             answered = [*b.meta, *b.warming]  # every answer counts for freshness
+        self._n_predictions += len(b.meta) + len(b.warming)
         if b.backfill:  # answered, but outside the freshness SLI: counted apart
             answered = self._count_backfill(answered, b.backfill)
         event_ms = np.fromiter((m[2].event_time_ms for m in answered), np.float64, len(answered))
@@ -96,11 +145,12 @@ class Outputs:
         now = self.clock()
         if b.backfill:
             self._count_backfill(b.warming, b.backfill)
+        topic = self.s.predictions_topic
+        self._answers.append(b.warming)
+        self._n_predictions += len(b.warming)
         for p, off, tick in b.warming:
             value = encode_prediction(tick, p, off, None, None, None, now)
-            self.produce(
-                self.s.predictions_topic, tick.symbol, value, None, p, off, tick.event_time_ms
-            )
+            self._produce_slowly(topic, tick.symbol, value, p, off, tick.event_time_ms)
 
     def _count_backfill(self, answered: list, backfill: set[tuple[int, int]]) -> list:
         """The answers that count for freshness; the backfill ones are counted apart."""
@@ -153,35 +203,100 @@ class Outputs:
         self.produce(self.s.dlq_topic, key, value, headers, p, off, event_ms)
 
     # --- delivery -------------------------------------------------------------------------
+    def _produce_slowly(self, topic: str, key, value: bytes, p: int, off: int, ev: int) -> None:
+        """A prediction whose produce call raised (or one off the hot loop): produced with
+        the general path; its record is already in this generation's answers."""
+        self._produce(topic, key, value, None, p, off, ev, None)
+
     def produce(
         self, topic: str, key, value: bytes | None, headers, p: int, off: int, event_ms: int
     ) -> None:
-        cb = functools.partial(self._delivered, topic, key, value, headers, p, off, event_ms)
+        """A record that reports its own failure (a dead letter, a record produced again),
+        acknowledged with this generation."""
+        self._others.append((p, off, event_ms))
+        if topic == self.s.predictions_topic:
+            self._n_predictions += 1
+        cb = functools.partial(self._failed_output, topic, key, value, headers, p, off, event_ms)
+        self._produce(topic, key, value, headers, p, off, event_ms, cb)
+
+    def _produce(self, topic, key, value, headers, p, off, event_ms, cb) -> None:
         while True:
             try:
-                self.producer.produce(topic, value=value, key=key, headers=headers, on_delivery=cb)
+                if cb is None:  # a prediction: the producer's own callback reports failure
+                    self.producer.produce(topic, value, key)
+                else:
+                    self.producer.produce(topic, value, key, headers=headers, on_delivery=cb)
                 return
             except BufferError:  # local queue full: let deliveries drain first
                 self.producer.poll(0.05)
             except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE: never fatal
+                self._failed_now(topic, p, off)
                 self._undeliverable(topic, key, value, headers, p, off, exc.args[0])
                 return
 
-    def _delivered(self, topic, key, value, headers, p, off, event_ms, err, _msg) -> None:
-        if err is not None:
+    def _failed_output(self, topic, key, value, headers, p, off, event_ms, err, _msg) -> None:
+        """A record with its own callback failed (called for failures only)."""
+        self.failures.append((err, (topic, key, value, headers, p, off, event_ms)))
+
+    def _failed_now(self, topic: str, p: int, off: int) -> None:
+        self._failed.add((p, off))
+        if topic == self.s.predictions_topic:
+            self._failed_predictions += 1
+
+    def _handle_failures(self) -> None:
+        """Failed deliveries reported since the last look: produced again (after the settle)
+        or, refused for good, replaced by a dead letter."""
+        failures = list(self.failures)
+        self.failures.clear()
+        for err, what in failures:
+            # a prediction is reported by the producer's callback: its value names its tick
+            output = what if isinstance(what, tuple) else _prediction_output(what)
+            topic, key, value, headers, p, off, _ = output
+            self._failed_now(topic, p, off)
             self.metrics.errors.labels("delivery").inc()
             if err.retriable() or err.code() in _TRANSIENT:
                 logger.warning("delivery to %s failed (%s); producing again", topic, err)
-                self.redeliver.append((topic, key, value, headers, p, off, event_ms))
+                self.redeliver.append(output)
             else:
                 self._undeliverable(topic, key, value, headers, p, off, err)
-            return
-        acks = self.acks.get(p)
-        if acks is not None:
-            acks.ack(off, event_ms)
-        self.answered += 1
-        if topic == self.s.predictions_topic:
-            self._predicted += 1
+
+    def settle(self, force: bool = False) -> bool:
+        """Acknowledge this generation's delivered outputs if the producer's queue is
+        empty (waiting for it when ``force`` or a commit interval has passed); then produce
+        the failed ones again. True when settled."""
+        self.producer.poll(0)  # failure reports into self.failures
+        if len(self.producer):
+            if not force and time.monotonic() < self._settle_by:
+                return False
+            self.producer.flush(FLUSH_S)
+            if len(self.producer):
+                return False
+        if self.failures:
+            self._handle_failures()
+        self._acknowledge()
+        self._settle_by = time.monotonic() + self._settle_s
+        self.produce_again()
+        return True
+
+    def _acknowledge(self) -> None:
+        """Everything produced since the last settle was delivered, except ``_failed``."""
+        acks_of, failed = self.acks.get, self._failed
+        n = 0
+        for group in self._answers:
+            for p, off, tick in group:
+                acks = acks_of(p)
+                if acks is not None and not (failed and (p, off) in failed):
+                    acks.acked[off] = tick.event_time_ms
+            n += len(group)
+        for p, off, event_ms in self._others:
+            acks = acks_of(p)
+            if acks is not None and not (failed and (p, off) in failed):
+                acks.acked[off] = event_ms
+        n += len(self._others)
+        self.answered += n - len(failed)
+        self._predicted += self._n_predictions - self._failed_predictions
+        self._answers, self._others, self._failed = [], [], set()
+        self._n_predictions = self._failed_predictions = 0
 
     def _undeliverable(self, topic, key, value, headers, p, off, err: KafkaError) -> None:
         """Kafka refused this output for good. A prediction becomes a dead letter; a dead
@@ -214,14 +329,30 @@ class Outputs:
             for args in items:
                 self.produce(*args)
 
+    def pending(self) -> bool:
+        """Outputs not yet acknowledged (produced, failed or to be produced again)."""
+        return bool(self._answers or self._others or self.redeliver or self.failures)
+
     def flush(self, aborting: Callable[[], bool]) -> None:
-        """Until every output is delivered (or a second signal says stop)."""
-        while (self.redeliver or len(self.producer) > 0) and not aborting():
-            self.producer.flush(5)
-            self.produce_again()
+        """Until every output is delivered and acknowledged (or a second signal says stop)."""
+        while self.pending() and not aborting():
+            self.settle(force=True)
         self.fold_counts()
 
     def fold_counts(self) -> None:
         if self._predicted:
             self.metrics.predictions.inc(self._predicted)
             self._predicted = 0
+
+
+def _prediction_output(msg: Message) -> Output:
+    """The output a failed prediction was (its tick is in its own value)."""
+    value = msg.value()
+    try:
+        rec = orjson.loads(value or b"")
+        p, off, ev = rec["source_partition"], rec["source_offset"], rec["event_time_ms"]
+    except (orjson.JSONDecodeError, KeyError, TypeError) as exc:
+        # every prediction is encode_prediction's: this cannot happen; if it did, crash
+        # rather than acknowledge an offset whose answer Kafka did not take
+        raise RuntimeError(f"a failed delivery to {msg.topic()} is not a prediction") from exc
+    return (msg.topic(), msg.key(), value, None, p, off, ev)

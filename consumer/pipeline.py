@@ -46,7 +46,7 @@ from consumer.intake import Intake
 from consumer.metrics import ConsumerMetrics
 from consumer.model_info import ModelInfos, SchemaCheck
 from consumer.offsets import Offsets, PartitionAcks
-from consumer.outputs import Outputs
+from consumer.outputs import DeliveryFailures, Outputs
 from consumer.predict_client import PredictClient
 from consumer.states import SymbolStates
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -67,13 +67,24 @@ class Pipeline:
         stub: pb_grpc.PredictorStub,
         metrics: ConsumerMetrics,
         tracer: trace.Tracer,
+        failures: DeliveryFailures,
     ) -> None:
+        """``failures``: the producer's ``on_delivery`` (consumer.outputs.producer_config);
+        the producer reports failed deliveries only, so a failure it cannot report there
+        would read as delivered."""
         s = self.s = settings
         self.consumer, self.producer, self.stub, self.metrics = consumer, producer, stub, metrics
         self.clock = SteadyWallClock()  # event times are judged against it
         self.states = SymbolStates(s.max_symbols, s.max_window_ticks, s.max_future_ms)
         self.offsets = Offsets(s.ticks_topic, s.warmup_ms, self.clock, metrics)
-        self.outputs = Outputs(s, producer, metrics, self.offsets.acks, self.clock)
+        self.outputs = Outputs(
+            s,
+            producer,
+            metrics,
+            self.offsets.acks,
+            self.clock,
+            failures,
+        )
         self.intake = Intake(s, self.states, self.offsets, self.outputs, metrics, self.clock)
         self.inflight = InFlight(s.max_in_flight)
         self.predict = PredictClient(
@@ -190,10 +201,9 @@ class Pipeline:
             self.outputs.answer(head, resp)
 
     def _service(self) -> None:
-        self.producer.poll(0)
+        self.outputs.settle()  # acknowledge what Kafka took, when its queue is empty
         self.sample.maybe_flush()
         self.outputs.fold_counts()
-        self.outputs.produce_again()
         t = time.monotonic()
         if t >= self._next_commit:
             self.offsets.commit(self.consumer, sync=False)

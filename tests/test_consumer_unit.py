@@ -11,12 +11,14 @@ import grpc
 import numpy as np
 import orjson
 import pytest
+from confluent_kafka import KafkaError, KafkaException
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
+from consumer.outputs import DeliveryFailures
 from consumer.pipeline import Pipeline
 from market.features import FEATURE_NAMES, N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
@@ -46,21 +48,57 @@ class Msg:
 
 
 class Producer:
+    """Records what is produced. ``queued``: records Kafka has not acknowledged yet (what
+    len() of the real producer counts); ``fail(i, err)`` reports record i failed, through
+    its own callback or the producer's (``failures``, set by the test's pipeline)."""
+
     def __init__(self) -> None:
         self.out: list[tuple[str, bytes | None, list | None]] = []
+        self.callbacks: list = []
+        self.queued = self.flushes = 0
+        self.failures = None
+        self.refuse: tuple[str, KafkaError] | None = None  # (topic, error) at produce time
 
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None) -> None:
+        if self.refuse is not None and self.refuse[0] == topic:
+            raise KafkaException(self.refuse[1])
         self.out.append((topic, value, headers))
-        on_delivery(None, None)
+        self.callbacks.append(on_delivery)
+
+    def fail(self, i: int, err: KafkaError) -> None:
+        topic, value, headers = self.out[i]
+        msg = Sent(topic, value, headers)
+        (self.callbacks[i] or self.failures)(err, msg)
 
     def poll(self, _t=0) -> int:
         return 0
 
     def flush(self, _t=None) -> int:
+        self.flushes += 1
+        self.queued = 0
         return 0
 
     def __len__(self) -> int:
-        return 0
+        return self.queued
+
+
+class Sent:
+    """A produced record as a delivery report shows it."""
+
+    def __init__(self, topic, value, headers) -> None:
+        self._t, self._v, self._h = topic, value, headers
+
+    def topic(self):
+        return self._t
+
+    def key(self):
+        return None
+
+    def value(self):
+        return self._v
+
+    def headers(self):
+        return self._h
 
 
 class Future:
@@ -141,7 +179,10 @@ def pipeline(tmp_path, stub: Stub) -> Pipeline:
         live_sample_dir=str(tmp_path), drift_report_metrics=str(tmp_path / "none.json")
     )
     metrics = ConsumerMetrics(CollectorRegistry(), None)
-    pl = Pipeline(s, Consumer(), Producer(), stub, metrics, trace.get_tracer("test"))  # type: ignore[arg-type]
+    pl = Pipeline(
+        s, Consumer(), Producer(), stub, metrics, trace.get_tracer("test"), DeliveryFailures()
+    )  # type: ignore[arg-type]
+    pl.producer.failures = pl.outputs.failures  # type: ignore[attr-defined]
     pl.acks[0] = PartitionAcks()
     pl._sleep = lambda _s: None  # type: ignore[method-assign]
     return pl
@@ -157,6 +198,12 @@ def tick(sym: str, t: int, price: float) -> bytes:
 def warm(pl: Pipeline, symbol: str) -> None:  # 310 s of history: the symbol is ready
     for k in range(310):
         pl.states.get(0, symbol).update(T0 + k * 1000, 100.0 + (k % 3), 1.0)
+
+
+def committable(pl: Pipeline) -> int | None:
+    """The offset a commit would now cover, once what Kafka took is acknowledged."""
+    pl.outputs.settle()
+    return pl.acks[0].advance()
 
 
 def outputs(pl: Pipeline) -> list[tuple]:
@@ -186,7 +233,7 @@ def test_warming_and_scored_ticks_are_answered_in_offset_order(tmp_path):
         ("pred", 2, "warm"),
         ("pred", 3, "warm"),
     ]
-    assert pl.acks[0].advance() == 4  # every offset answered: the commit covers them all
+    assert committable(pl) == 4  # every offset answered: the commit covers them all
     assert pl.metrics.warming_up._value.get() == 3
 
 
@@ -230,7 +277,7 @@ def test_backfill_is_answered_but_kept_out_of_freshness_only_when_old(tmp_path, 
         ("pred", 2, 0.5),
         ("pred", 3, 0.5),
     ]
-    assert pl.acks[0].advance() == 4  # every tick answered and committed, backfill too
+    assert committable(pl) == 4  # every tick answered and committed, backfill too
     assert pl.metrics.backfill._value.get() == 2
     assert freshness(pl) == (2.0, 1.0)  # the unmarked old tick (stale) and the live one
     # a warming-only batch of backfill, and a rejected batch whose warming ticks are answered
@@ -259,7 +306,7 @@ def test_a_retry_answered_with_a_final_error_dead_letters_instead_of_crashing(tm
     pl._handle([Msg(0, tick("A", 311_000, 101.0)), Msg(1, tick("B", 311_000, 5.0))])
     pl._complete(drain=True)
     assert outputs(pl) == [("dlq", 0, "predict_rejected"), ("pred", 1, "warm")]
-    assert pl.acks[0].advance() == 2
+    assert committable(pl) == 2
     assert np.isclose(pl.metrics.retries.labels("UNAVAILABLE")._value.get(), 1)
 
 
@@ -275,7 +322,7 @@ def test_answers_from_a_model_listing_other_features_are_dead_letters(tmp_path, 
     pl._complete(drain=True)
     first = ("dlq", 0, "schema_mismatch") if reordered else ("pred", 0, 0.5)
     assert outputs(pl) == [first, ("pred", 1, "warm")]
-    assert pl.acks[0].advance() == 2  # answered either way: nothing is lost
+    assert committable(pl) == 2  # answered either way: nothing is lost
     if reordered:
         _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
         assert f"lists features ['{names[0]}'" in dict(headers)["error"].decode()
@@ -325,7 +372,7 @@ def test_the_schema_check_is_cached_rechecked_and_fails_closed(tmp_path, monkeyp
     clock[0] += 1
     batch(5)
     assert stub.model_info_calls == calls + 2 and outputs(pl)[-1] == ("dlq", 5, "schema_mismatch")
-    assert pl.acks[0].advance() == 6
+    assert committable(pl) == 6
 
 
 def test_a_schema_confirmed_after_a_short_outage_publishes_the_waiting_batch(tmp_path, monkeypatch):
@@ -376,7 +423,7 @@ def test_a_malformed_answer_is_asked_again_then_dead_lettered_not_a_crash(tmp_pa
     assert outputs(pl)[2:] == [("dlq", 2, "bad_answer"), ("dlq", 3, "bad_answer")]
     _, _, headers = pl.producer.out[2]  # type: ignore[attr-defined]
     assert dict(headers)["error"].decode() == f"malformed answer from the server: {why}"
-    assert pl.acks[0].advance() == 4  # nothing lost
+    assert committable(pl) == 4  # nothing lost
     assert pl.metrics.dead_lettered.labels("bad_answer")._value.get() == 3
 
 
@@ -488,7 +535,7 @@ def test_late_ticks_are_answered_until_their_symbol_floods(tmp_path):
     assert [o[2] for o in out] == [0.5] * 10 + ["symbol_flood"] * 2
     _, _, headers = pl.producer.out[0]  # type: ignore[attr-defined]
     assert "already holds 310 ticks in its 300 s window" in dict(headers)["error"].decode()
-    assert pl.acks[0].advance() == 12
+    assert committable(pl) == 12
 
 
 def test_symbol_state_is_evicted_when_idle_and_capped():
@@ -718,3 +765,85 @@ def test_a_second_stop_while_model_info_hangs_leaves_the_ticks_uncommitted(tmp_p
     assert isinstance(ended[0], RuntimeError) and "stay uncommitted" in str(ended[0])
     assert outputs(pl) == []  # no answer, no dead letter
     assert not any(off >= 1 for off in feed.committed), feed.committed
+
+
+# --- deliveries: acknowledged per settled generation, failures reported alone ------------
+def delivery_errors(pl: Pipeline, kind: str) -> float:
+    return pl.metrics.errors.labels(kind)._value.get()
+
+
+def test_a_failed_prediction_is_produced_again_and_committed_only_then(tmp_path):
+    """Successful deliveries report nothing (delivery.report.only.error): offsets are
+    acknowledged when the producer's queue is empty, except those reported failed, which
+    are produced again. Mutations: acknowledging without the queue empty, or ignoring the
+    failed set, commit offset 1 before its answer is in Kafka."""
+    pl = pipeline(tmp_path, Stub())
+    warm(pl, "A")  # B is cold
+    pl._handle([Msg(0, tick("A", 311_000, 101.0)), Msg(1, tick("A", 311_500, 101.0))])
+    pl._handle([Msg(2, tick("B", 311_000, 5.0))])
+    pl._complete(drain=True)
+    pl.producer.queued = 3  # type: ignore[attr-defined]  # in flight: Kafka has not answered
+    assert committable(pl) is None
+    pl.producer.fail(1, KafkaError(KafkaError._MSG_TIMED_OUT))  # type: ignore[attr-defined]
+    pl.producer.queued = 0  # type: ignore[attr-defined]
+    assert committable(pl) == 1  # 0 delivered; 1 failed; 2 delivered but behind 1
+    first = [("pred", 0, 0.5), ("pred", 1, 0.5), ("pred", 2, "warm")]
+    assert outputs(pl) == [*first, ("pred", 1, 0.5)]  # 1 produced again after the settle
+    assert committable(pl) == 3
+    assert delivery_errors(pl, "delivery") == 1
+    assert pl.outputs.answered == 4 - 1  # the failed attempt is not an answer
+    pl.outputs.fold_counts()
+    assert pl.metrics.predictions._value.get() == 3
+
+
+def test_a_prediction_kafka_refuses_becomes_a_dead_letter_before_its_commit(tmp_path):
+    """Refused for good, at delivery (the broker's size limit) or when produced (the
+    client's): the tick is dead-lettered with reason undeliverable, and its offset is
+    committed only once that dead letter is acknowledged."""
+    pl = pipeline(tmp_path, Stub())
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0)), Msg(1, tick("A", 311_500, 101.0))])
+    pl._complete(drain=True)
+    pl.producer.fail(0, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))  # type: ignore[attr-defined]
+    pl.producer.queued = 1  # type: ignore[attr-defined]  # the failure is reported, 1 in flight
+    assert committable(pl) is None
+    pl.producer.queued = 0  # type: ignore[attr-defined]
+    assert committable(pl) is None  # 0's dead letter is produced, not yet acknowledged
+    assert outputs(pl)[2] == ("dlq", 0, "undeliverable")
+    pl.producer.queued = 1  # type: ignore[attr-defined]
+    assert committable(pl) is None
+    pl.producer.queued = 0  # type: ignore[attr-defined]
+    assert committable(pl) == 2
+    assert delivery_errors(pl, "undeliverable") == 1
+    # refused when produced: the same, without a delivery report
+    pl.producer.refuse = (pl.s.predictions_topic, KafkaError(KafkaError.MSG_SIZE_TOO_LARGE))  # type: ignore[attr-defined]
+    pl._handle([Msg(2, tick("A", 312_000, 101.0))])
+    pl._complete(drain=True)
+    assert committable(pl) is None  # settled: nothing of 2 delivered; its dead letter produced
+    assert outputs(pl)[3:] == [("dlq", 2, "undeliverable")]
+    assert committable(pl) == 3
+
+
+def test_a_failed_dead_letter_reports_through_its_own_callback_and_is_sent_again(tmp_path):
+    pl = pipeline(tmp_path, Stub())
+    pl._handle([Msg(0, b"{not json")])
+    assert outputs(pl) == [("dlq", 0, "invalid_json")]
+    pl.producer.fail(0, KafkaError(KafkaError._TRANSPORT))  # type: ignore[attr-defined]
+    assert committable(pl) is None
+    assert outputs(pl) == [("dlq", 0, "invalid_json")] * 2
+    assert committable(pl) == 1
+
+
+def test_a_queue_that_never_empties_is_flushed_to_settle(tmp_path, monkeypatch):
+    """Under a load that keeps records in flight, acknowledgements would never come: a
+    settle waits for the queue (flush) once a commit interval has passed, not before."""
+    pl = pipeline(tmp_path, Stub())
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    pl.producer.queued = 5  # type: ignore[attr-defined]
+    assert committable(pl) is None
+    assert pl.producer.flushes == 0  # type: ignore[attr-defined]
+    monkeypatch.setattr(pl.outputs, "_settle_by", time.monotonic() - 1)
+    assert committable(pl) == 1
+    assert pl.producer.flushes == 1  # type: ignore[attr-defined]

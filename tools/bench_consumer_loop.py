@@ -47,7 +47,7 @@ class Msg:
 
 class Producer:
     def produce(self, topic, value=None, key=None, headers=None, on_delivery=None) -> None:
-        on_delivery(None, None)
+        pass
 
     def poll(self, _t: float = 0) -> int:
         return 0
@@ -107,6 +107,7 @@ def main() -> None:
     from consumer.messages import encode_row
     from consumer.metrics import ConsumerMetrics
     from consumer.offsets import PartitionAcks
+    from consumer.outputs import DeliveryFailures
     from consumer.pipeline import Pipeline
     from market.features import FEATURE_NAMES
     from market.synthetic import SyntheticTicks
@@ -124,7 +125,8 @@ def main() -> None:
         )
         metrics = ConsumerMetrics(CollectorRegistry(), None)
         stub = Stub(pb, FEATURE_NAMES)
-        pl = Pipeline(s, Consumer(), Producer(), stub, metrics, trace.get_tracer("b"))  # type: ignore[arg-type]
+        tracer, failures = trace.get_tracer("b"), DeliveryFailures()
+        pl = Pipeline(s, Consumer(), Producer(), stub, metrics, tracer, failures)  # type: ignore[arg-type]
         pl.acks[0] = PartitionAcks()
         headers = [("backfill", b"1")] if args.backfill else None
         msgs = [Msg(i, v, headers) for i, v in enumerate(values)]

@@ -289,3 +289,43 @@ def test_a_broker_restart_mid_stream_loses_nothing(grpc_server, tmp_path):
         if c is not None:
             c.stop()
         kafka_broker.down(data)
+
+
+def test_predictions_the_broker_refuses_become_dead_letters_and_are_committed(
+    kafka, grpc_server, tmp_path
+):
+    """The predictions topic takes no record (max.message.bytes 64): every answer is
+    refused at delivery, a report the producer gives for failures only. Each tick gets a
+    dead letter with reason undeliverable instead, nothing is lost, the consumer stays up,
+    and the commit covers every tick once the dead letters are in Kafka. (Mutation seen
+    failing: the pipeline handed a failure list the producer does not report to: every
+    refused prediction then reads as delivered and counted, and no dead letter is written.
+    That a refused prediction is not acknowledged before its dead letter is pinned in
+    tests/test_consumer_unit.py: here the end state would be the same.)"""
+    topics = Topics.fresh(kafka, partitions=1)
+    admin = AdminClient({"bootstrap.servers": kafka})
+    entry = ConfigEntry("max.message.bytes", "64", incremental_operation=AlterConfigOpType.SET)
+    res = ConfigResource("topic", topics.predictions, incremental_configs=[entry])
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(30)
+    n = 400
+    produce(kafka, topics.ticks, good_ticks(n, 17, int(time.time() * 1000)))
+    c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path).start()
+    try:
+        dl = dead_letters(kafka, topics.dlq, n)
+        assert [d["offset"] for d in dl] == list(range(n))  # one each, none twice
+        for d in dl:
+            assert d["headers"]["reason"] == "undeliverable", d["headers"]
+            assert f"Kafka refused the output for {topics.predictions}" in (
+                d["headers"]["dead_letter_error"]
+            )
+        deadline = time.monotonic() + 30
+        while (committed := end_offsets(kafka, topics.ticks, topics.group, 1))[0] != [n]:
+            assert time.monotonic() < deadline, (committed, c.log)
+            time.sleep(0.5)
+        assert c.proc.poll() is None, c.log
+        assert c.metric('volspike_consumer_dead_lettered_total{reason="undeliverable"}') == n
+        assert c.metric("volspike_consumer_predictions_produced_total") == 0
+        assert c.stop() == 0
+    finally:
+        c.stop()
