@@ -316,8 +316,9 @@ def test_predictions_the_broker_refuses_become_dead_letters_and_are_committed(
         assert [d["offset"] for d in dl] == list(range(n))  # one each, none twice
         for d in dl:
             assert d["headers"]["reason"] == "undeliverable", d["headers"]
-            assert f"Kafka refused the output for {topics.predictions}" in (
-                d["headers"]["dead_letter_error"]
+            assert (
+                f"Kafka refused the output for {topics.predictions}"
+                in (d["headers"]["dead_letter_error"])
             )
         deadline = time.monotonic() + 30
         while (committed := end_offsets(kafka, topics.ticks, topics.group, 1))[0] != [n]:
