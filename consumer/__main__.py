@@ -14,7 +14,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 
 from compiled_models.manifest_schema_gen import MANIFEST_MAX_BYTES
 from config.settings import main_settings
-from consumer.channel import ServerAddressError, open_channel, target
+from consumer.channel import PollingThread, ServerAddressError, open_channel, target
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.outputs import DeliveryFailures, producer_config
@@ -82,6 +82,7 @@ def main() -> None:
     receive = 4 * MANIFEST_MAX_BYTES
     options = [("grpc.enable_retries", 0), ("grpc.max_receive_message_length", receive)]
     channel = open_channel(s.server, options)  # one server, a list, or dns:///name
+    polling = PollingThread(channel)  # grpcio's polling thread kept between calls
     pipeline = Pipeline(
         s,
         consumer,
@@ -96,6 +97,7 @@ def main() -> None:
     logger.info("consuming %s from %s, Predict at %s", s.ticks_topic, s.bootstrap, s.server)
     tune_gc()
     pipeline.run()
+    polling.close()
     channel.close()
     provider.shutdown()
     logger.info("stopped cleanly")

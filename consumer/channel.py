@@ -17,9 +17,11 @@ from __future__ import annotations
 import ipaddress
 import json
 import re
+import threading
 from collections.abc import Sequence
 
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 PREDICTOR = "volatility.v1.Predictor"
 BALANCED = json.dumps(
@@ -87,3 +89,46 @@ def open_channel(server: str, options: Sequence[tuple[str, object]]) -> grpc.Cha
     if balanced:
         options = [*options, ("grpc.service_config", BALANCED)]
     return grpc.insecure_channel(tgt, options=options)
+
+
+class PollingThread:
+    """Keeps grpcio's polling thread for the channel alive between Predict calls.
+
+    grpcio's sync channel reads its completion queue on a thread that it starts when a call
+    begins with no other call in flight, and that ends with the last one. The consumer has
+    1-4 calls in flight and often none, so while draining a backlog it started a thread for
+    most calls (``Thread.start`` was ~30 % of ``Predict.future``, docs/benchmarks.md). A
+    ``grpc.health.v1.Health/Watch`` stream (both servers serve it) is a call that lasts as
+    long as its server: held open, the polling thread stays. A daemon thread reads it (a
+    stream whose messages are never read would never report its end) and opens it again,
+    a second later, when it ends (a restarted or draining server, UNIMPLEMENTED)."""
+
+    RETRY_S = 1.0
+
+    def __init__(self, channel: grpc.Channel) -> None:
+        self._watch = health_pb2_grpc.HealthStub(channel).Watch
+        self._call: grpc.Future | None = None
+        self._closed = threading.Event()
+        self.opened = 0  # streams opened (tests)
+        self._thread = threading.Thread(target=self._run, name="grpc-keep-polling", daemon=True)
+        self._thread.start()
+
+    def _run(self) -> None:
+        request = health_pb2.HealthCheckRequest(service=PREDICTOR)
+        while not self._closed.is_set():
+            try:
+                self._call = call = self._watch(request)
+                self.opened += 1
+                for _ in call:  # status changes: not needed, read so the end is seen
+                    pass
+            except grpc.RpcError:
+                pass
+            except ValueError:  # the channel is closed
+                return
+            self._closed.wait(self.RETRY_S)
+
+    def close(self) -> None:
+        self._closed.set()
+        if self._call is not None:
+            self._call.cancel()
+        self._thread.join(5)
