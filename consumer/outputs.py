@@ -8,8 +8,11 @@ deliveries only (``delivery.report.only.error``), so a successful one costs no P
 callback. When the producer's queue is empty (nothing waiting, in flight or unreported),
 every output produced since the last settle has been delivered except those reported
 failed, and their input offsets are acknowledged together. Under a load that never lets
-the queue empty, a settle waits for it (``producer.flush``) once a commit interval has
-passed without one, so commits keep their pace (``commit_interval_ms``).
+the queue empty, the settle before a commit waits for it (``producer.flush``), so a commit
+covers every output produced before it. That wait stalls the loop about one broker round
+trip; the pipeline spaces such commits so that waiting takes at most ``STALL_SHARE`` of the
+time (consumer/pipeline.py): every ``commit_interval_ms`` on a near broker, less often on a
+far one or while a record is stuck (no leader, a slow replica).
 A failed output is produced again only after its generation settled, so a failure always
 names the attempt it belongs to."""
 
@@ -50,6 +53,8 @@ _TRANSIENT = {
 }
 FLUSH_S = 1.0
 """How long one settle waits for the queue to empty before the loop goes on."""
+STALL_SHARE = 0.1
+"""The share of time the loop may spend waiting for Kafka's answers before commits."""
 
 Output = tuple  # (topic, key, value, headers, partition, offset, event_ms): one record
 
@@ -95,8 +100,7 @@ class Outputs:
         self._others: list[tuple[int, int, int]] = []  # (partition, offset, event_ms)
         self._failed: set[tuple[int, int]] = set()
         self._n_predictions = self._failed_predictions = 0
-        self._settle_s = settings.commit_interval_ms / 1000  # at least this often
-        self._settle_by = time.monotonic() + self._settle_s
+        self.waited = 0.0  # how long the last settle waited for Kafka
 
     # --- answers ----------------------------------------------------------------------
     def answer(self, b: Batch, resp: pb.PredictResponse) -> None:
@@ -229,7 +233,8 @@ class Outputs:
                 return
             except BufferError:  # local queue full: let deliveries drain first
                 self.producer.poll(0.05)
-            except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE: never fatal
+            except KafkaException as exc:  # e.g. MSG_SIZE_TOO_LARGE: a dead letter instead
+                _crash_if_fatal(exc.args[0])
                 self._failed_now(topic, p, off)
                 self._undeliverable(topic, key, value, headers, p, off, exc.args[0])
                 return
@@ -252,6 +257,7 @@ class Outputs:
             # a prediction is reported by the producer's callback: its value names its tick
             output = what if isinstance(what, tuple) else _prediction_output(what)
             topic, key, value, headers, p, off, _ = output
+            _crash_if_fatal(err)
             self._failed_now(topic, p, off)
             self.metrics.errors.labels("delivery").inc()
             if err.retriable() or err.code() in _TRANSIENT:
@@ -260,21 +266,23 @@ class Outputs:
             else:
                 self._undeliverable(topic, key, value, headers, p, off, err)
 
-    def settle(self, force: bool = False) -> bool:
+    def settle(self, wait: bool = False) -> bool:
         """Acknowledge this generation's delivered outputs if the producer's queue is
-        empty (waiting for it when ``force`` or a commit interval has passed); then produce
-        the failed ones again. True when settled."""
+        empty (``wait``: waiting up to FLUSH_S for it); then produce the failed ones again.
+        True when settled."""
+        self.waited = 0.0
         self.producer.poll(0)  # failure reports into self.failures
         if len(self.producer):
-            if not force and time.monotonic() < self._settle_by:
+            if not wait:
                 return False
+            t = time.monotonic()
             self.producer.flush(FLUSH_S)
+            self.waited = time.monotonic() - t
             if len(self.producer):
                 return False
         if self.failures:
             self._handle_failures()
         self._acknowledge()
-        self._settle_by = time.monotonic() + self._settle_s
         self.produce_again()
         return True
 
@@ -336,13 +344,24 @@ class Outputs:
     def flush(self, aborting: Callable[[], bool]) -> None:
         """Until every output is delivered and acknowledged (or a second signal says stop)."""
         while self.pending() and not aborting():
-            self.settle(force=True)
+            self.settle(wait=True)
         self.fold_counts()
 
     def fold_counts(self) -> None:
         if self._predicted:
             self.metrics.predictions.inc(self._predicted)
             self._predicted = 0
+
+
+class FatalProducerError(RuntimeError):
+    """The idempotent producer failed for good (librdkafka's fatal error): every later
+    produce would fail too, so the consumer exits and a restart, with a new producer,
+    answers everything after the last commit again."""
+
+
+def _crash_if_fatal(err: KafkaError) -> None:
+    if err.fatal() or err.code() == KafkaError._FATAL:
+        raise FatalProducerError(f"Kafka producer: {err}")
 
 
 def _prediction_output(msg: Message) -> Output:

@@ -46,7 +46,7 @@ from consumer.intake import Intake
 from consumer.metrics import ConsumerMetrics
 from consumer.model_info import ModelInfos, SchemaCheck
 from consumer.offsets import Offsets, PartitionAcks
-from consumer.outputs import DeliveryFailures, Outputs
+from consumer.outputs import STALL_SHARE, DeliveryFailures, Outputs
 from consumer.predict_client import PredictClient
 from consumer.states import SymbolStates
 from proto.volatility.v1 import predictor_pb2_grpc as pb_grpc
@@ -182,7 +182,10 @@ class Pipeline:
             if not head.answered:
                 if not (drain or head.done() or q.full()):
                     return
-                head.answer, head.answered = self.predict.answer(head), True
+                answer = self.predict.answer(head)
+                if not q or q[0] is not head:  # a rebalance during its retries finished it
+                    continue
+                head.answer, head.answered = answer, True
             resp = head.answer
             if resp is not None and head.meta:
                 verdict = self.schema.passes(head, resp.artifact, wait=drain)
@@ -201,13 +204,18 @@ class Pipeline:
             self.outputs.answer(head, resp)
 
     def _service(self) -> None:
-        self.outputs.settle()  # acknowledge what Kafka took, when its queue is empty
+        commit = time.monotonic() >= self._next_commit
+        # acknowledge what Kafka took once its queue is empty; before a commit, wait for it
+        self.outputs.settle(wait=commit)
         self.sample.maybe_flush()
         self.outputs.fold_counts()
         t = time.monotonic()
-        if t >= self._next_commit:
+        if commit:
             self.offsets.commit(self.consumer, sync=False)
-            self._next_commit = t + self.s.commit_interval_ms / 1000
+            # a wait for Kafka takes at most STALL_SHARE of the time: a far broker or a
+            # stuck record spaces the commits out instead of stalling the loop
+            interval = max(self.s.commit_interval_ms / 1000, self.outputs.waited / STALL_SHARE)
+            self._next_commit = t + interval
         if t >= self._next_stats:
             self._stats(t)
         if t >= self._next_sweep:

@@ -11,14 +11,14 @@ import grpc
 import numpy as np
 import orjson
 import pytest
-from confluent_kafka import KafkaError, KafkaException
+from confluent_kafka import KafkaError, KafkaException, TopicPartition
 from opentelemetry import trace
 from prometheus_client import CollectorRegistry
 
 from consumer.config import ConsumerSettings
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import PartitionAcks
-from consumer.outputs import DeliveryFailures
+from consumer.outputs import DeliveryFailures, FatalProducerError
 from consumer.pipeline import Pipeline
 from market.features import FEATURE_NAMES, N_FEATURES
 from proto.volatility.v1 import predictor_pb2 as pb
@@ -56,6 +56,8 @@ class Producer:
         self.out: list[tuple[str, bytes | None, list | None]] = []
         self.callbacks: list = []
         self.queued = self.flushes = 0
+        self.stuck = False  # flush cannot empty the queue (a record no broker takes)
+        self.flush_s = 0.0  # how long a flush takes
         self.failures = None
         self.refuse: tuple[str, KafkaError] | None = None  # (topic, error) at produce time
 
@@ -75,8 +77,10 @@ class Producer:
 
     def flush(self, _t=None) -> int:
         self.flushes += 1
-        self.queued = 0
-        return 0
+        time.sleep(self.flush_s)
+        if not self.stuck:
+            self.queued = 0
+        return self.queued
 
     def __len__(self) -> int:
         return self.queued
@@ -166,8 +170,14 @@ def answer(n: int, probs: list[float] | None = None, labels: int | None = None):
 
 
 class Consumer:
+    def __init__(self) -> None:
+        self.commits: list[list[tuple]] = []
+
     def assignment(self) -> list:
         return []
+
+    def commit(self, offsets, asynchronous: bool = True) -> None:
+        self.commits.append([(tp.topic, tp.partition, tp.offset) for tp in offsets])
 
     def pause(self, _a) -> None: ...
 
@@ -834,16 +844,84 @@ def test_a_failed_dead_letter_reports_through_its_own_callback_and_is_sent_again
     assert committable(pl) == 1
 
 
-def test_a_queue_that_never_empties_is_flushed_to_settle(tmp_path, monkeypatch):
-    """Under a load that keeps records in flight, acknowledgements would never come: a
-    settle waits for the queue (flush) once a commit interval has passed, not before."""
+def test_a_queue_that_never_empties_is_waited_for_before_a_commit(tmp_path):
+    """Under a load that keeps records in flight, acknowledgements would never come: the
+    settle before each commit waits for the queue (flush), the others do not."""
     pl = pipeline(tmp_path, Stub())
     warm(pl, "A")
     pl._handle([Msg(0, tick("A", 311_000, 101.0))])
     pl._complete(drain=True)
     pl.producer.queued = 5  # type: ignore[attr-defined]
-    assert committable(pl) is None
+    pl._next_commit = time.monotonic() + 60  # no commit due
+    pl._service()
     assert pl.producer.flushes == 0  # type: ignore[attr-defined]
-    monkeypatch.setattr(pl.outputs, "_settle_by", time.monotonic() - 1)
-    assert committable(pl) == 1
+    assert pl.acks[0].advance() is None
+    pl._next_commit = 0.0  # a commit is due: the settle waits for Kafka first
+    pl._service()
     assert pl.producer.flushes == 1  # type: ignore[attr-defined]
+    assert pl.consumer.commits == [[("ticks", 0, 1)]]  # type: ignore[attr-defined]
+
+
+def test_waiting_for_kafka_before_commits_takes_at_most_a_tenth_of_the_time(tmp_path):
+    """A record Kafka does not take (no leader, a slow replica) kept every settle waiting
+    the whole flush timeout, one each commit interval: the loop ran ~1 batch a second with
+    no commit (found by review). The next waiting settle now comes after
+    waited / STALL_SHARE. Mutation seen failing: the commit interval regardless."""
+    pl = pipeline(tmp_path, Stub())
+    warm(pl, "A")
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    pl.producer.queued, pl.producer.stuck, pl.producer.flush_s = 1, True, 0.1  # type: ignore[attr-defined]
+    pl._next_commit = 0.0
+    pl._service()
+    assert pl.producer.flushes == 1  # type: ignore[attr-defined]
+    assert pl._next_commit - time.monotonic() > 0.9  # waited 0.1 s: next wait in >= 1 s
+    pl._service()
+    assert pl.producer.flushes == 1  # type: ignore[attr-defined]  # not waiting again yet
+    assert pl.acks[0].advance() is None
+
+
+@pytest.mark.parametrize("when", ["produce", "delivery"])
+def test_a_fatal_producer_error_stops_the_consumer_instead_of_looping(tmp_path, when):
+    """After librdkafka's fatal error every produce fails: before, each answer became a
+    dead letter that failed too, retried forever (review: 49,501 error lines in 30 loops,
+    nothing committed, shutdown needing a second signal). Now the consumer exits and a
+    restart answers everything after the last commit again."""
+    pl = pipeline(tmp_path, Stub())
+    warm(pl, "A")
+    fatal = KafkaError(KafkaError._FATAL, "producer fenced", fatal=True)
+    if when == "produce":
+        pl.producer.refuse = (pl.s.predictions_topic, fatal)  # type: ignore[attr-defined]
+        with pytest.raises(FatalProducerError, match="producer fenced"):
+            pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+            pl._complete(drain=True)
+    else:
+        pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+        pl._complete(drain=True)
+        pl.producer.fail(0, fatal)  # type: ignore[attr-defined]
+        with pytest.raises(FatalProducerError, match="producer fenced"):
+            pl.outputs.settle()
+    assert pl.acks[0].advance() is None  # nothing acknowledged
+
+
+def test_a_rebalance_during_a_predict_retry_answers_the_batch_once(tmp_path):
+    """The retry's wait polls Kafka, which may run the revoke callback: its drain answers
+    the waiting batch and commits it. Before, the outer loop then popped an empty queue
+    (IndexError: the consumer died on a rebalance while the server was down; found by
+    review). Mutation seen failing: without the check after Predict's answer."""
+    pl = pipeline(tmp_path, Stub(first=grpc.StatusCode.UNAVAILABLE, retry=answer))
+    pl.consumer = Feed()
+    warm(pl, "A")
+    waits: list[float] = []
+
+    def sleep(seconds: float) -> None:  # the real one polls Kafka: rebalance callbacks run
+        waits.append(seconds)
+        if len(waits) == 1:
+            pl._on_revoke(pl.consumer, [TopicPartition(pl.s.ticks_topic, 0)])
+
+    pl._sleep = sleep  # type: ignore[method-assign]
+    pl._handle([Msg(0, tick("A", 311_000, 101.0))])
+    pl._complete(drain=True)
+    assert outputs(pl) == [("pred", 0, 0.5)]  # once
+    assert pl.consumer.committed == [1]  # type: ignore[attr-defined]
+    assert not pl.inflight
