@@ -52,7 +52,10 @@ _TRANSIENT = {
     KafkaError.NOT_ENOUGH_REPLICAS,
 }
 FLUSH_S = 1.0
-"""How long one settle waits for the queue to empty before the loop goes on."""
+"""How long one settle first waits for the queue to empty before the loop goes on: doubled
+after a wait that was not enough (up to FLUSH_MAX_S), so records slower than it are still
+committed; twice the last wait that was."""
+FLUSH_MAX_S = 30.0
 STALL_SHARE = 0.1
 """The share of time the loop may spend waiting for Kafka's answers before commits."""
 
@@ -101,6 +104,7 @@ class Outputs:
         self._failed: set[tuple[int, int]] = set()
         self._n_predictions = self._failed_predictions = 0
         self.waited = 0.0  # how long the last settle waited for Kafka
+        self._flush_s = FLUSH_S
 
     # --- answers ----------------------------------------------------------------------
     def answer(self, b: Batch, resp: pb.PredictResponse) -> None:
@@ -268,7 +272,8 @@ class Outputs:
 
     def settle(self, wait: bool = False) -> bool:
         """Acknowledge this generation's delivered outputs if the producer's queue is
-        empty (``wait``: waiting up to FLUSH_S for it); then produce the failed ones again.
+        empty (``wait``: waiting for it, FLUSH_S at first); then produce the failed ones
+        again.
         True when settled."""
         self.waited = 0.0
         self.producer.poll(0)  # failure reports into self.failures
@@ -276,10 +281,12 @@ class Outputs:
             if not wait:
                 return False
             t = time.monotonic()
-            self.producer.flush(FLUSH_S)
+            self.producer.flush(self._flush_s)
             self.waited = time.monotonic() - t
             if len(self.producer):
+                self._flush_s = min(2 * self._flush_s, FLUSH_MAX_S)
                 return False
+            self._flush_s = max(FLUSH_S, 2 * self.waited)
         if self.failures:
             self._handle_failures()
         self._acknowledge()

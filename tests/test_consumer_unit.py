@@ -58,6 +58,7 @@ class Producer:
         self.queued = self.flushes = 0
         self.stuck = False  # flush cannot empty the queue (a record no broker takes)
         self.flush_s = 0.0  # how long a flush takes
+        self.timeouts: list[float | None] = []
         self.failures = None
         self.refuse: tuple[str, KafkaError] | None = None  # (topic, error) at produce time
 
@@ -77,6 +78,7 @@ class Producer:
 
     def flush(self, _t=None) -> int:
         self.flushes += 1
+        self.timeouts.append(_t)
         time.sleep(self.flush_s)
         if not self.stuck:
             self.queued = 0
@@ -879,6 +881,11 @@ def test_waiting_for_kafka_before_commits_takes_at_most_a_tenth_of_the_time(tmp_
     pl._service()
     assert pl.producer.flushes == 1  # type: ignore[attr-defined]  # not waiting again yet
     assert pl.acks[0].advance() is None
+    # a record slower than the wait is still committed: the next wait is twice as long
+    pl.producer.stuck, pl._next_commit = False, 0.0  # type: ignore[attr-defined]
+    pl._service()
+    assert pl.producer.timeouts == [1.0, 2.0]  # type: ignore[attr-defined]
+    assert pl.consumer.commits[-1] == [("ticks", 0, 1)]  # type: ignore[attr-defined]
 
 
 @pytest.mark.parametrize("when", ["produce", "delivery"])
