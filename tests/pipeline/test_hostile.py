@@ -61,6 +61,15 @@ def produce(kafka: str, topic: str, values: list, timestamps: list | None = None
     assert p.flush(30) == 0
 
 
+def set_max_message_bytes(kafka: str, topic: str, limit: int) -> None:
+    admin = AdminClient({"bootstrap.servers": kafka})
+    op = AlterConfigOpType.SET
+    entry = ConfigEntry("max.message.bytes", str(limit), incremental_operation=op)
+    res = ConfigResource("topic", topic, incremental_configs=[entry])
+    for f in admin.incremental_alter_configs([res]).values():
+        f.result(30)
+
+
 def dead_letters(kafka: str, topic: str, n: int) -> list[dict]:
     out = []
     for m in read_topic(kafka, topic, n, timeout=60):
@@ -82,11 +91,7 @@ def check_neighbours(kafka, topics, n_total, atol=1e-6) -> None:
 
 def test_oversized_messages_are_dead_lettered_and_neighbours_answered(kafka, grpc_server, tmp_path):
     topics = Topics.fresh(kafka, partitions=1)
-    admin = AdminClient({"bootstrap.servers": kafka})
-    entry = ConfigEntry("max.message.bytes", "6000000", incremental_operation=AlterConfigOpType.SET)
-    res = ConfigResource("topic", topics.ticks, incremental_configs=[entry])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(30)
+    set_max_message_bytes(kafka, topics.ticks, 6_000_000)
     now = int(time.time() * 1000)
     before, after = good_ticks(300, 11, now - 5_000), good_ticks(300, 12, now)
     garbage = [b"x" * 1_000_100, b"{" * 5_000_000]
@@ -303,11 +308,7 @@ def test_predictions_the_broker_refuses_become_dead_letters_and_are_committed(
     That a refused prediction is not acknowledged before its dead letter is pinned in
     tests/test_consumer_unit.py: here the end state would be the same.)"""
     topics = Topics.fresh(kafka, partitions=1)
-    admin = AdminClient({"bootstrap.servers": kafka})
-    entry = ConfigEntry("max.message.bytes", "64", incremental_operation=AlterConfigOpType.SET)
-    res = ConfigResource("topic", topics.predictions, incremental_configs=[entry])
-    for f in admin.incremental_alter_configs([res]).values():
-        f.result(30)
+    set_max_message_bytes(kafka, topics.predictions, 64)
     n = 400
     produce(kafka, topics.ticks, good_ticks(n, 17, int(time.time() * 1000)))
     c = ConsumerProcess(kafka, grpc_server.address, topics, tmp_path).start()
