@@ -272,9 +272,8 @@ class Outputs:
 
     def settle(self, wait: bool = False) -> bool:
         """Acknowledge this generation's delivered outputs if the producer's queue is
-        empty (``wait``: waiting for it, FLUSH_S at first); then produce the failed ones
-        again.
-        True when settled."""
+        empty (``wait``: waiting for it, FLUSH_S at first), then produce the failed ones
+        again. True when settled."""
         self.waited = 0.0
         self.producer.poll(0)  # failure reports into self.failures
         if len(self.producer):
