@@ -21,14 +21,12 @@ class PartitionAcks:
 
     def __init__(self) -> None:
         self.pending: deque[int] = deque()  # offsets sent, in consumption order
-        self.acked: dict[int, int] = {}  # offset -> event time, acknowledged by Kafka
+        # offset -> event time, acknowledged by Kafka (written by Outputs.settle, in bulk)
+        self.acked: dict[int, int] = {}
         self.committed_event_ms = -1  # event time of the last committable offset
 
     def track(self, offset: int) -> None:
         self.pending.append(offset)
-
-    def ack(self, offset: int, event_ms: int) -> None:
-        self.acked[offset] = event_ms
 
     def advance(self) -> int | None:
         """The offset to commit (last contiguous acknowledged + 1), or None if unchanged."""
