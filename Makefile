@@ -62,7 +62,7 @@ $(DATA): | $(VENV)/.installed
 	$(PY) -m market.realdata
 
 models: compiled_models/.built compiled_models/.fastcall
-compiled_models/.fastcall: compiled_models/_fastcall.c market/_featurestate.c consumer/_wire.c compiled_models/build_fastcall.py $(VENV)/.installed
+compiled_models/.fastcall: compiled_models/_fastcall.c market/_featurestate.c consumer/_wire.c consumer/_intake.h consumer/_acks.h compiled_models/build_fastcall.py $(VENV)/.installed
 	$(PY) -m compiled_models.build_fastcall
 	touch $@
 

@@ -14,7 +14,12 @@
    object or array value anywhere: None); no known key twice; the known fields valid by
    decode_tick's rules (bounds passed in by configure()). Numbers follow the JSON grammar;
    an integer literal is an int (at most 18 digits here), anything with a fraction or an
-   exponent a double (strtod, correctly rounded, as orjson). */
+   exponent a double (strtod, correctly rounded, as orjson).
+
+   Two loops of the consumer's per-tick work live here too, each beside the Python it
+   replaces and tested against it: read_plain (_intake.h, consumer/intake.py's loop over
+   plain ticks; tests/test_intake_plain.py) and acknowledge (_acks.h, a settled
+   generation's acknowledgements; tests/test_acknowledge.py). */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
 #include <errno.h>
@@ -310,26 +315,11 @@ static int parse(const char *data, Py_ssize_t size, long long now_ms, long long 
     return 1;
 }
 
-static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
-    if (nargs != 3) {
-        PyErr_SetString(PyExc_TypeError, "decode(raw, now_ms, max_future_ms)");
-        return NULL;
-    }
-    if (tick_type == NULL) {
-        PyErr_SetString(PyExc_RuntimeError, "configure() first");
-        return NULL;
-    }
-    PyObject *raw = args[0];
+/* The tick of a plain valid message (a new reference), Py_None (new reference) for
+   anything Python must judge, NULL on a Python error. */
+static PyObject *decode_raw(PyObject *raw, long long now_ms, long long max_future_ms) {
     if (!PyBytes_CheckExact(raw))
         Py_RETURN_NONE;
-    if (!PyLong_CheckExact(args[1]) || !PyLong_CheckExact(args[2]))
-        Py_RETURN_NONE; /* odd clock arguments: Python's to judge */
-    long long now_ms = PyLong_AsLongLong(args[1]);
-    long long max_future_ms = PyLong_AsLongLong(args[2]);
-    if ((now_ms == -1 || max_future_ms == -1) && PyErr_Occurred()) {
-        PyErr_Clear(); /* beyond 64 bits: Python's to judge */
-        Py_RETURN_NONE;
-    }
     Py_ssize_t size = PyBytes_GET_SIZE(raw);
     if (size > max_message_bytes || max_future_ms < 0 || max_future_ms > (1LL << 40) || now_ms < 0 ||
         now_ms > (1LL << 60))
@@ -361,6 +351,37 @@ static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs)
     return tick;
 }
 
+/* The clock arguments as C integers; 0 when Python must judge (not ints, beyond 64 bits). */
+static int clock_args(PyObject *now, PyObject *future, long long *now_ms, long long *future_ms) {
+    if (!PyLong_CheckExact(now) || !PyLong_CheckExact(future))
+        return 0;
+    *now_ms = PyLong_AsLongLong(now);
+    *future_ms = PyLong_AsLongLong(future);
+    if ((*now_ms == -1 || *future_ms == -1) && PyErr_Occurred()) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static PyObject *decode(PyObject *self, PyObject *const *args, Py_ssize_t nargs) {
+    if (nargs != 3) {
+        PyErr_SetString(PyExc_TypeError, "decode(raw, now_ms, max_future_ms)");
+        return NULL;
+    }
+    if (tick_type == NULL) {
+        PyErr_SetString(PyExc_RuntimeError, "configure() first");
+        return NULL;
+    }
+    long long now_ms, max_future_ms;
+    if (!clock_args(args[1], args[2], &now_ms, &max_future_ms))
+        Py_RETURN_NONE; /* odd clock arguments: Python's to judge */
+    return decode_raw(args[0], now_ms, max_future_ms);
+}
+
+#include "_intake.h"
+#include "_acks.h"
+
 static PyObject *configure(PyObject *self, PyObject *args) {
     PyObject *cls;
     long long mt;
@@ -390,9 +411,15 @@ static PyMethodDef methods[] = {
      "None for anything decode_tick's Python path must judge"},
     {"configure", configure, METH_VARARGS,
      "configure(tick_type, min_time_ms, max_message_bytes, min_price, max_price, max_size)"},
+    {"read_plain", (PyCFunction)(void (*)(void))read_plain, METH_FASTCALL, READ_PLAIN_DOC},
+    {"acknowledge", (PyCFunction)(void (*)(void))acknowledge, METH_FASTCALL, ACKNOWLEDGE_DOC},
     {NULL, NULL, 0, NULL},
 };
 
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", NULL, -1, methods};
 
-PyMODINIT_FUNC PyInit__wire(void) { return PyModule_Create(&module); }
+PyMODINIT_FUNC PyInit__wire(void) {
+    if (intern_names() < 0 || (s_acked = PyUnicode_InternFromString("acked")) == NULL)
+        return NULL;
+    return PyModule_Create(&module);
+}

@@ -15,7 +15,14 @@ from confluent_kafka import KafkaError, Message
 
 from consumer.batcher import Row
 from consumer.config import ConsumerSettings
-from consumer.messages import BACKFILL_HEADER, BadTick, decode_tick, decode_tick_py, fast_decode
+from consumer.messages import (
+    BACKFILL_HEADER,
+    BadTick,
+    decode_tick,
+    decode_tick_py,
+    fast_decode,
+    read_plain,
+)
 from consumer.metrics import ConsumerMetrics
 from consumer.offsets import Offsets
 from consumer.outputs import Outputs
@@ -59,57 +66,80 @@ class Intake:
         order = bytearray()
         backfill: set[tuple[int, int]] = set()
         old = now - int(self.s.backfill_min_age_s * 1000)  # only older ticks may be backfill
-        state_of, flood = self.states.get, self.states.max_window_ticks  # hot loop: locals
-        warm_until, all_acks = self.offsets.warm_until, self.offsets.acks
-        max_future = self.s.max_future_ms
-        for m in msgs:
-            err = m.error()
-            if err is not None:
-                if err.code() != KafkaError._PARTITION_EOF:
-                    self.metrics.errors.labels("kafka_consume").inc()
-                    logger.warning("consume error: %s", err)
-                continue
-            p, off = m.partition(), m.offset()
-            assert p is not None and off is not None  # None only on errored messages
-            warm = warm_until.get(p)
-            if warm is not None:
-                if off < warm:
-                    self._warm(p, m.value(), now)
-                    continue
-                del warm_until[p]
-            acks = all_acks.get(p)
-            if acks is None:  # partition no longer ours (revoked during this batch)
-                continue
-            acks.track(off)
-            raw = m.value()
-            tick = fast_decode(raw, now, max_future)  # C: a plain valid tick, else None
-            if tick is None:
-                try:
-                    tick = decode_tick_py(raw, now, max_future)
-                except BadTick as exc:
-                    self.outputs.dead_letter(m, str(exc), exc.kind)
-                    continue
-            st = state_of(p, tick.symbol)
-            if st.held >= flood:  # states.flooded, inline: the hot loop
-                reason = self.states.flood_reason(st)
-                self.outputs.dead_letter_tick(p, off, tick, reason, contract.REASON_SYMBOL_FLOOD)
-                continue
-            # features into the next free row: kept if the symbol is ready, else overwritten
-            st.update_into(x, len(meta), *tick[1:])  # (event_time_ms, price, size, bid, ask)
-            if tick.event_time_ms < old and BACKFILL_HEADER in (m.headers() or ()):
-                backfill.add((p, off))  # headers are read for old ticks only: the hot loop
-            if st.ready:
-                meta.append((p, off, tick))
-                order.append(1)
-            else:
-                warming.append((p, off, tick))
-                order.append(0)
+        plain = (
+            *(now, self.s.max_future_ms, old, self.offsets.warm_until, self.offsets.acks),
+            *(self.states.states, self.states.max_window_ticks, x, meta, warming, order),
+            *(backfill, BACKFILL_HEADER),
+        )
+        i, n = 0, len(msgs)
+        while i < n:
+            i = read_plain(msgs, i, *plain)  # C: the plain ticks from i on, as _one does
+            if i < n:
+                self._one(msgs[i], now, old, x, meta, warming, order, backfill)
+                i += 1
         self.metrics.consumed.inc(len(msgs))
         self.metrics.warming_up.inc(len(warming))
         x = x[: len(meta)]
         if len(x) and np.isinf(x).any():  # a backstop: decode_tick's bounds keep features finite
             x, meta, order = self._drop_infinite(x, meta, order)
         return Rows(x, meta, warming, bytes(order), backfill)
+
+    def _one(
+        self,
+        m: Message,
+        now: int,
+        old: int,
+        x: np.ndarray,
+        meta: list[Row],
+        warming: list[Row],
+        order: bytearray,
+        backfill: set[tuple[int, int]],
+    ) -> None:
+        """One message: a consume error, a replayed tick (feature state only), a tick of a
+        partition no longer ours (dropped), a bad tick (a dead letter), a tick of a flooded
+        symbol (a dead letter), or a tick whose features go into row len(meta) of x."""
+        err = m.error()
+        if err is not None:
+            if err.code() != KafkaError._PARTITION_EOF:
+                self.metrics.errors.labels("kafka_consume").inc()
+                logger.warning("consume error: %s", err)
+            return
+        p, off = m.partition(), m.offset()
+        assert p is not None and off is not None  # None only on errored messages
+        warm_until = self.offsets.warm_until
+        warm = warm_until.get(p)
+        if warm is not None:
+            if off < warm:
+                self._warm(p, m.value(), now)
+                return
+            del warm_until[p]
+        acks = self.offsets.acks.get(p)
+        if acks is None:  # partition no longer ours (revoked during this batch)
+            return
+        acks.track(off)
+        raw = m.value()
+        tick = fast_decode(raw, now, self.s.max_future_ms)  # C: a plain valid tick, else None
+        if tick is None:
+            try:
+                tick = decode_tick_py(raw, now, self.s.max_future_ms)
+            except BadTick as exc:
+                self.outputs.dead_letter(m, str(exc), exc.kind)
+                return
+        st = self.states.get(p, tick.symbol)
+        if self.states.flooded(st):
+            reason = self.states.flood_reason(st)
+            self.outputs.dead_letter_tick(p, off, tick, reason, contract.REASON_SYMBOL_FLOOD)
+            return
+        # features into the next free row: kept if the symbol is ready, else overwritten
+        st.update_into(x, len(meta), *tick[1:])  # (event_time_ms, price, size, bid, ask)
+        if tick.event_time_ms < old and BACKFILL_HEADER in (m.headers() or ()):
+            backfill.add((p, off))  # headers are read for old ticks only
+        if st.ready:
+            meta.append((p, off, tick))
+            order.append(1)
+        else:
+            warming.append((p, off, tick))
+            order.append(0)
 
     def _drop_infinite(
         self, x: np.ndarray, meta: list[Row], order: bytearray

@@ -71,17 +71,24 @@ def _no_fast_path(raw: bytes | None, now_ms: int, max_future_ms: int) -> Tick | 
     return None
 
 
+def _no_plain_path(msgs: list, i: int, *_: object) -> int:
+    return i
+
+
 fast_decode: Callable[[bytes | None, int, int], Tick | None] = _no_fast_path
-try:  # the C fast path; `make models` builds it (compiled_models/build_fastcall.py)
-    from consumer._wire import configure, decode
+read_plain: Callable[..., int] = _no_plain_path
+try:  # the C fast paths; `make models` builds them (compiled_models/build_fastcall.py)
+    from consumer import _wire
 except ImportError:  # not built yet: every message takes the Python path
     pass
 else:
-    configure(Tick, MIN_TIME_MS, MAX_MESSAGE_BYTES, MIN_PRICE, MAX_PRICE, MAX_SIZE)
-    fast_decode = decode
+    _wire.configure(Tick, MIN_TIME_MS, MAX_MESSAGE_BYTES, MIN_PRICE, MAX_PRICE, MAX_SIZE)
+    fast_decode, read_plain = _wire.decode, _wire.read_plain
 """``fast_decode(raw, now_ms, max_future_ms)``: the tick of a plain valid message (C,
 consumer/_wire.c), or None when ``decode_tick_py`` must judge it (any message that is
 not plain, and every bad one). Never a different tick than ``decode_tick_py`` gives."""
+# ``read_plain(msgs, i, ...)``: consumer/intake.py's loop over plain ticks in C
+# (consumer/_intake.h); the index of the first message Intake._one must take.
 
 
 def decode_tick(raw: bytes | None, now_ms: int, max_future_ms: int = MAX_FUTURE_MS) -> Tick:

@@ -16,6 +16,17 @@ from consumer.metrics import ConsumerMetrics
 logger = logging.getLogger("consumer.pipeline")
 
 
+def acknowledge_py(groups: list[list], acks: dict[int, PartitionAcks], failed: set) -> None:
+    """``acks[p].acked[off] = tick.event_time_ms`` for every row (p, off, tick) of every
+    group, unless partition p is no longer ours or (p, off) is in ``failed``. The reference
+    of the C loop (consumer/_acks.h), which runs when built."""
+    for group in groups:
+        for p, off, tick in group:
+            a = acks.get(p)
+            if a is not None and not (failed and (p, off) in failed):
+                a.acked[off] = tick.event_time_ms
+
+
 class PartitionAcks:
     __slots__ = ("acked", "committed_event_ms", "pending")
 
@@ -42,6 +53,15 @@ class PartitionAcks:
     @property
     def in_flight(self) -> int:
         return len(self.pending)
+
+
+acknowledge: Callable[[list[list], dict[int, PartitionAcks], set], None] = acknowledge_py
+try:  # the C loop; `make models` builds it (compiled_models/build_fastcall.py)
+    from consumer import _wire
+except ImportError:  # not built yet: the Python reference
+    pass
+else:
+    acknowledge = _wire.acknowledge
 
 
 class Offsets:

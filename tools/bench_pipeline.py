@@ -15,6 +15,13 @@ the consumer starts, so it drains them with the whole machine but the broker and
 itself. For every rate the CPU time per tick is printed too (from /proc): the consumer's
 (main thread and whole process), the broker's, the server's and the replay's, a budget a
 busy machine changes less than ticks/s, and the sum says what 2 cores can carry.
+
+Each figure is printed beside its anchor, measured in the same run: a rate's p95 lag
+beside the 250 ms goal, and the drain beside the Kafka floor: ``tools.kafka_floor``
+draining the same backlog from the same broker right after the consumer (the consumer's
+client settings; each tick read, written back at a prediction's size and committed;
+nothing else). ``--repeats N`` runs every rate N times on fresh topics and prints the
+median of each column.
 """
 
 from __future__ import annotations
@@ -28,7 +35,6 @@ import time
 from pathlib import Path
 
 import numpy as np
-from confluent_kafka import Message
 
 from tools import kafka_broker, procs
 from tools.kafka_io import Topics, read_topic
@@ -39,15 +45,49 @@ WARM_RATE, WARM_SECONDS = 150, 320
 WARM_COUNT = WARM_RATE * WARM_SECONDS  # ends before "now": a short gap, symbols stay warm
 
 
-def _answer(m: Message) -> dict:
-    value = m.value()
-    assert value is not None  # every prediction carries a value
-    return json.loads(value)
+GOAL_P95_MS = 250.0  # issue 24: 50,000 ticks/s at p95 event->prediction lag < 250 ms
+GOAL_DRAIN = 100_000.0  # and a backlog drained at >= 100,000 ticks/s
 
 
 def _replay_args(kafka: str, topic: str, count: int, symbols: int) -> list[str]:
     return ["--bootstrap", kafka, "--topic", topic, "--source", "synthetic", "--count",
             str(count), "--symbols", str(symbols), "--quiet"]  # fmt: skip
+
+
+def _rate(stamps: list[int]) -> float:
+    """Records per second between the first and the last Kafka timestamp."""
+    span_s = (max(stamps) - min(stamps)) / 1000 if len(stamps) > 1 else 0.0
+    return len(stamps) / span_s if span_s > 0 else float("nan")
+
+
+def floor(kafka: str, topics: Topics, count: int, value_bytes: int, start_ms: float,
+          broker_pid: int) -> dict:  # fmt: skip
+    """The Kafka floor on the same backlog: records/s over the ticks from ``start_ms`` on
+    (as the pipeline's figure), CPU per tick of the floor process and of the broker."""
+    out = f"floor-{topics.ticks}"
+    kafka_broker.ensure_topics(kafka, {out: 4})
+    broker0 = cpu_seconds(broker_pid)
+    proc = procs.start(
+        "tools.kafka_floor", "--bootstrap", kafka, "--topic", topics.ticks, "--out", out,
+        "--count", str(count), "--value-bytes", str(value_bytes), log=RUN / "bench-floor.log",
+    )  # fmt: skip
+    pid, cpu = proc.pid, 0.0
+    while proc.poll() is None:  # the process's CPU, read until just before it exits
+        cpu = cpu_seconds(pid)
+        time.sleep(0.05)
+    broker = cpu_seconds(broker_pid) - broker0
+    if proc.returncode:
+        raise RuntimeError(f"kafka_floor failed (rc {proc.returncode}): see {RUN}/bench-floor.log")
+    stamps = [
+        m.timestamp()[1]
+        for m in read_topic(kafka, out, count, timeout=180)
+        if json.loads(m.value() or b"{}")["event_time_ms"] >= start_ms
+    ]
+    return {
+        "floor": _rate(stamps),
+        "floor_process_us": cpu / count * 1e6,
+        "floor_broker_us": broker / count * 1e6,
+    }
 
 
 def one_rate(
@@ -95,19 +135,7 @@ def one_rate(
         read_topic(kafka, topics.predictions, WARM_COUNT, timeout=120)
         cpu0 = (cpu_seconds(consumer.pid, consumer.pid), cpu_seconds(consumer.pid))
     start_ms = time.time() * 1000
-    args = [
-        "--bootstrap",
-        kafka,
-        "--topic",
-        topics.ticks,
-        "--source",
-        "synthetic",
-        "--count",
-        str(count),
-        "--symbols",
-        str(symbols),
-        "--quiet",
-    ]
+    args = _replay_args(kafka, topics.ticks, count, symbols)
     if rate:
         args += ["--rate", str(rate)]
     t0 = time.monotonic()
@@ -125,20 +153,17 @@ def one_rate(
     others = {name: cpu_seconds(pid) - others0[name] for name, pid in pids.items()}
     procs.stop(consumer)
     cpu_ticks = count + (WARM_COUNT if drain else 0)  # the CPU spent on the history too
-    msgs = [m for m in msgs if _answer(m)["event_time_ms"] >= start_ms]
-    warming = sum(_answer(m)["warming_up"] for m in msgs)
-    lat = np.array([_answer(m)["latency_ms"] for m in msgs], dtype=float)
-    ts = np.array([m.timestamp()[1] for m in msgs], dtype=float)
-    span_s = (ts.max() - ts.min()) / 1000 if len(ts) > 1 else float("nan")
-    return {
+    value_bytes = round(sum(len(m.value() or b"") for m in msgs) / max(len(msgs), 1))
+    answers = [(json.loads(m.value() or b"{}"), m.timestamp()[1]) for m in msgs]
+    answers = [(a, ts) for a, ts in answers if a["event_time_ms"] >= start_ms]
+    lat = np.array([a["latency_ms"] for a, _ in answers], dtype=float)
+    res = {
         "rate": rate,
         "sent": count,
         "replay_rate": count / replay_s,
-        "answered": len(
-            {(_answer(m)["source_partition"], _answer(m)["source_offset"]) for m in msgs}
-        ),
-        "warming": warming,
-        "throughput": len(msgs) / span_s if span_s > 0 else float("nan"),
+        "answered": len({(a["source_partition"], a["source_offset"]) for a, _ in answers}),
+        "warming": sum(a["warming_up"] for a, _ in answers),
+        "throughput": _rate([ts for _, ts in answers]),
         "p50": float(np.percentile(lat, 50)),
         "p95": float(np.percentile(lat, 95)),
         "p99": float(np.percentile(lat, 99)),
@@ -149,13 +174,62 @@ def one_rate(
         **{f"{name}_us": c / count * 1e6 for name, c in others.items()},
         "replay_us": replay_cpu / count * 1e6,
     }
+    if drain:  # the anchor: the same backlog through the Kafka floor
+        res |= floor(kafka, topics, WARM_COUNT + count, value_bytes, start_ms, pids["broker"])
+    return res
+
+
+def _median(rounds: list[dict]) -> dict:
+    """Each numeric column's median over the rounds (the first round's other values)."""
+    out = dict(rounds[0])
+    for k, v in out.items():
+        if isinstance(v, float | int) and not isinstance(v, bool) and k != "rate":
+            out[k] = float(np.median([r[k] for r in rounds]))
+    out["rounds"] = len(rounds)
+    return out
+
+
+def _line(label: str, res: dict) -> str:
+    line = (
+        f"rate {label:>6}: sent {res['sent']:,.0f} at {res['replay_rate']:,.0f}/s, "
+        f"answered {res['answered']:,.0f}, {res['throughput']:,.0f} predictions/s, "
+        f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms, "
+        f"consumer CPU {res['main_us']:.1f} us/tick main thread, "
+        f"{res['process_us']:.1f} process; broker {res['broker_us']:.1f}, "
+        f"server {res['server_us']:.1f}, replay {res['replay_us']:.1f} us/tick"
+    )
+    if "floor" in res:
+        line += (
+            f"; Kafka floor {res['floor']:,.0f}/s (process {res['floor_process_us']:.1f}, "
+            f"broker {res['floor_broker_us']:.1f} us/tick)"
+        )
+    return line
+
+
+def _anchor(res: dict) -> str:
+    """The figure beside its anchor: the drain against the floor and the goal, a rate's
+    p95 against the goal."""
+    if "floor" in res:
+        share = res["throughput"] / res["floor"]
+        verdict = "met" if res["throughput"] >= GOAL_DRAIN else "not met"
+        return (
+            f"{res['throughput']:,.0f} ticks/s = {share:.0%} of the Kafka floor "
+            f"{res['floor']:,.0f}/s; goal {GOAL_DRAIN:,.0f}/s: {verdict}"
+        )
+    keeps_up = res["throughput"] >= 0.98 * res["rate"] if res["rate"] else False
+    verdict = "met" if keeps_up and res["p95"] < GOAL_P95_MS else "not met"
+    return (
+        f"{res['throughput']:,.0f}/s at p95 {res['p95']:,.0f} ms = "
+        f"{res['p95'] / GOAL_P95_MS:.0%} of the {GOAL_P95_MS:.0f} ms goal: {verdict}"
+    )
 
 
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--rates", default="2000,5000,10000,20000,max,drain")
+    p.add_argument("--rates", default="2000,5000,10000,20000,50000,max,drain")
     p.add_argument("--seconds", type=float, default=20.0)
     p.add_argument("--max-count", type=int, default=400_000)
+    p.add_argument("--repeats", type=int, default=1, help="rounds per rate (medians printed)")
     p.add_argument("--server", default="native", choices=procs.SERVER_IMPLS)
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
@@ -177,30 +251,27 @@ def main() -> None:
             for r in args.rates.split(","):
                 rate = None if r in ("max", "drain") else float(r)
                 pids = {"broker": broker_pid, "server": server.pid}
-                res = one_rate(
-                    kafka,
-                    f"127.0.0.1:{gport}",
-                    rate,
-                    args.seconds,
-                    args.max_count,
-                    r == "drain",
-                    pids,
-                )
+                rounds = []
+                for _ in range(args.repeats):
+                    res = one_rate(
+                        kafka,
+                        f"127.0.0.1:{gport}",
+                        rate,
+                        args.seconds,
+                        args.max_count,
+                        r == "drain",
+                        pids,
+                    )
+                    print(_line(r, res), flush=True)
+                    rounds.append(res)
+                res = _median(rounds)
                 res["label"] = r
                 results.append(res)
-                print(
-                    f"rate {r:>6}: sent {res['sent']:,} at {res['replay_rate']:,.0f}/s, "
-                    f"answered {res['answered']:,}, {res['throughput']:,.0f} predictions/s, "
-                    f"lag p50 {res['p50']:.0f} p95 {res['p95']:.0f} p99 {res['p99']:.0f} ms, "
-                    f"consumer CPU {res['main_us']:.1f} us/tick main thread, "
-                    f"{res['process_us']:.1f} process; broker {res['broker_us']:.1f}, "
-                    f"server {res['server_us']:.1f}, replay {res['replay_us']:.1f} us/tick",
-                    flush=True,
-                )
         finally:
             procs.stop(server)
             kafka_broker.down(Path(tmp) / "kafka")
     print()
+    print(f"medians of {args.repeats} round(s) per rate")
     print(
         "| input rate (ticks/s) | ticks sent | replay achieved/s | answered | warming up "
         "| predictions/s | lag p50 ms | lag p95 ms | lag p99 ms | CPU us/tick: consumer main "
@@ -211,11 +282,15 @@ def main() -> None:
         named = {"max": "as fast as possible", "drain": "backlog (drain)"}
         label = named[r["label"]] if r["rate"] is None else f"{r['rate']:,.0f}"
         print(
-            f"| {label} | {r['sent']:,} | {r['replay_rate']:,.0f} | {r['answered']:,} | "
-            f"{r['warming']:,} | {r['throughput']:,.0f} | {r['p50']:,.0f} | {r['p95']:,.0f} | "
-            f"{r['p99']:,.0f} | {r['main_us']:.1f} | {r['process_us']:.1f} | "
+            f"| {label} | {r['sent']:,.0f} | {r['replay_rate']:,.0f} | {r['answered']:,.0f} | "
+            f"{r['warming']:,.0f} | {r['throughput']:,.0f} | {r['p50']:,.0f} | "
+            f"{r['p95']:,.0f} | {r['p99']:,.0f} | {r['main_us']:.1f} | {r['process_us']:.1f} | "
             f"{r['broker_us']:.1f} | {r['server_us']:.1f} | {r['replay_us']:.1f} |"
         )
+    print()
+    for r in results:
+        if r["label"] != "max":
+            print(f"{r['label']}: {_anchor(r)}")
 
 
 if __name__ == "__main__":
