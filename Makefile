@@ -215,8 +215,11 @@ consume: $(VENV)/.installed compiled_models/.fastcall
 	$(PY) -m consumer --bootstrap $(KAFKA_BOOTSTRAP) --server $(CONSUMER_SERVER) \
 	  --metrics-port $(CONSUMER_METRICS_PORT)
 
+# make bench-pipeline [BENCH_PIPELINE_ARGS="--rates 2000,5000,10000,20000,50000,max,drain --repeats 1"]
+# (default: issue 24's goals, three rounds each, ~7 min)
+BENCH_PIPELINE_ARGS ?= --rates 20000,50000,drain --repeats 3
 bench-pipeline: models native
-	$(PY) -m tools.bench_pipeline --server $(SERVER)
+	$(PY) -m tools.bench_pipeline --server $(SERVER) $(BENCH_PIPELINE_ARGS)
 
 # make loadtest [LOADTEST_HOST=...] [SLO_P95_MS=...] [SLO_MIN_RPS=...] [SLO_MAX_ERROR_RATIO=...]
 LOADTEST_HOST ?= 127.0.0.1:$(GRPC_PORT)

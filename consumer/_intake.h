@@ -9,9 +9,12 @@
    is old and carries the header) and returns the index of the first message it leaves to
    Python: an error, a partition still warming up, a partition no longer ours, a message
    decode() does not accept, a symbol without state yet, a flooded symbol. Every check
-   comes before any change, so Python takes such a message from the start. */
+   comes before any change, so Python takes such a message from the start; an exception
+   raised by a check is cleared and the message left to Python too, which raises it with
+   its own side effects. Objects that run Python code (a message's methods, a state's
+   attributes) are held while used: such code may drop them from the lists and dicts. */
 
-static PyObject *s_error, *s_partition, *s_offset, *s_value, *s_headers, *s_pending, *s_append,
+static PyObject *s_error, *s_partition, *s_offset, *s_value, *s_headers, *s_track,
     *s_update_into, *s_held, *s_ready;
 
 static int intern_names(void) {
@@ -20,8 +23,8 @@ static int intern_names(void) {
         const char *name;
     } names[] = {
         {&s_error, "error"},         {&s_partition, "partition"}, {&s_offset, "offset"},
-        {&s_value, "value"},         {&s_headers, "headers"},     {&s_pending, "pending"},
-        {&s_append, "append"},       {&s_update_into, "update_into"},
+        {&s_value, "value"},         {&s_headers, "headers"},     {&s_track, "track"},
+        {&s_update_into, "update_into"},
         {&s_held, "held"},           {&s_ready, "ready"},
     };
     for (size_t k = 0; k < sizeof names / sizeof names[0]; k++)
@@ -47,52 +50,57 @@ static int plain(PyObject *m, PyObject *p, long long now_ms, long long future_ms
             return -1;
     }
     PyObject *a = PyDict_GetItemWithError(all_acks, p);
-    if (a == NULL)
+    if (a == NULL || a == Py_None)
         return PyErr_Occurred() ? -1 : 0;
+    Py_INCREF(a); /* owned: value() and the lookups below may run Python code */
     PyObject *raw = PyObject_CallMethodNoArgs(m, s_value);
-    if (raw == NULL)
+    if (raw == NULL) {
+        Py_DECREF(a);
         return -1;
+    }
     PyObject *t = decode_raw(raw, now_ms, future_ms);
     Py_DECREF(raw);
-    if (t == NULL)
-        return -1;
-    if (t == Py_None) {
+    if (t == NULL || t == Py_None) {
+        Py_DECREF(a);
+        if (t == NULL)
+            return -1;
         Py_DECREF(t);
         return 0;
     }
     PyObject *key = PyTuple_Pack(2, p, PyTuple_GET_ITEM(t, 0));
     if (key == NULL) {
         Py_DECREF(t);
+        Py_DECREF(a);
         return -1;
     }
     PyObject *s = PyDict_GetItemWithError(states, key);
     Py_DECREF(key);
-    if (s == NULL) {
+    if (s == NULL || s == Py_None) {
         Py_DECREF(t);
+        Py_DECREF(a);
         return PyErr_Occurred() ? -1 : 0;
     }
+    Py_INCREF(s); /* owned: held and the comparison may run Python code */
     PyObject *held = PyObject_GetAttr(s, s_held);
     int full = held == NULL ? -1 : PyObject_RichCompareBool(held, flood, Py_GE);
     Py_XDECREF(held);
     if (full != 0) {
         Py_DECREF(t);
+        Py_DECREF(s);
+        Py_DECREF(a);
         return full < 0 ? -1 : 0;
     }
-    Py_INCREF(s);
-    Py_INCREF(a);
     *tick = t, *st = s, *acks = a;
     return 1;
 }
 
 /* The changes Intake._one makes for a plain tick, in its order; 0, or -1 on an error. */
-static int take(PyObject *p, PyObject *off, PyObject *tick, PyObject *st, PyObject *acks,
-                int is_backfill, PyObject *x, PyObject *meta, PyObject *warming, PyObject *order,
-                PyObject *backfill) {
-    PyObject *pending = PyObject_GetAttr(acks, s_pending);
-    if (pending == NULL)
-        return -1;
-    PyObject *r = PyObject_CallMethodOneArg(pending, s_append, off);
-    Py_DECREF(pending);
+static int has_header(PyObject *m, PyObject *header);
+
+static int take(PyObject *m, PyObject *header, long long old_ms, PyObject *p, PyObject *off,
+                PyObject *tick, PyObject *st, PyObject *acks, PyObject *x, PyObject *meta,
+                PyObject *warming, PyObject *order, PyObject *backfill) {
+    PyObject *r = PyObject_CallMethodOneArg(acks, s_track, off); /* acks.track(off) */
     if (r == NULL)
         return -1;
     Py_DECREF(r);
@@ -112,6 +120,9 @@ static int take(PyObject *p, PyObject *off, PyObject *tick, PyObject *st, PyObje
     if (r == NULL)
         return -1;
     Py_DECREF(r);
+    int is_backfill = PyLong_AsLongLong(PyTuple_GET_ITEM(tick, 1)) < old_ms ? has_header(m, header) : 0;
+    if (is_backfill < 0)
+        return -1;
     if (is_backfill) {
         PyObject *pair = PyTuple_Pack(2, p, off);
         int bad = pair == NULL || PySet_Add(backfill, pair) < 0;
@@ -143,7 +154,9 @@ static int has_header(PyObject *m, PyObject *header) {
     PyObject *headers = PyObject_CallMethodNoArgs(m, s_headers);
     if (headers == NULL)
         return -1;
-    int found = headers == Py_None ? 0 : PySequence_Contains(headers, header);
+    int found = PyObject_IsTrue(headers); /* `m.headers() or ()` */
+    if (found > 0)
+        found = PySequence_Contains(headers, header);
     Py_DECREF(headers);
     return found;
 }
@@ -173,17 +186,23 @@ static PyObject *read_plain(PyObject *self, PyObject *const *args, Py_ssize_t na
     if (!clock_args(args[2], args[3], &now_ms, &future_ms))
         return PyLong_FromSsize_t(i); /* odd clock arguments: every message Python's */
     long long old_ms = PyLong_AsLongLong(args[4]);
-    if (old_ms == -1 && PyErr_Occurred())
-        return NULL;
+    if (old_ms == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return PyLong_FromSsize_t(i); /* an odd old_ms: every message Python's */
+    }
     for (; i >= 0 && i < PyList_GET_SIZE(msgs); i++) {
-        PyObject *m = PyList_GET_ITEM(msgs, i);
+        PyObject *m = Py_NewRef(PyList_GET_ITEM(msgs, i)); /* owned: its methods run code */
         PyObject *err = PyObject_CallMethodNoArgs(m, s_error);
-        if (err == NULL)
+        if (err == NULL) {
+            Py_DECREF(m);
             return NULL;
+        }
         int errored = err != Py_None;
         Py_DECREF(err);
-        if (errored)
+        if (errored) {
+            Py_DECREF(m);
             break;
+        }
         PyObject *p = PyObject_CallMethodNoArgs(m, s_partition);
         PyObject *off = p == NULL ? NULL : PyObject_CallMethodNoArgs(m, s_offset);
         PyObject *tick = NULL, *st = NULL, *acks = NULL;
@@ -193,14 +212,14 @@ static PyObject *read_plain(PyObject *self, PyObject *const *args, Py_ssize_t na
                      ? 0
                      : plain(m, p, now_ms, future_ms, warm_until, all_acks, states, flood, &tick,
                              &st, &acks);
-        if (ok == 1) {
-            long long t = PyLong_AsLongLong(PyTuple_GET_ITEM(tick, 1));
-            int is_backfill = t < old_ms ? has_header(m, header) : 0;
-            ok = is_backfill < 0 ? -1
-                                 : take(p, off, tick, st, acks, is_backfill, x, meta, warming,
-                                        order, backfill);
-            ok = ok < 0 ? -1 : 1;
+        if (ok < 0 && p != NULL && off != NULL && PyErr_ExceptionMatches(PyExc_Exception)) {
+            PyErr_Clear(); /* nothing changed yet: Python's _one raises it with its effects */
+            ok = 0;
         }
+        if (ok == 1)
+            ok = take(m, header, old_ms, p, off, tick, st, acks, x, meta, warming, order,
+                      backfill) < 0 ? -1 : 1;
+        Py_DECREF(m);
         Py_XDECREF(p);
         Py_XDECREF(off);
         Py_XDECREF(tick);

@@ -419,7 +419,8 @@ static PyMethodDef methods[] = {
 static struct PyModuleDef module = {PyModuleDef_HEAD_INIT, "_wire", NULL, -1, methods};
 
 PyMODINIT_FUNC PyInit__wire(void) {
-    if (intern_names() < 0 || (s_acked = PyUnicode_InternFromString("acked")) == NULL)
+    if (intern_names() < 0 || (s_acked = PyUnicode_InternFromString("acked")) == NULL ||
+        (s_event_time_ms = PyUnicode_InternFromString("event_time_ms")) == NULL)
         return NULL;
     return PyModule_Create(&module);
 }

@@ -4,6 +4,7 @@ Python reference, with failed outputs, partitions no longer ours and odd input."
 from __future__ import annotations
 
 import random
+from typing import NamedTuple
 
 import pytest
 
@@ -51,10 +52,37 @@ def test_the_c_loop_acknowledges_what_the_python_loop_does(seed):
     assert sum(len(a) for a in c.values()) == n + 1
 
 
+TICK = Tick("S", 1, 1.0, 1.0, 0.0, 0.0)
+
+
+class Stamped(NamedTuple):  # another row type: its event time is not its second field
+    event_time_ms: int
+    symbol: str
+
+
 @pytest.mark.parametrize(
-    "groups",
-    [[[(0, 1)]], [[(0, 1, (5,))]], [((0, 1, Tick("S", 1, 1.0, 1.0, 0.0, 0.0)),)], [None]],
+    ("groups", "error"),
+    [
+        ([[(0, 1)]], TypeError),  # Python: ValueError (unpacking)
+        ([((0, 1, TICK),)], TypeError),  # groups are lists (Python takes any iterable)
+        ([None], TypeError),
+        ([[(0, 1, (5,))]], AttributeError),  # as Python: a row's tick has event_time_ms
+    ],
 )
-def test_odd_rows_are_a_type_error_not_a_crash(groups):
-    with pytest.raises(TypeError):
+def test_odd_rows_are_an_error_not_a_crash(groups, error):
+    with pytest.raises(error):
         offsets.acknowledge(groups, {0: PartitionAcks()}, set())
+
+
+def test_rows_and_acks_of_other_shapes_are_read_as_python_reads_them():
+    class Acked(dict):  # a dict whose writes are watched
+        def __setitem__(self, k, v) -> None:
+            super().__setitem__(k, ("seen", v))
+
+    groups = [[(0, 1, Stamped(99, "S")), (1, 2, TICK), (2, 3, TICK), (0, 4, TICK)]]
+    for fn in (offsets.acknowledge, acknowledge_py):
+        acks: dict = {0: PartitionAcks(), 1: None, 2: PartitionAcks()}
+        acks[2].acked = Acked()
+        fn(groups, acks, {(0, 4)})
+        assert acks[0].acked == {1: 99}, fn
+        assert acks[2].acked == {3: ("seen", 1)}, fn

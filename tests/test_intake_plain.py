@@ -6,8 +6,12 @@ longer ours, and old ticks with and without the backfill header."""
 
 from __future__ import annotations
 
+import os
 import random
+import subprocess
+import sys
 import time
+from pathlib import Path
 
 import numpy as np
 import orjson
@@ -186,3 +190,142 @@ def test_odd_arguments_are_refused_or_left_to_python(tmp_path):
     # x of the wrong shape: update_into's own error, not a crash
     with pytest.raises(ValueError):
         read_plain(msgs, 0, NOW, 1000, NOW, *rest, set(), ("backfill", b"1"))
+
+
+# --- hostile doubles: what the C loop must survive and still match Python on -----------------
+
+
+class Dropping(Msg):
+    """Its error() empties the batch list, which held the only reference to it."""
+
+    def __init__(self, msgs: list, *a, **k) -> None:
+        super().__init__(*a, **k)
+        self.msgs = msgs
+
+    def error(self):
+        self.msgs.clear()
+        return None
+
+
+class Evicting(Msg):
+    """Its value() drops the partition's acknowledgements and its symbol's state."""
+
+    def __init__(self, pl: Pipeline, *a, **k) -> None:
+        super().__init__(*a, **k)
+        self.pl = pl
+
+    def value(self):
+        self.pl.acks.pop(0, None)
+        self.pl.states.states.pop((0, "A"), None)
+        return super().value()
+
+
+class Raising(Msg):
+    def __init__(self, where: str, *a, **k) -> None:
+        super().__init__(*a, **k)
+        self.where = where
+
+    def value(self):
+        if self.where == "value":
+            raise ValueError("value() failed")
+        return super().value()
+
+    def headers(self):
+        if self.where == "headers":
+            raise ValueError("headers() failed")
+        return super().headers()
+
+
+def plain_tick(t: int = NOW) -> bytes:
+    return orjson.dumps({"symbol": "A", "event_time_ms": t, "price": 100.5, "size": 2.0})
+
+
+def outcome(pl: Pipeline, msgs: list) -> tuple:
+    try:
+        r = pl.intake.read(msgs)  # type: ignore[arg-type]
+        got: tuple = ("rows", r.x.tobytes(), repr(r.meta), repr(r.warming), r.order, r.backfill)
+    except Exception as exc:  # the same exception, with the same side effects
+        got = ("raised", type(exc).__name__, str(exc))
+    pending = {p: list(a.pending) for p, a in pl.acks.items() if a is not None}
+    return got, pending, pl.producer.out, state_of(pl)  # type: ignore[attr-defined]
+
+
+HOSTILE = {
+    "falsy headers on an old tick": lambda pl: [
+        Msg(0, k, plain_tick(NOW - 60_000), headers=h) for k, h in enumerate((0, b"", False, []))
+    ],
+    "acks of the partition set to None": lambda pl: (
+        pl.acks.__setitem__(0, None),  # type: ignore[func-returns-value]
+        [Msg(0, 0, plain_tick())],
+    )[1],
+    "the symbol's state set to None": lambda pl: (
+        pl.states.states.__setitem__((0, "A"), None),  # type: ignore[func-returns-value]
+        [Msg(0, 0, plain_tick())],
+    )[1],
+    "value() raises": lambda pl: [Msg(0, 0, plain_tick()), Raising("value", 0, 1, plain_tick())],
+    "headers() raises on an old tick": lambda pl: [
+        Raising("headers", 0, 0, plain_tick(NOW - 60_000), headers=[("backfill", b"1")])
+    ],
+}
+
+
+@pytest.mark.parametrize("case", list(HOSTILE))
+def test_hostile_doubles_get_what_the_python_loop_gives(tmp_path, monkeypatch, case):
+    fast = outcome(pl := make_pipeline(tmp_path / "c"), HOSTILE[case](pl))
+    monkeypatch.setattr(intake_mod, "read_plain", _no_plain_path)
+    slow = outcome(pl := make_pipeline(tmp_path / "py"), HOSTILE[case](pl))
+    assert fast == slow
+
+
+def test_a_message_whose_value_evicts_its_own_state_costs_no_crash(tmp_path):
+    """Out of contract (a real Message runs no Python code), but it must not crash: the C
+    loop leaves the message to Python once its state is gone, which drops it (its partition
+    is no longer ours); Python alone would track it before value() ran."""
+    pl = make_pipeline(tmp_path)
+    r = pl.intake.read([Evicting(pl, 0, 0, plain_tick()), Msg(0, 1, plain_tick())])  # type: ignore[list-item]
+    assert (r.meta, r.warming, 0 in pl.acks) == ([], [], False)
+
+
+def test_a_subclass_tracking_offsets_its_own_way_is_called(tmp_path):
+    seen = []
+
+    class Tracking(PartitionAcks):
+        def track(self, offset: int) -> None:
+            seen.append(offset)
+            super().track(offset)
+
+    pl = make_pipeline(tmp_path)
+    pl.acks[0] = Tracking()
+    pl.intake.read([Msg(0, 5, plain_tick()), Msg(0, 6, plain_tick())])  # type: ignore[list-item]
+    assert seen == [5, 6]
+
+
+DROPPING = """
+import numpy as np, orjson, sys
+sys.path.insert(0, {root!r})
+from tests.test_intake_plain import Dropping, make_pipeline, plain_tick, NOW
+from consumer.messages import read_plain
+import pathlib, tempfile
+pl = make_pipeline(pathlib.Path(tempfile.mkdtemp()))
+for k in range(50):
+    msgs = []
+    msgs.append(Dropping(msgs, 0, k, plain_tick()))
+    junk = [object() for _ in range(1000)]  # reuse the freed memory
+    x = np.empty((4, 30), np.float32)
+    read_plain(msgs, 0, NOW, 5000, NOW - 20000, pl.offsets.warm_until, pl.acks,
+               pl.states.states, 400, x, [], [], bytearray(), set(), ("backfill", b"1"))
+print("survived")
+"""
+
+
+def test_a_message_freed_by_its_own_method_is_not_used_after_free(tmp_path):
+    """PYTHONMALLOC=debug poisons freed memory: a use after free crashes (exit 139)."""
+    root = str(Path(__file__).resolve().parent.parent)
+    run = subprocess.run(
+        [sys.executable, "-c", DROPPING.format(root=root)],
+        env={**os.environ, "PYTHONMALLOC": "debug"},
+        capture_output=True,
+        cwd=root,
+        timeout=120,
+    )
+    assert run.returncode == 0 and b"survived" in run.stdout, run.stderr[-2000:]

@@ -23,9 +23,19 @@ class FloorError(RuntimeError):
     """A delivery failed or the backlog did not arrive in time."""
 
 
-def run(bootstrap: str, topic: str, out: str, count: int, value_bytes: int, timeout: float) -> int:
-    """Pass ``count`` records from ``topic`` to ``out``; returns how many were passed."""
-    s = ConsumerSettings(bootstrap=bootstrap, group_id=f"floor-{uuid.uuid4().hex[:8]}")
+def run(
+    bootstrap: str,
+    topic: str,
+    out: str,
+    count: int,
+    value_bytes: int,
+    timeout: float,
+    group: str | None = None,
+) -> int:
+    """Pass ``count`` records from ``topic`` to ``out`` (consumer group ``group``, a fresh
+    one by default); returns how many were passed."""
+    group = group or f"floor-{uuid.uuid4().hex[:8]}"
+    s = ConsumerSettings(bootstrap=bootstrap, group_id=group)
     consumer, producer, failures = kafka_clients(s)
     consumer.subscribe([topic])
     wait, interval = s.max_wait_ms / 1000, s.commit_interval_ms / 1000

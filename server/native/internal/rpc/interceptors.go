@@ -105,6 +105,14 @@ func (w *Wrapper) traceCall(ctx context.Context, req any, _ *grpc.UnaryServerInf
 	defer span.End()
 	call.Span = span
 	resp, err := next(ctx, req)
+	if span.IsRecording() { // an unsampled call's span records nothing: no attributes built
+		endAttributes(span, call)
+	}
+	return resp, err
+}
+
+// endAttributes: the status, error kind, artifact and rows of a recorded call's span.
+func endAttributes(span trace.Span, call *Call) {
 	code := grpccodes.OK
 	if f := call.Failed; f != nil {
 		code = f.Code
@@ -118,7 +126,6 @@ func (w *Wrapper) traceCall(ctx context.Context, req any, _ *grpc.UnaryServerInf
 	if call.Rows > 0 {
 		span.SetAttributes(attribute.Int("volspike.rows", call.Rows))
 	}
-	return resp, err
 }
 
 // mapErrors is the one place an error becomes a gRPC status: a contract error keeps its
