@@ -151,7 +151,13 @@ def up(port: int, controller_port: int, data: Path, topics: dict[str, int]) -> i
 
 
 def new_cluster_id() -> str:
-    return base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+    """A random id as Kafka writes one (URL-safe base64 of 16 bytes). Never one that starts
+    with '-' (1 in 64 would): the storage tool would read it as an option and refuse to
+    format (Kafka's own Uuid.randomUuid draws again for the same reason)."""
+    while True:
+        cluster = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cluster.startswith("-"):
+            return cluster
 
 
 def format_storage(cp: str, data: Path, props: Path, cluster: str) -> None:
