@@ -53,13 +53,39 @@ class ArtifactBins:
         self.names = tuple(names)
         self.bins = [_bins(spec["features"][n]) for n in names]
         self.pred_bins = _bins(spec["prediction"])
+        if not all(np.isfinite(b.edges).all() for b in [*self.bins, self.pred_bins]):
+            raise ValueError(f"artifact {artifact[:64]}: drift bin edges must be finite")
         self.counts = [np.zeros(b.size, np.int64) for b in self.bins]
         self.pred_counts = np.zeros(self.pred_bins.size, np.int64)
+        # Every column's edges in one sorted array of complex keys (column + edge * 1j,
+        # ordered by column, then edge), so one searchsorted bins a whole batch: numpy lets
+        # the GIL go in each searchsorted, and on a busy machine each time costs the loop a
+        # wait for it (16 a batch were 4-5 % of the draining consumer's time).
+        cols = [*self.bins, self.pred_bins]
+        self._keys = np.concatenate([j + 1j * b.edges for j, b in enumerate(cols)])
+        n_edges = np.array([len(b.edges) for b in cols])
+        self._edge_start = np.concatenate([[0], np.cumsum(n_edges)[:-1]])
+        sizes = np.array([b.size for b in cols])
+        self._bin_start = np.concatenate([[0], np.cumsum(sizes)[:-1]])
+        self._nan_bin = self._bin_start + sizes - 1
+        self._n_bins = int(sizes.sum())
 
     def observe(self, x: np.ndarray, probs: np.ndarray) -> None:
-        for j, b in enumerate(self.bins):
-            self.counts[j] += db.count(b, x[:, j].astype(np.float64))
-        self.pred_counts += db.count(self.pred_bins, probs.astype(np.float64))
+        """Count a batch (rows of the artifact's features, and their probabilities) into
+        the bins: ``drift.bins.count`` for every column, in one pass."""
+        values = np.column_stack([x[:, : len(self.counts)], probs]).astype(np.float64)
+        cols = np.arange(values.shape[1])
+        keys = np.empty(values.shape, np.complex128)  # not cols + 1j * values: 1j * inf
+        keys.real, keys.imag = cols, values  # has a NaN real part
+        idx = np.searchsorted(self._keys, keys, side="left")
+        idx += self._bin_start - self._edge_start  # (e_{i-1}, e_i] -> i, in its column
+        nan = np.isnan(values)
+        idx[nan] = np.broadcast_to(self._nan_bin, idx.shape)[nan]
+        counts = np.bincount(idx.ravel(), minlength=self._n_bins)
+        for j, c in enumerate(self.counts):
+            c += counts[self._bin_start[j] : self._bin_start[j] + len(c)]
+        j = len(self.counts)
+        self.pred_counts += counts[self._bin_start[j] :]
 
 
 def _bins(d: object) -> db.Bins:

@@ -145,8 +145,7 @@ class Outputs:
         if len(event_ms):
             self.metrics.e2e_lag.observe_batch((now - event_ms) / 1000.0)
         self.metrics.processing.observe(time.monotonic() - b.started)
-        b.span.end()
-        self.producer.poll(0)
+        b.span.end()  # no poll here: settle polls once a turn (each poll lets the GIL go)
 
     def answer_warming(self, b: Batch) -> None:
         """The warming-up ticks of a batch whose scored ticks became dead letters."""
