@@ -39,11 +39,19 @@ def spin_threads_started(monkeypatch, channel: grpc.Channel) -> int:
     return len(started)
 
 
-def wait_for(cond, timeout: float = 30.0) -> None:
+def wait_for(cond, timeout: float = 30.0, state=lambda: "") -> None:
     deadline = time.monotonic() + timeout
     while not cond():
-        assert time.monotonic() < deadline
+        assert time.monotonic() < deadline, state()
         time.sleep(0.05)
+
+
+def stream_state(polling: PollingThread, first) -> str:
+    """What a failed wait saw (a full `make test` once timed out here, python server)."""
+    done = first.done()
+    code = first.code() if done else None
+    alive = polling._thread.is_alive()
+    return f"opened {polling.opened}, first stream done {done} ({code}), thread alive {alive}"
 
 
 def test_one_watch_stream_keeps_the_polling_thread(server, monkeypatch):
@@ -67,7 +75,10 @@ def test_a_watch_ended_by_its_server_is_opened_again(server, tmp_path, impl, mon
         first = polling._call
         assert srv.stop() == 0
         srv.start()
-        wait_for(lambda: polling.opened >= 2 and polling._call is not first)
+        wait_for(
+            lambda: polling.opened >= 2 and polling._call is not first,
+            state=lambda: stream_state(polling, first),
+        )
         wait_for(lambda: srv.health("volatility.v1.Predictor") == "SERVING")
         assert spin_threads_started(monkeypatch, ch) <= 1  # the first call may race the watch
         polling.close()
