@@ -29,9 +29,12 @@ from consumer.outputs import DeliveryFailures
 from consumer.pipeline import Pipeline
 from tests.test_consumer_unit import Consumer, Producer, Stub
 
-pytestmark = pytest.mark.skipif(
-    read_plain is _no_plain_path, reason="consumer/_wire is not built (make models)"
-)
+
+def test_the_intake_gets_the_c_loop():
+    """`make models` builds consumer/_wire (make test and make test-fast both run it): a
+    missing build fails here instead of every comparison below passing vacuously."""
+    assert read_plain is not _no_plain_path and read_plain.__module__ == "consumer._wire"
+
 
 NOW = int(time.time() * 1000)
 T0 = NOW - 400_000  # the warmed symbols' history starts here
